@@ -1,0 +1,235 @@
+"""The U-Net, the model bundle (S1 + S2 + everything needed to use them) and its file format.
+
+Glossary
+    x        float32 (N, C, h, w) normalised image batch, h and w multiples of ``size_multiple``
+    logits   float32 (N, K, h, w) raw network output; never leaves ``models``/``infer``
+A bundle file is ``torch.save`` of a dict holding only tensors, strings and numbers, and is read
+with ``torch.load(weights_only=True)``, which refuses anything that would run code when unpickled.
+"""
+import dataclasses
+import json
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from .errors import ModelError
+
+BUNDLE_FORMAT = "iterseg-bundle"
+BUNDLE_VERSION = 1
+WEIGHTS_DIR = Path(__file__).parent / "weights"
+NORMS = ("batch", "none")
+
+
+@dataclass(frozen=True)
+class UNetConfig:
+    """Architecture of a U-Net: ``depth`` poolings, ``width`` channels at full scale, doubled per level."""
+    in_channels: int = 3
+    out_channels: int = 1
+    depth: int = 4
+    width: int = 16
+    norm: str = "batch"
+
+    def __post_init__(self):
+        for name in ("in_channels", "out_channels", "depth", "width"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or value < (0 if name == "depth" else 1):
+                raise ValueError(f"UNetConfig.{name} must be a positive integer, got {value!r}.")
+        if self.norm not in NORMS:
+            raise ValueError(f"UNetConfig.norm must be one of {NORMS}, got {self.norm!r}.")
+
+    @property
+    def size_multiple(self):
+        """Input height and width must be multiples of this (2 ** depth)."""
+        return 2 ** self.depth
+
+    @property
+    def receptive_radius(self):
+        """How far (pixels) an output pixel can see: 3x3 convs add 2**level, each 2x2 pool 2**level."""
+        encoder = sum(5 * 2 ** level for level in range(self.depth))
+        return encoder + 2 * 2 ** self.depth
+
+
+def _double_conv(cin, cout, norm):
+    layers = []
+    for c in (cin, cout):
+        layers.append(nn.Conv2d(c, cout, 3, padding=1, bias=norm == "none"))
+        if norm == "batch":
+            layers.append(nn.BatchNorm2d(cout))
+        layers.append(nn.ReLU(inplace=True))
+    return nn.Sequential(*layers)
+
+
+class UNet(nn.Module):
+    """U-Net (Ronneberger et al. 2015) with transposed-convolution upsampling. Returns logits."""
+
+    def __init__(self, config=None, **kwargs):
+        super().__init__()
+        self.config = config or UNetConfig(**kwargs)
+        cfg = self.config
+        widths = [cfg.width * 2 ** level for level in range(cfg.depth + 1)]
+        self.inc = _double_conv(cfg.in_channels, widths[0], cfg.norm)
+        self.down = nn.ModuleList(
+            nn.Sequential(nn.MaxPool2d(2), _double_conv(widths[i], widths[i + 1], cfg.norm))
+            for i in range(cfg.depth))
+        self.up = nn.ModuleList(
+            nn.ConvTranspose2d(widths[i + 1], widths[i], 2, stride=2) for i in reversed(range(cfg.depth)))
+        self.fuse = nn.ModuleList(
+            _double_conv(2 * widths[i], widths[i], cfg.norm) for i in reversed(range(cfg.depth)))
+        self.head = nn.Conv2d(widths[0], cfg.out_channels, 1)
+
+    def forward(self, x):
+        """x: (N, in_channels, h, w), h and w multiples of 2 ** depth -> logits (N, out_channels, h, w)."""
+        skips = [self.inc(x)]
+        for down in self.down:
+            skips.append(down(skips[-1]))
+        y = skips.pop()
+        for up, fuse in zip(self.up, self.fuse):
+            y = fuse(torch.cat([skips.pop(), up(y)], dim=1))
+        return self.head(y)
+
+
+@dataclass
+class Bundle:
+    """Stage-1 and stage-2 networks plus what is needed to feed them.
+
+    mean, std: per input channel, for images scaled to [0, 1] (uint8 / 255, uint16 / 65535).
+    s1_scale: stage 1 sees the image resized by this factor. class_names: one per output class
+    (two for a binary model, whose network has a single sigmoid output).
+    """
+    s1: UNet
+    s2: UNet
+    mean: tuple
+    std: tuple
+    s1_scale: float = 0.125
+    class_names: tuple = ("background", "foreground")
+    name: str = "unnamed"
+    provenance: dict = field(default_factory=dict)
+
+    def __post_init__(self):
+        self.s1.eval()
+        self.s2.eval()
+        c = self.in_channels
+        if self.s1.config.in_channels != c or self.s2.config.in_channels != c:
+            raise ModelError(f"bundle {self.name!r}: S1 and S2 must take the same channels.")
+        if len(self.mean) != c or len(self.std) != c:
+            raise ModelError(f"bundle {self.name!r}: mean and std need {c} values each.")
+        if not 0 < self.s1_scale <= 1:
+            raise ModelError(f"bundle {self.name!r}: s1_scale must be in (0, 1], got {self.s1_scale}.")
+        outputs = {self.s1.config.out_channels, self.s2.config.out_channels}
+        if len(outputs) != 1 or len(self.class_names) != max(2, outputs.pop()):
+            raise ModelError(f"bundle {self.name!r}: class names do not match the networks' outputs.")
+
+    @property
+    def in_channels(self):
+        return self.s2.config.in_channels
+
+    @property
+    def num_classes(self):
+        """Number of classes K (2 for a binary model)."""
+        return len(self.class_names)
+
+    @property
+    def untrained(self):
+        return bool(self.provenance.get("untrained", False))
+
+    def meta(self):
+        """Everything but the weights, as JSON-ready values."""
+        return {"name": self.name, "s1": dataclasses.asdict(self.s1.config),
+                "s2": dataclasses.asdict(self.s2.config), "mean": list(self.mean),
+                "std": list(self.std), "s1_scale": self.s1_scale,
+                "class_names": list(self.class_names), "provenance": self.provenance}
+
+
+def save_bundle(bundle, path, half=True):
+    """Write ``bundle`` to ``path`` (weights as float16 when ``half``; batch-norm counters kept as is)."""
+    def tensors(model):
+        state = model.state_dict()
+        return {k: (v.half() if half and v.is_floating_point() else v).contiguous() for k, v in state.items()}
+    payload = {"format": BUNDLE_FORMAT, "version": BUNDLE_VERSION, "meta": json.dumps(bundle.meta()),
+               "s1": tensors(bundle.s1), "s2": tensors(bundle.s2)}
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.partial")
+    try:
+        torch.save(payload, tmp)
+        tmp.replace(path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def _read_payload(path):
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", UserWarning)  # torch's notes on foreign pickle protocols
+            payload = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # torch raises many types for damaged or unsafe files
+        first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise ModelError(f"{path} is not a readable iterseg model bundle ({first_line[:200]}); "
+                         "pass a file written by iterseg.save_bundle or an embedded model name.") from None
+    if not isinstance(payload, dict) or payload.get("format") != BUNDLE_FORMAT:
+        raise ModelError(f"{path} is not an iterseg model bundle (no '{BUNDLE_FORMAT}' header).")
+    if payload.get("version") != BUNDLE_VERSION:
+        raise ModelError(f"{path} has bundle version {payload.get('version')}; this iterseg reads "
+                         f"version {BUNDLE_VERSION}. Upgrade iterseg or re-export the bundle.")
+    return payload
+
+
+def _build(config_dict, state, where):
+    try:
+        model = UNet(UNetConfig(**config_dict))
+        model.load_state_dict({k: v.float() if v.is_floating_point() else v for k, v in state.items()})
+    except (TypeError, ValueError, RuntimeError) as exc:
+        raise ModelError(f"{where}: weights do not fit the architecture ({str(exc).splitlines()[0][:200]}).") from None
+    return model
+
+
+def read_bundle(path):
+    """Load a bundle file written by ``save_bundle``; raises ModelError with what is wrong."""
+    path = Path(path)
+    if not path.is_file():
+        raise ModelError(f"model file {path} does not exist; pass an existing bundle file or one of "
+                         f"the embedded names: {', '.join(available_models())}.")
+    payload = _read_payload(path)
+    try:
+        meta = json.loads(payload["meta"])
+        s1 = _build(meta["s1"], payload["s1"], f"{path} (S1)")
+        s2 = _build(meta["s2"], payload["s2"], f"{path} (S2)")
+        return Bundle(s1=s1, s2=s2, mean=tuple(meta["mean"]), std=tuple(meta["std"]),
+                      s1_scale=float(meta["s1_scale"]), class_names=tuple(meta["class_names"]),
+                      name=meta.get("name", path.stem), provenance=meta.get("provenance", {}))
+    except (KeyError, TypeError, json.JSONDecodeError) as exc:
+        raise ModelError(f"{path}: damaged bundle metadata ({exc!r}); re-export the bundle.") from None
+
+
+def untrained_bundle(config=None, seed=0):
+    """A bundle with random weights (fixed seed): for testing the engine, its masks mean nothing."""
+    config = config or UNetConfig()
+    with torch.random.fork_rng():
+        torch.manual_seed(seed)
+        s1, s2 = UNet(config), UNet(config)
+    mean, std = (0.5,) * config.in_channels, (0.25,) * config.in_channels
+    names = ("background", "foreground") if config.out_channels == 1 else tuple(
+        f"class{i}" for i in range(config.out_channels))
+    return Bundle(s1=s1, s2=s2, mean=mean, std=std, class_names=names, name="untrained",
+                  provenance={"untrained": True, "note": f"random weights, seed {seed}"})
+
+
+def available_models():
+    """Names accepted by ``load_bundle``: the embedded bundle files plus 'untrained'."""
+    return sorted([p.stem for p in WEIGHTS_DIR.glob("*.pt")] + ["untrained"])
+
+
+def load_bundle(name_or_path):
+    """An embedded model by name ('untrained', ...) or a bundle file by path."""
+    text = str(name_or_path)
+    if text == "untrained":
+        return untrained_bundle()
+    embedded = WEIGHTS_DIR / f"{text}.pt"
+    if embedded.is_file():
+        return read_bundle(embedded)
+    if Path(text).suffix or "/" in text or Path(text).exists():
+        return read_bundle(Path(text))
+    raise ModelError(f"unknown model {text!r}; valid names: {', '.join(available_models())}, "
+                     "or a path to a bundle file.")
