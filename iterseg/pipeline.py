@@ -1,0 +1,184 @@
+"""The two-stage method: stage 1 -> select -> stage 2 -> merge, and the full-resolution baseline.
+
+Glossary
+    image    (H, W) or (H, W, C) array as read from disk, or a path to an image file
+    probs    float32 (H, W) foreground probabilities (binary) or (K, H, W) class probabilities
+    mask     uint8 (H, W) class ids (0/1 for binary)
+    windows  int64 (N, 4) of (y, x, h, w) in full-resolution pixels, in selection order
+    macs     {"stage1", "stage2", "total", "baseline"} ints, "ratio" = total / baseline, plus the
+             counting convention and the operators fvcore did not count (see flops.py)
+    seconds  {"stage1", "select", "stage2", "merge", "total"} wall-clock seconds
+"""
+import contextlib
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from .errors import InputError
+from .flops import cost_report
+from .infer import context_boxes, run_whole
+from .io import read_image
+from .models import load_bundle
+from .prepare import as_float_image
+from .select import SCORES, default_patch_size, default_score, grid_windows, select_windows
+from .stage1 import stage1, stage1_size
+from .stage2 import refine
+
+# Whole-image inference above this many pixels runs in tiles (same output, bounded memory).
+BASELINE_TILE = 1024
+
+
+@dataclass
+class Result:
+    """What one prediction produced; ``probs``/``mask`` have the image's height and width."""
+    mask: np.ndarray
+    probs: np.ndarray
+    windows: np.ndarray
+    scores: np.ndarray
+    macs: dict
+    seconds: dict
+    options: dict = field(default_factory=dict)
+    notes: list = field(default_factory=list)
+
+
+class Timer:
+    """Collects named wall-clock durations: ``with timer("stage1"): ...``."""
+
+    def __init__(self):
+        self.seconds = {}
+        self._start = time.perf_counter()
+
+    @contextlib.contextmanager
+    def __call__(self, name):
+        start = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.seconds[name] = self.seconds.get(name, 0.0) + time.perf_counter() - start
+
+    def total(self):
+        self.seconds["total"] = time.perf_counter() - self._start
+        return self.seconds
+
+
+def _positive_int(name, value, minimum=1):
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
+        raise InputError(f"{name} must be an integer >= {minimum}, got {value!r}.")
+    return int(value)
+
+
+def check_options(patches, patch_size, stride, score, batch_size, context, num_channels):
+    """Validate the options of ``two_stage``; returns the score function to use."""
+    _positive_int("patches", patches, minimum=0)
+    _positive_int("batch_size", batch_size)
+    _positive_int("context", context, minimum=0)
+    if patch_size is not None:
+        _positive_int("patch_size", patch_size)
+    if stride is not None:
+        _positive_int("stride", stride)
+    score = score or default_score(num_channels)
+    if score not in SCORES:
+        raise InputError(f"score must be one of {', '.join(SCORES)}, got {score!r}.")
+    if score == "mean" and num_channels > 1:
+        raise InputError("score 'mean' needs a binary model; use --score margin for multi-class models.")
+    return score
+
+
+def finish(probs, windows, scores, macs, timer, options, notes):
+    """Mask from probabilities, binary channel squeezed: the Result."""
+    with timer("merge"):
+        if probs.shape[0] == 1:
+            probs = probs[0]
+            mask = (probs >= 0.5).astype(np.uint8)
+        else:
+            mask = probs.argmax(axis=0).astype(np.uint8)
+    return Result(mask=mask, probs=probs, windows=windows, scores=scores, macs=macs,
+                  seconds=timer.total(), options=options, notes=notes)
+
+
+def two_stage(image, bundle, patches=16, patch_size=None, score=None, stride=None, batch_size=16,
+              context=0):
+    """Segment ``image`` with ``bundle``: stage 1 everywhere, stage 2 on the ``patches`` least
+    certain windows of side ``patch_size`` (default ceil(max(H, W) / patches) rounded up to the
+    size multiple), scored by ``score`` on a grid with step ``stride`` (default: the window side).
+    ``patches=0`` returns the upsampled stage-1 result. Returns a Result."""
+    timer = Timer()
+    s1, s2 = bundle.s1, bundle.s2
+    score = check_options(patches, patch_size, stride, score, batch_size, context, s2.config.out_channels)
+    image, notes = as_float_image(image, bundle.in_channels)
+    height, width = image.shape[:2]
+    patch_size = patch_size or default_patch_size(height, width, patches, s2.config.size_multiple)
+    with timer("stage1"):
+        probs, s1_hw = stage1(s1, image, bundle.s1_scale, bundle.mean, bundle.std)
+    with timer("select"):
+        if patches:
+            windows, scores = select_windows(probs, patches, patch_size, stride, score)
+        else:
+            windows, scores = np.empty((0, 4), np.int64), np.empty(0)
+    if len(windows) < patches:
+        notes.append(f"{patches} patches asked, the grid has only {len(windows)} windows: all refined")
+    with timer("stage2"):
+        probs, boxes = refine(s2, image, probs, windows, bundle.mean, bundle.std, batch_size, context)
+    box_hw = tuple(int(v) for v in boxes[0, 2:]) if len(boxes) else None
+    macs = cost_report(s1.config, s2.config, (height, width), s1_hw, box_hw, len(boxes))
+    options = {"patches": patches, "patch_size": int(patch_size), "stride": int(stride or patch_size),
+               "score": score, "batch_size": batch_size, "context": context,
+               "s1_input": list(s1_hw), "s2_input": list(box_hw) if box_hw else None}
+    return finish(probs, windows, scores, macs, timer, options, notes)
+
+
+def baseline(image, bundle, batch_size=1, tile=BASELINE_TILE):
+    """The full-resolution network (stage 2's) over the whole image; tiled above ``tile`` pixels
+    per side with full receptive-field context, which leaves the output unchanged."""
+    timer = Timer()
+    image, notes = as_float_image(image, bundle.in_channels)
+    height, width = image.shape[:2]
+    with timer("stage2"):
+        probs = run_whole(bundle.s2, image, bundle.mean, bundle.std, tile=tile, batch_size=batch_size)
+    macs = cost_report(bundle.s1.config, bundle.s2.config, (height, width), None, (height, width), 1)
+    macs["stage1"] = 0
+    for name in ("stage1", "select"):
+        timer.seconds[name] = 0.0
+    return finish(probs, np.empty((0, 4), np.int64), np.empty(0), macs, timer,
+                  {"baseline": True, "tile": tile}, notes)
+
+
+class Segmenter:
+    """A loaded bundle with the methods of the public contract (see DESIGN.md)."""
+
+    def __init__(self, bundle, source=None):
+        self.bundle = bundle
+        self.source = str(source) if source is not None else bundle.name
+
+    def __repr__(self):
+        return f"Segmenter({self.source!r}, classes={list(self.bundle.class_names)})"
+
+    def _image(self, image):
+        if isinstance(image, (str, Path)):
+            return read_image(image)
+        return image
+
+    def predict(self, image, patches=16, **options):
+        """Two-stage segmentation of ``image`` (path or array); options as ``two_stage``."""
+        return two_stage(self._image(image), self.bundle, patches, **options)
+
+    def predict_baseline(self, image, **options):
+        """The full-resolution model over the whole image; options as ``baseline``."""
+        return baseline(self._image(image), self.bundle, **options)
+
+    def macs(self, height, width, patches=16, patch_size=None, context=0):
+        """The cost report for an H x W image without running anything (windows of the default grid)."""
+        s1, s2 = self.bundle.s1.config, self.bundle.s2.config
+        size = patch_size or default_patch_size(height, width, patches, s2.size_multiple)
+        n = min(patches, len(grid_windows(height, width, size)))
+        core = np.array([[0, 0, min(size, height), min(size, width)]], dtype=np.int64)
+        box = context_boxes(core, context, s2.size_multiple, (height, width))[0][0]
+        return cost_report(s1, s2, (height, width), stage1_size(height, width, self.bundle.s1_scale),
+                           tuple(box[2:]), n)
+
+
+def load(name_or_path="untrained"):
+    """A Segmenter for an embedded model name or a bundle file path."""
+    return Segmenter(load_bundle(name_or_path), source=name_or_path)
