@@ -1,0 +1,4 @@
+"""``python -m iterseg`` is the ``iterseg`` command."""
+from .cli import run
+
+run()

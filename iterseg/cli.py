@@ -1,0 +1,204 @@
+"""Command line: ``iterseg predict``, ``iterseg flops`` and ``iterseg models``.
+
+``main(argv) -> int`` parses, calls the library, prints; exit codes: 0 ok, 2 bad input or usage
+(one line on stderr saying what is wrong and what to do), 1 internal error.
+"""
+import argparse
+import os
+import sys
+import traceback
+from pathlib import Path
+
+from .errors import InputError, IterSegError
+from .io import check_image_file, read_image, write_json, write_mask, write_overlay, write_probs
+from .models import available_models
+from .pipeline import load
+from .report import result_report, summary
+from .select import SCORES
+
+DEFAULT_MODEL = "untrained"
+EXAMPLES = """examples:
+  iterseg predict image.png --patches 16 --out results/
+  iterseg predict scans/*.tif --patches 32 --model my_bundle.pt --score uncertainty
+  iterseg flops --size 2048x2048 --patches 16
+"""
+
+
+class UsageError(Exception):
+    """Raised instead of argparse's print-usage-and-exit, so ``main`` can return 2 with one line."""
+
+
+class Parser(argparse.ArgumentParser):
+    def error(self, message):
+        raise UsageError(f"{message} (see '{self.prog} --help')")
+
+
+def _int_at_least(minimum):
+    def parse(text):
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected an integer >= {minimum}, got {text!r}") from None
+        if value < minimum:
+            raise argparse.ArgumentTypeError(f"expected an integer >= {minimum}, got {value}")
+        return value
+    return parse
+
+
+def _size(text):
+    try:
+        height, width = (int(part) for part in text.lower().split("x"))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected HEIGHTxWIDTH such as 2048x2048, got {text!r}") from None
+    if height < 1 or width < 1:
+        raise argparse.ArgumentTypeError(f"height and width must be >= 1, got {text!r}")
+    return height, width
+
+
+def _add_geometry(parser):
+    parser.add_argument("--patches", type=_int_at_least(0), default=16,
+                        help="number of windows refined at full resolution (0 = stage 1 only; default 16)")
+    parser.add_argument("--patch-size", type=_int_at_least(1), default=None, metavar="PX",
+                        help="window side in pixels (default: ceil(max(H, W) / patches), rounded up to "
+                             "the model's size multiple)")
+    parser.add_argument("--context", type=_int_at_least(0), default=0, metavar="PX",
+                        help="pixels of surrounding image stage 2 sees around each window (default 0)")
+    parser.add_argument("--model", default=DEFAULT_MODEL,
+                        help=f"embedded model name ({', '.join(available_models())}) or bundle file "
+                             f"(default {DEFAULT_MODEL})")
+
+
+def build_parser():
+    parser = Parser(prog="iterseg", description="Two-stage segmentation of high-resolution images.",
+                    epilog=EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--debug", action="store_true", help="show full tracebacks on errors")
+    commands = parser.add_subparsers(dest="command", required=True, parser_class=Parser)
+
+    predict = commands.add_parser("predict", help="segment images", epilog=EXAMPLES,
+                                  formatter_class=argparse.RawDescriptionHelpFormatter)
+    predict.add_argument("images", nargs="+", metavar="IMAGE", help="image files (PNG, JPEG, TIFF, ...)")
+    _add_geometry(predict)
+    predict.add_argument("--score", choices=SCORES, default=None,
+                         help="window score (default: mean for binary models, margin for multi-class)")
+    predict.add_argument("--stride", type=_int_at_least(1), default=None, metavar="PX",
+                         help="step between scored windows (default: the window side)")
+    predict.add_argument("--batch-size", type=_int_at_least(1), default=16,
+                         help="windows per stage-2 network call (default 16)")
+    predict.add_argument("--baseline", action="store_true",
+                         help="run the full-resolution model over the whole image instead")
+    predict.add_argument("--out", default="iterseg-out", metavar="DIR",
+                         help="output folder, created if missing (default ./iterseg-out)")
+    predict.add_argument("--quiet", action="store_true", help="print nothing but errors")
+
+    flops = commands.add_parser("flops", help="print the cost table for an image size, without an image")
+    flops.add_argument("--size", type=_size, required=True, metavar="HxW", help="image size, e.g. 2048x2048")
+    _add_geometry(flops)
+
+    commands.add_parser("models", help="list the embedded models")
+    return parser
+
+
+def _output_dir(path):
+    out = Path(path)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise InputError(f"cannot create output folder {out} ({exc.strerror}); choose another with --out.") from None
+    if not os.access(out, os.W_OK | os.X_OK):
+        raise InputError(f"output folder {out} is not writable; choose another with --out.")
+    return out
+
+
+def _model_info(segmenter):
+    bundle = segmenter.bundle
+    return {"name": bundle.name, "source": segmenter.source, "classes": list(bundle.class_names),
+            "s1_scale": bundle.s1_scale, "untrained": bundle.untrained}
+
+
+def predict_one(segmenter, image_path, args, out_dir):
+    """Segment one file and write its four outputs; returns the report dict."""
+    image = read_image(image_path)
+    if args.baseline:
+        result = segmenter.predict_baseline(image)
+    else:
+        result = segmenter.predict(image, patches=args.patches, patch_size=args.patch_size,
+                                   score=args.score, stride=args.stride, batch_size=args.batch_size,
+                                   context=args.context)
+    stem = Path(image_path).stem
+    outputs = {kind: out_dir / f"{stem}.{kind}.{ext}" for kind, ext in
+               (("mask", "png"), ("probs", "tif"), ("overlay", "png"), ("report", "json"))}
+    binary = result.probs.ndim == 2
+    write_mask(outputs["mask"], result.mask, binary=binary)
+    write_probs(outputs["probs"], result.probs)
+    write_overlay(outputs["overlay"], image, result.mask, result.windows)
+    report = result_report(result, image_path, image.shape, _model_info(segmenter), outputs)
+    write_json(outputs["report"], report)
+    return report
+
+
+def cmd_predict(args):
+    for image_path in args.images:
+        check_image_file(Path(image_path))
+    out_dir = _output_dir(args.out)
+    segmenter = load(args.model)
+    if segmenter.bundle.untrained and not args.quiet:
+        print("iterseg: warning: model 'untrained' has random weights: its masks mean nothing; it only "
+              "exercises the engine. Pass --model with a trained bundle.", file=sys.stderr)
+    for image_path in args.images:
+        report = predict_one(segmenter, image_path, args, out_dir)
+        if not args.quiet:
+            print(summary(report))
+    return 0
+
+
+def cmd_flops(args):
+    height, width = args.size
+    segmenter = load(args.model)
+    macs = segmenter.macs(height, width, patches=args.patches, patch_size=args.patch_size, context=args.context)
+    print(f"{width} x {height} image, model {segmenter.bundle.name}, {args.patches} patches "
+          f"({macs['convention']})")
+    for key in ("stage1", "stage2", "total", "baseline"):
+        print(f"  {key:<9} {macs[key] / 1e9:12.3f} GMACs")
+    print(f"  ratio     {100 * macs['ratio']:12.2f} %")
+    if macs["uncounted_ops"]:
+        print(f"  not counted by fvcore: {', '.join(macs['uncounted_ops'])}")
+    return 0
+
+
+def cmd_models(args):
+    for name in available_models():
+        print(name)
+    return 0
+
+
+COMMANDS = {"predict": cmd_predict, "flops": cmd_flops, "models": cmd_models}
+
+
+def main(argv=None):
+    """Run the command line with ``argv`` (default sys.argv[1:]); returns the exit code."""
+    argv = sys.argv[1:] if argv is None else list(argv)
+    debug = "--debug" in argv
+    try:
+        args = build_parser().parse_args(argv)
+        return COMMANDS[args.command](args)
+    except SystemExit as exc:  # --help
+        return exc.code if isinstance(exc.code, int) else 0
+    except (UsageError, IterSegError) as exc:
+        if debug:
+            traceback.print_exc()
+        print(f"iterseg: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("iterseg: interrupted; finished outputs are kept, none is half-written.", file=sys.stderr)
+        return 130
+    except Exception as exc:  # noqa: BLE001 - the one place that turns bugs into exit code 1
+        if debug:
+            traceback.print_exc()
+        print(f"iterseg: internal error: {type(exc).__name__}: {exc} (rerun with --debug for the "
+              "traceback and report it)", file=sys.stderr)
+        return 1
+
+
+def run():
+    """Console-script entry point."""
+    sys.exit(main())

@@ -1,0 +1,43 @@
+"""The JSON report and the on-screen summary of one prediction."""
+import numpy as np
+
+from . import __version__
+
+
+def result_report(result, image_path, image_shape, model, outputs):
+    """JSON-ready dict: image, model, options, windows, macs (with convention), seconds, outputs, notes."""
+    return {
+        "iterseg": __version__,
+        "image": {"path": str(image_path), "height": int(image_shape[0]), "width": int(image_shape[1]),
+                  "channels": int(image_shape[2]) if len(image_shape) == 3 else 1},
+        "model": model,
+        "options": result.options,
+        "windows": np.asarray(result.windows).astype(int).tolist(),
+        "window_scores": [float(s) for s in result.scores],
+        "foreground_fraction": float((result.mask > 0).mean()),
+        "macs": result.macs,
+        "seconds": {k: round(v, 4) for k, v in result.seconds.items()},
+        "outputs": {k: str(v) for k, v in outputs.items()},
+        "notes": list(result.notes),
+    }
+
+
+def _giga(macs):
+    return f"{macs / 1e9:.2f} G"
+
+
+def summary(report):
+    """A few lines for the terminal."""
+    image, macs, sec = report["image"], report["macs"], report["seconds"]
+    options = report["options"]
+    lines = [
+        f"{image['path']}: {image['width']} x {image['height']}, model {report['model']['name']}",
+        f"  refined {len(report['windows'])} of {options.get('patches', 0)} windows asked "
+        f"({options.get('patch_size')} px, score {options.get('score')}); "
+        f"foreground {100 * report['foreground_fraction']:.1f} %",
+        f"  MACs  S1 {_giga(macs['stage1'])}  S2 {_giga(macs['stage2'])}  total {_giga(macs['total'])}"
+        f"  baseline {_giga(macs['baseline'])}  ratio {100 * macs['ratio']:.2f} %  ({macs['convention']})",
+        "  seconds  " + "  ".join(f"{k} {v:.3f}" for k, v in sec.items()),
+    ]
+    lines += [f"  note: {note}" for note in report["notes"]]
+    return "\n".join(lines)

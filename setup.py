@@ -1,0 +1,31 @@
+"""Install iterseg; the top-level ``kernels/`` folder becomes the subpackage ``iterseg.kernels``."""
+from pathlib import Path
+
+from setuptools import setup
+
+ROOT = Path(__file__).parent
+VERSION = next(line.split('"')[1] for line in (ROOT / "iterseg" / "__init__.py").read_text().splitlines()
+               if line.startswith("__version__"))
+
+setup(
+    name="iterseg",
+    version=VERSION,
+    description="Two-stage segmentation of high-resolution images: refine only the uncertain windows.",
+    long_description=(ROOT / "README.md").read_text(encoding="utf-8"),
+    long_description_content_type="text/markdown",
+    license="MIT",
+    python_requires=">=3.10",
+    packages=["iterseg", "iterseg.kernels"],
+    package_dir={"iterseg": "iterseg", "iterseg.kernels": "kernels"},
+    package_data={"iterseg": ["weights/*.pt", "samples/*"]},
+    install_requires=[
+        "torch>=2.3",  # install the CPU build first (see the Makefile); a bare torch pulls CUDA
+        "numpy>=1.24",
+        "numba>=0.59",
+        "opencv-python-headless>=4.8",
+        "tifffile>=2023.7",
+        "fvcore>=0.1.5.post20221221",
+    ],
+    extras_require={"test": ["pytest>=7", "pytest-benchmark>=4"]},
+    entry_points={"console_scripts": ["iterseg=iterseg.cli:run"]},
+)
