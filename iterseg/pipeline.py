@@ -20,14 +20,18 @@ from .errors import InputError
 from .flops import cost_report
 from .infer import context_boxes, run_whole
 from .io import read_image
+from .kernels import warm_up
 from .models import load_bundle
 from .prepare import as_float_image
 from .select import SCORES, default_patch_size, default_score, grid_windows, select_windows
 from .stage1 import stage1, stage1_size
 from .stage2 import refine
 
-# Whole-image inference above this many pixels runs in tiles (same output, bounded memory).
-BASELINE_TILE = 1024
+# The baseline runs the whole image up to this many pixels (peak memory a few GB for the default
+# U-Net) and above it in tiles of BASELINE_TILE pixels with receptive-field context (same output).
+# Tiling costs extra MACs for the context, so it is not used where memory allows a single pass.
+MAX_WHOLE_PIXELS = 4096 * 4096
+BASELINE_TILE = 2048
 
 
 @dataclass
@@ -129,12 +133,15 @@ def two_stage(image, bundle, patches=16, patch_size=None, score=None, stride=Non
     return finish(probs, windows, scores, macs, timer, options, notes)
 
 
-def baseline(image, bundle, batch_size=1, tile=BASELINE_TILE):
-    """The full-resolution network (stage 2's) over the whole image; tiled above ``tile`` pixels
-    per side with full receptive-field context, which leaves the output unchanged."""
+def baseline(image, bundle, batch_size=1, tile=None):
+    """The full-resolution network (stage 2's) over the whole image. ``tile`` (pixels) processes it
+    in tiles with receptive-field context, which leaves the output unchanged up to float rounding;
+    by default only images above MAX_WHOLE_PIXELS are tiled (in BASELINE_TILE tiles)."""
     timer = Timer()
     image, notes = as_float_image(image, bundle.in_channels)
     height, width = image.shape[:2]
+    if tile is None and height * width > MAX_WHOLE_PIXELS:
+        tile = BASELINE_TILE
     with timer("stage2"):
         probs = run_whole(bundle.s2, image, bundle.mean, bundle.std, tile=tile, batch_size=batch_size)
     macs = cost_report(bundle.s1.config, bundle.s2.config, (height, width), None, (height, width), 1)
@@ -151,6 +158,7 @@ class Segmenter:
     def __init__(self, bundle, source=None):
         self.bundle = bundle
         self.source = str(source) if source is not None else bundle.name
+        warm_up()  # numba kernels load once here, not inside the first image's timings
 
     def __repr__(self):
         return f"Segmenter({self.source!r}, classes={list(self.bundle.class_names)})"
