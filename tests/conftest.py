@@ -1,9 +1,16 @@
 """Shared fixtures: tiny bundles (random weights) and synthetic images; no data or trained weights."""
 import cv2
 import pytest
+import torch
 
 from iterseg.models import save_bundle
 from synthetic import blob_image, small_bundle
+
+
+@pytest.fixture(autouse=True)
+def seeded_torch():
+    """Every test starts from the same torch random state, so random weights and inputs repeat."""
+    torch.manual_seed(0)
 
 
 @pytest.fixture
