@@ -15,15 +15,18 @@ setup(
     long_description_content_type="text/markdown",
     license="MIT",
     python_requires=">=3.10",
-    packages=["iterseg", "iterseg.kernels"],
-    package_dir={"iterseg": "iterseg", "iterseg.kernels": "kernels"},
-    package_data={"iterseg": ["weights/*.pt", "samples/*"]},
+    packages=["iterseg", "iterseg.kernels", "iterseg.data_specs"],
+    package_dir={"iterseg": "iterseg", "iterseg.kernels": "kernels", "iterseg.data_specs": "data_specs"},
+    package_data={"iterseg": ["weights/*.pt", "weights/*.md", "samples/*"], "iterseg.data_specs": ["*.yaml"]},
     install_requires=[
         "torch>=2.3",  # install the CPU build first (see the Makefile); a bare torch pulls CUDA
         "numpy>=1.24",
         "numba>=0.59",
         "opencv-python-headless>=4.8",
         "tifffile>=2023.7",
+        "imagecodecs>=2023.1",  # LZW/JPEG-compressed TIFFs (HRF's masks, most scanners)
+        "pyyaml>=6",
+        "tqdm>=4.60",
         "fvcore>=0.1.5.post20221221",
     ],
     extras_require={"test": ["pytest>=7", "pytest-benchmark>=4"]},

@@ -29,3 +29,41 @@ def blob_image(height, width, seed=0, channels=3):
         radius = int(rng.integers(2, max(3, min(height, width) // 3)))
         cv2.circle(image, centre, radius, (200,) * channels, -1)
     return image
+
+
+def disc_pair(height, width, seed):
+    """(uint8 RGB image, uint8 0/255 mask): bright discs (the foreground) on a noisy background."""
+    rng = np.random.default_rng(seed)
+    mask = np.zeros((height, width), np.uint8)
+    for _ in range(3):
+        centre = (int(rng.integers(0, width)), int(rng.integers(0, height)))
+        cv2.circle(mask, centre, int(rng.integers(4, max(5, min(height, width) // 4))), 255, -1)
+    image = rng.integers(20, 70, (height, width, 3)).astype(np.uint8)
+    image[mask > 0] = rng.integers(150, 220, (int((mask > 0).sum()), 3)).astype(np.uint8)
+    return image, mask
+
+
+SPEC_TEMPLATE = """name: syn
+images: SYN/images/*.png
+match: 'SYN/images/(?P<id>img\\d+)'
+mask: SYN/masks/{id}.png
+foreground: 255
+fov: null
+augment: {hflip: true, vflip: true, rotate90: true}
+split:
+  seed: 0
+  test_fraction: 0.25
+"""
+
+
+def write_dataset(root, count=8, height=96, width=128):
+    """A synthetic binary dataset under root/SYN and its spec file root/syn.yaml; returns the spec path."""
+    (root / "SYN" / "images").mkdir(parents=True)
+    (root / "SYN" / "masks").mkdir(parents=True)
+    for i in range(count):
+        image, mask = disc_pair(height, width, seed=i)
+        cv2.imwrite(str(root / "SYN" / "images" / f"img{i}.png"), image[:, :, ::-1])
+        cv2.imwrite(str(root / "SYN" / "masks" / f"img{i}.png"), mask)
+    spec = root / "syn.yaml"
+    spec.write_text(SPEC_TEMPLATE, encoding="utf-8")
+    return spec

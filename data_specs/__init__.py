@@ -1,0 +1,1 @@
+"""Dataset specifications (YAML), installed as ``iterseg.data_specs``; see iterseg/data.py."""

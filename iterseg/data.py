@@ -1,0 +1,218 @@
+"""Dataset specifications (``data_specs/*.yaml``): where images and masks are, and the split.
+
+A spec names images by a glob relative to a data root (``--data-root`` or $ITERSEG_DATA), matches
+each image path (relative, no extension) with a regular expression whose named groups fill the
+mask and field-of-view templates, and defines the train/test split: by a captured group (DRIVE's
+official folders) or by a recorded, seeded list of test ids.
+
+Glossary
+    image    (H, W[, C]) array as read from disk (see io.py)
+    target   bool (H, W) foreground of the mask
+    fov      bool (H, W) field of view (pixels to evaluate), or None for every pixel
+"""
+import os
+import re
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+
+import numpy as np
+import yaml
+
+from .errors import InputError
+from .io import read_image
+
+DATA_ROOT_ENV = "ITERSEG_DATA"
+SPLITS = ("train", "test")
+MAX_LISTED = 5
+
+
+class SpecError(InputError):
+    """A spec file that is malformed, or whose data is missing or inconsistent."""
+
+
+@dataclass(frozen=True)
+class Sample:
+    id: str
+    image: Path
+    mask: Path
+    fov: Path | None = None
+
+
+@dataclass
+class Spec:
+    name: str
+    path: Path
+    root: Path
+    samples: dict                       # split name -> list of Sample, sorted by id
+    foreground: tuple                   # mask value(s) meaning foreground: (v,) or (r, g, b)
+    augment: dict = field(default_factory=dict)
+    split_rule: dict = field(default_factory=dict)
+
+    def split(self, name):
+        if name == "all":
+            return sorted(self.samples["train"] + self.samples["test"], key=lambda s: s.id)
+        if name not in self.samples:
+            raise SpecError(f"spec {self.name}: unknown split {name!r}; use train, test or all.")
+        return self.samples[name]
+
+
+def builtin_specs():
+    """Names of the specs shipped in data_specs/."""
+    return sorted(p.name[:-5] for p in resources.files("iterseg.data_specs").iterdir() if p.name.endswith(".yaml"))
+
+
+def spec_path(name_or_path):
+    """A shipped spec by name ('ph2') or a YAML file by path."""
+    text = str(name_or_path)
+    if text in builtin_specs():
+        return Path(str(resources.files("iterseg.data_specs") / f"{text}.yaml"))
+    path = Path(text)
+    if not path.is_file():
+        raise SpecError(f"spec {text!r} is neither a file nor a shipped spec ({', '.join(builtin_specs())}).")
+    return path
+
+
+def data_root(explicit=None):
+    """The folder specs are relative to: ``explicit``, else $ITERSEG_DATA."""
+    root = explicit or os.environ.get(DATA_ROOT_ENV)
+    if not root:
+        raise SpecError(f"no data root: pass --data-root DIR or set {DATA_ROOT_ENV} to the folder holding the datasets.")
+    root = Path(root)
+    if not root.is_dir():
+        raise SpecError(f"data root {root} is not a folder; pass --data-root DIR or set {DATA_ROOT_ENV}.")
+    return root
+
+
+def seeded_split(ids, seed, test_fraction):
+    """Test ids drawn from sorted ``ids`` with numpy's default_rng(seed): round(fraction * n) of them."""
+    ids = sorted(ids)
+    rng = np.random.default_rng(seed)
+    return sorted(rng.choice(ids, round(test_fraction * len(ids)), replace=False).tolist())
+
+
+def _listing(items):
+    items = sorted(items)
+    more = f" and {len(items) - MAX_LISTED} more" if len(items) > MAX_LISTED else ""
+    return ", ".join(str(i) for i in items[:MAX_LISTED]) + more
+
+
+def _read_yaml(path):
+    try:
+        raw = yaml.safe_load(Path(path).read_text(encoding="utf-8"))
+    except yaml.YAMLError as exc:
+        raise SpecError(f"spec {path} is not valid YAML ({str(exc).splitlines()[0]}).") from None
+    missing = [key for key in ("name", "images", "match", "mask", "split") if key not in (raw or {})]
+    if missing:
+        raise SpecError(f"spec {path} lacks {', '.join(missing)}; see data_specs/ph2.yaml for the format.")
+    return raw
+
+
+def _fill(template, groups, spec_file):
+    try:
+        return template.format(**groups)
+    except KeyError as exc:
+        raise SpecError(f"spec {spec_file}: template {template!r} uses {exc}, which 'match' does not capture.") from None
+
+
+def _find_samples(raw, root, spec_file):
+    pattern = re.compile(raw["match"])
+    images = sorted(p for p in root.glob(raw["images"]) if p.is_file())
+    if not images:
+        raise SpecError(f"spec {spec_file}: no image matches {raw['images']!r} under {root}; check the data root.")
+    samples, groups_of, unmatched, unpaired = [], {}, [], []
+    for image in images:
+        relative = image.relative_to(root).with_suffix("").as_posix()
+        found = pattern.fullmatch(relative)
+        if not found:
+            unmatched.append(relative)
+            continue
+        groups = {k: v for k, v in found.groupdict().items() if v is not None}
+        sample_id = groups.get("id", relative)
+        mask = root / _fill(raw["mask"], groups, spec_file)
+        fov = root / _fill(raw["fov"], groups, spec_file) if raw.get("fov") else None
+        if not mask.is_file():
+            unpaired.append(sample_id)
+            continue
+        if fov is not None and not fov.is_file():
+            raise SpecError(f"spec {spec_file}: field-of-view mask {fov} for {sample_id} is missing.")
+        if sample_id in groups_of:
+            raise SpecError(f"spec {spec_file}: two images have the id {sample_id!r}; make the 'id' group unique.")
+        groups_of[sample_id] = groups
+        samples.append(Sample(sample_id, image, mask, fov))
+    return samples, groups_of, unmatched, unpaired
+
+
+def _split(raw, samples, groups_of, spec_file):
+    rule = raw["split"]
+    ids = [s.id for s in samples]
+    if "by" in rule:
+        group = rule["by"]
+        part = {s.id: groups_of[s.id].get(group) for s in samples}
+        return {name: [s for s in samples if part[s.id] == rule[name]] for name in SPLITS}, rule
+    test = rule.get("test")
+    if test is None:
+        test = seeded_split(ids, rule.get("seed", 0), rule.get("test_fraction", 0.3))
+    unknown = set(test) - set(ids)
+    if unknown:
+        raise SpecError(f"spec {spec_file}: test ids not found in the data: {_listing(unknown)}.")
+    test = set(test)
+    return {"train": [s for s in samples if s.id not in test], "test": [s for s in samples if s.id in test]}, rule
+
+
+def load_spec(name_or_path, root=None):
+    """Read and validate a spec: every image paired with a mask (unpaired ones are reported, and
+    refused unless the spec says ``unpaired: skip``), fields present, split non-empty."""
+    spec_file = spec_path(name_or_path)
+    raw = _read_yaml(spec_file)
+    root = data_root(root)
+    samples, groups_of, unmatched, unpaired = _find_samples(raw, root, spec_file)
+    if unmatched:
+        raise SpecError(f"spec {spec_file}: image paths that 'match' does not fit: {_listing(unmatched)}.")
+    if unpaired and raw.get("unpaired") != "skip":
+        raise SpecError(f"spec {spec_file}: images without a mask: {_listing(unpaired)}; add the masks or "
+                        "set 'unpaired: skip' in the spec.")
+    split, rule = _split(raw, samples, groups_of, spec_file)
+    for name in SPLITS:
+        if not split[name]:
+            raise SpecError(f"spec {spec_file}: the {name} split is empty; check 'split'.")
+    foreground = raw.get("foreground", 255)
+    foreground = tuple(foreground) if isinstance(foreground, (list, tuple)) else (foreground,)
+    rule = {**rule, "unpaired_skipped": sorted(unpaired)}
+    return Spec(raw["name"], spec_file, root, split, foreground, raw.get("augment") or {}, rule)
+
+
+def _as_binary(array, foreground, path):
+    if len(foreground) == 1:
+        plane = array if array.ndim == 2 else array[:, :, 0]
+        return plane == foreground[0]
+    if array.ndim != 3 or array.shape[2] < len(foreground):
+        raise SpecError(f"mask {path} is not a colour image but the spec's foreground is a colour {foreground}.")
+    return np.all(array[:, :, :len(foreground)] == np.asarray(foreground, dtype=array.dtype), axis=2)
+
+
+def read_sample(spec, sample):
+    """(image, target bool (H, W), fov bool (H, W) or None), checking that their sizes agree."""
+    image = read_image(sample.image)
+    target = _as_binary(read_image(sample.mask), spec.foreground, sample.mask)
+    fov = None
+    if sample.fov is not None:
+        fov_image = read_image(sample.fov)
+        fov = (fov_image if fov_image.ndim == 2 else fov_image.max(axis=2)) > 0
+    for name, other in (("mask", target), ("field of view", fov)):
+        if other is not None and other.shape != image.shape[:2]:
+            raise SpecError(f"{sample.id}: {name} is {other.shape[1]} x {other.shape[0]} but the image is "
+                            f"{image.shape[1]} x {image.shape[0]}; fix the data or the spec's templates.")
+    return image, target, fov
+
+
+def check_spec(spec, split="all"):
+    """Read every sample of ``split``; raise one SpecError listing all size mismatches."""
+    problems = []
+    for sample in spec.split(split):
+        try:
+            read_sample(spec, sample)
+        except InputError as exc:
+            problems.append(str(exc))
+    if problems:
+        raise SpecError(f"spec {spec.name}: {len(problems)} bad samples: " + " | ".join(problems[:MAX_LISTED]))
