@@ -9,12 +9,15 @@ import sys
 import traceback
 from pathlib import Path
 
+from .data import DATA_ROOT_ENV, builtin_specs, load_spec
 from .errors import InputError, IterSegError
+from .evaluate import evaluate, markdown_table, write_report
 from .io import check_image_file, read_image, write_json, write_mask, write_overlay, write_probs
 from .models import available_models
 from .pipeline import load
 from .report import result_report, summary
 from .select import SCORES
+from .train import TrainOptions, assemble_bundle, train_stage
 
 DEFAULT_MODEL = "untrained"
 EXAMPLES = """examples:
@@ -95,7 +98,64 @@ def build_parser():
     _add_geometry(flops)
 
     commands.add_parser("models", help="list the embedded models")
+    _add_train(commands)
+    _add_evaluate(commands)
     return parser
+
+
+def _patch_list(text):
+    try:
+        values = [int(part) for part in text.split(",") if part.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated integers such as 0,1,4,16, got {text!r}") from None
+    if not values or min(values) < 0:
+        raise argparse.ArgumentTypeError(f"expected integers >= 0, got {text!r}")
+    return values
+
+
+def _add_evaluate(commands):
+    evaluate = commands.add_parser("evaluate", help="Dice, IoU and boundary F1 against cost on a data spec",
+                                   epilog="example:\n  iterseg evaluate --spec drive --model drive --data-root "
+                                          "../shared/data --patches 0,1,2,4,8,16,32",
+                                   formatter_class=argparse.RawDescriptionHelpFormatter)
+    evaluate.add_argument("--spec", required=True, help=f"shipped spec name ({', '.join(builtin_specs())}) or YAML file")
+    evaluate.add_argument("--data-root", default=None, metavar="DIR", help=f"folder the spec is relative to (default ${DATA_ROOT_ENV})")
+    evaluate.add_argument("--model", default=DEFAULT_MODEL, help="embedded model name or bundle file")
+    evaluate.add_argument("--split", default="test", choices=("train", "test", "all"))
+    evaluate.add_argument("--patches", type=_patch_list, default=[0, 1, 2, 4, 8, 16, 32],
+                          help="comma-separated N_p values (0 = stage 1 only); the baseline is always added")
+    evaluate.add_argument("--score", choices=SCORES, default=None)
+    evaluate.add_argument("--limit", type=_int_at_least(1), default=None, help="only the first N images")
+    evaluate.add_argument("--out", default="iterseg-eval", metavar="DIR", help="folder for the JSON and Markdown reports")
+    evaluate.add_argument("--quiet", action="store_true")
+
+
+def _add_train(commands):
+    defaults = TrainOptions()
+    train = commands.add_parser("train", help="train stage 1 or 2 on a data spec; writes a bundle when both exist",
+                                epilog="example:\n  iterseg train --spec ph2 --data-root ../shared/data --stage both "
+                                       "--out runs/ph2", formatter_class=argparse.RawDescriptionHelpFormatter)
+    train.add_argument("--spec", required=True, help=f"shipped spec name ({', '.join(builtin_specs())}) or YAML file")
+    train.add_argument("--data-root", default=None, metavar="DIR", help=f"folder the spec is relative to (default ${DATA_ROOT_ENV})")
+    train.add_argument("--stage", choices=("s1", "s2", "both"), required=True)
+    train.add_argument("--out", required=True, metavar="DIR", help="run folder: <stage>/{last,best}.pt, log.csv, and the bundle")
+    train.add_argument("--name", default=None, help="bundle name (default: the spec's name)")
+    train.add_argument("--epochs", type=_int_at_least(1), default=defaults.epochs)
+    train.add_argument("--steps", type=_int_at_least(1), default=defaults.steps_per_epoch, help="steps per epoch")
+    train.add_argument("--batch-size", type=_int_at_least(1), default=defaults.batch_size,
+                       help="crops per step at the largest crop size (smaller crops: more per step)")
+    train.add_argument("--crop", type=_int_at_least(16), default=None, metavar="PX",
+                       help="S1: crop side at 1/8 scale (default 128); S2: largest crop side (default 256)")
+    train.add_argument("--lr", type=float, default=defaults.lr)
+    train.add_argument("--seed", type=int, default=defaults.seed)
+    train.add_argument("--width", type=_int_at_least(1), default=defaults.width, help="U-Net channels at full scale")
+    train.add_argument("--depth", type=_int_at_least(1), default=defaults.depth, help="U-Net poolings")
+    train.add_argument("--sampling", choices=("uniform", "uncertain"), default="uniform",
+                       help="S2 crop centres: uniform, or in proportion to S1 uncertainty (needs S1 trained)")
+    train.add_argument("--no-bf16", action="store_true", help="train in float32 (slower on CPU)")
+    train.add_argument("--resume", action="store_true", help="continue from <out>/<stage>/last.pt")
+    train.add_argument("--max-minutes", type=float, default=None, help="stop a stage after this much training time")
+    train.add_argument("--quiet", action="store_true", help="no progress bars or epoch lines")
 
 
 def _output_dir(path):
@@ -165,13 +225,47 @@ def cmd_flops(args):
     return 0
 
 
+def cmd_train(args):
+    spec = load_spec(args.spec, args.data_root)
+    stages = ("s1", "s2") if args.stage == "both" else (args.stage,)
+    for stage in stages:
+        crop = args.crop or (128 if stage == "s1" else 256)
+        opts = TrainOptions(stage=stage, epochs=args.epochs, steps_per_epoch=args.steps, batch_size=args.batch_size,
+                            crop=crop, crop_sizes=tuple(s for s in TrainOptions.crop_sizes if s <= crop) or (crop,),
+                            lr=args.lr, seed=args.seed, bf16=not args.no_bf16, width=args.width, depth=args.depth,
+                            sampling=args.sampling, max_minutes=args.max_minutes)
+        result = train_stage(spec, opts, args.out, resume=args.resume, quiet=args.quiet)
+        print(f"{stage}: best validation Dice {result['best_val_dice']:.4f} after {result['seconds'] / 60:.1f} min")
+    if all((Path(args.out) / stage / "summary.json").is_file() for stage in ("s1", "s2")):
+        command = "iterseg " + " ".join(sys.argv[1:]) if sys.argv[0].endswith("iterseg") else None
+        path = assemble_bundle(spec, args.out, args.name or spec.name, command)
+        print(f"bundle written: {path} ({path.stat().st_size / 2 ** 20:.1f} MB)")
+    return 0
+
+
+def cmd_evaluate(args):
+    spec = load_spec(args.spec, args.data_root)
+    out_dir = _output_dir(args.out)
+    segmenter = load(args.model)
+
+    def progress(done, total, sample_id):
+        if not args.quiet:
+            print(f"  [{done}/{total}] {sample_id}", file=sys.stderr, flush=True)
+
+    report = evaluate(segmenter, spec, args.split, args.patches, score=args.score, limit=args.limit, progress=progress)
+    stem = f"{spec.name}_{args.split}_{Path(str(args.model)).stem}"
+    write_report(report, out_dir / f"{stem}.json", out_dir / f"{stem}.md")
+    print(markdown_table(report))
+    return 0
+
+
 def cmd_models(args):
     for name in available_models():
         print(name)
     return 0
 
 
-COMMANDS = {"predict": cmd_predict, "flops": cmd_flops, "models": cmd_models}
+COMMANDS = {"predict": cmd_predict, "flops": cmd_flops, "models": cmd_models, "train": cmd_train, "evaluate": cmd_evaluate}
 
 
 def main(argv=None):

@@ -53,7 +53,7 @@ def run_boxes(model, image, boxes, mean, std, batch_size):
         for start in range(0, len(boxes), batch_size):
             crops = (gather_boxes(image, boxes[start:start + batch_size]) - mean) / std
             x = torch.from_numpy(np.ascontiguousarray(crops.transpose(0, 3, 1, 2)))
-            probs = logits_to_probs(model(x)).numpy()
+            probs = logits_to_probs(model(x).float()).numpy()
             if out is None:
                 out = np.empty((len(boxes),) + probs.shape[1:], dtype=np.float32)
             out[start:start + len(probs)] = probs
