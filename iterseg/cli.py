@@ -118,8 +118,7 @@ def _add_evaluate(commands):
                                    epilog="example:\n  iterseg evaluate --spec drive --model drive --data-root "
                                           "../shared/data --patches 0,1,2,4,8,16,32",
                                    formatter_class=argparse.RawDescriptionHelpFormatter)
-    evaluate.add_argument("--spec", required=True, help=f"shipped spec name ({', '.join(builtin_specs())}) or YAML file")
-    evaluate.add_argument("--data-root", default=None, metavar="DIR", help=f"folder the spec is relative to (default ${DATA_ROOT_ENV})")
+    _add_spec(evaluate)
     evaluate.add_argument("--model", default=DEFAULT_MODEL, help="embedded model name or bundle file")
     evaluate.add_argument("--split", default="test", choices=("train", "test", "all"))
     evaluate.add_argument("--patches", type=_patch_list, default=[0, 1, 2, 4, 8, 16, 32],
@@ -130,13 +129,18 @@ def _add_evaluate(commands):
     evaluate.add_argument("--quiet", action="store_true")
 
 
+def _add_spec(parser):
+    parser.add_argument("--spec", required=True, help=f"shipped spec name ({', '.join(builtin_specs())}) or YAML file")
+    parser.add_argument("--data-root", default=None, metavar="DIR",
+                        help=f"folder the spec's paths are relative to (default ${DATA_ROOT_ENV})")
+
+
 def _add_train(commands):
     defaults = TrainOptions()
     train = commands.add_parser("train", help="train stage 1 or 2 on a data spec; writes a bundle when both exist",
                                 epilog="example:\n  iterseg train --spec ph2 --data-root ../shared/data --stage both "
                                        "--out runs/ph2", formatter_class=argparse.RawDescriptionHelpFormatter)
-    train.add_argument("--spec", required=True, help=f"shipped spec name ({', '.join(builtin_specs())}) or YAML file")
-    train.add_argument("--data-root", default=None, metavar="DIR", help=f"folder the spec is relative to (default ${DATA_ROOT_ENV})")
+    _add_spec(train)
     train.add_argument("--stage", choices=("s1", "s2", "both"), required=True)
     train.add_argument("--out", required=True, metavar="DIR", help="run folder: <stage>/{last,best}.pt, log.csv, and the bundle")
     train.add_argument("--name", default=None, help="bundle name (default: the spec's name)")

@@ -12,7 +12,7 @@ image would give it, when the context reaches the network's receptive radius.
 import numpy as np
 import torch
 
-from .kernels import grid_starts
+from .kernels import grid_windows
 
 
 def align_up(value, multiple):
@@ -113,14 +113,6 @@ def run_cores(model, image, cores, context, mean, std, batch_size):
     return crop_cores(box_probs, offsets, int(cores[0, 2]), int(cores[0, 3])), boxes
 
 
-def tile_cores(height, width, tile):
-    """Equal-sized cores (N, 4) of side ``tile`` covering an image, the last row/column shifted inside."""
-    ys, xs = grid_starts(height, tile), grid_starts(width, tile)
-    grid_y, grid_x = np.meshgrid(ys, xs, indexing="ij")
-    sizes = np.broadcast_to([min(tile, height), min(tile, width)], (grid_y.size, 2))
-    return np.column_stack([grid_y.ravel(), grid_x.ravel(), sizes]).astype(np.int64)
-
-
 def run_whole(model, image, mean, std, tile=None, batch_size=1):
     """Probabilities float32 (K, H, W) of ``model`` over the whole ``image`` (H, W, C).
 
@@ -132,7 +124,7 @@ def run_whole(model, image, mean, std, tile=None, batch_size=1):
     if tile is None or (height <= tile and width <= tile):
         cores, context = np.array([[0, 0, height, width]], dtype=np.int64), 0
     else:
-        cores = tile_cores(height, width, tile)
+        cores = grid_windows(height, width, tile)
         context = align_up(model.config.receptive_radius, model.config.size_multiple)
     core_probs, _ = run_cores(model, image, cores, context, mean, std, batch_size)
     probs = np.empty((core_probs.shape[0], height, width), dtype=np.float32)

@@ -20,10 +20,10 @@ from .errors import InputError
 from .flops import cost_report
 from .infer import context_boxes, run_whole
 from .io import read_image
-from .kernels import warm_up
+from .kernels import grid_windows, warm_up
 from .models import load_bundle
 from .prepare import as_float_image
-from .select import SCORES, default_patch_size, default_score, grid_windows, select_windows
+from .select import SCORES, default_patch_size, default_score, select_windows
 from .stage1 import stage1, stage1_size
 from .stage2 import refine
 

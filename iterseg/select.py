@@ -14,7 +14,7 @@ import math
 
 import numpy as np
 
-from .kernels import grid_starts, lowest_k, margin_map, uncertainty_map, window_means
+from .kernels import grid_windows, lowest_k, margin_map, uncertainty_map, window_means
 
 SCORES = ("mean", "uncertainty", "margin")
 
@@ -48,14 +48,6 @@ def window_scores(probs, size, stride, score):
     if score == "margin":
         return margins, margins
     return 1.0 - margins, margins
-
-
-def grid_windows(height, width, size, stride=None):
-    """All windows of the grid, row-major: int64 (n_rows * n_cols, 4)."""
-    ys, xs = grid_starts(height, size, stride), grid_starts(width, size, stride)
-    grid_y, grid_x = np.meshgrid(ys, xs, indexing="ij")
-    hw = np.broadcast_to([min(size, height), min(size, width)], (grid_y.size, 2))
-    return np.column_stack([grid_y.ravel(), grid_x.ravel(), hw]).astype(np.int64)
 
 
 def select_windows(probs, patches, size, stride=None, score="mean"):

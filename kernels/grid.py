@@ -31,3 +31,12 @@ def grid_starts(length, size, stride=None):
     if starts[-1] != last:
         starts = np.append(starts, np.int64(last))
     return starts
+
+
+def grid_windows(height, width, size, stride=None):
+    """All windows of the grid over an H x W map, row-major: int64 (n_rows * n_cols, 4) of (y, x, h, w).
+    Windows are ``size`` square, clipped to the map along an axis shorter than ``size``."""
+    ys, xs = grid_starts(height, size, stride), grid_starts(width, size, stride)
+    grid_y, grid_x = np.meshgrid(ys, xs, indexing="ij")
+    sizes = np.broadcast_to([min(size, height), min(size, width)], (grid_y.size, 2))
+    return np.column_stack([grid_y.ravel(), grid_x.ravel(), sizes]).astype(np.int64)

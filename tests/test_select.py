@@ -2,7 +2,8 @@
 import numpy as np
 import pytest
 
-from iterseg.select import default_patch_size, grid_windows, select_windows
+from iterseg.kernels import grid_windows
+from iterseg.select import default_patch_size, select_windows
 
 
 def tiled_map(window_means, size):
