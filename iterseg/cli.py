@@ -13,13 +13,12 @@ from .data import DATA_ROOT_ENV, builtin_specs, load_spec
 from .errors import InputError, IterSegError
 from .evaluate import evaluate, markdown_table, write_report
 from .io import check_image_file, read_image, write_json, write_mask, write_overlay, write_probs
-from .models import available_models
+from .models import DEFAULT_MODEL, available_models
 from .pipeline import load
 from .report import result_report, summary
 from .select import SCORES
 from .train import TrainOptions, assemble_bundle, train_stage
 
-DEFAULT_MODEL = "untrained"
 EXAMPLES = """examples:
   iterseg predict image.png --patches 16 --out results/
   iterseg predict scans/*.tif --patches 32 --model my_bundle.pt --score uncertainty

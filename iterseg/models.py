@@ -21,6 +21,7 @@ BUNDLE_FORMAT = "iterseg-bundle"
 BUNDLE_VERSION = 1
 WEIGHTS_DIR = Path(__file__).parent / "weights"
 NORMS = ("batch", "none")
+DEFAULT_MODEL = "ph2"  # used when no model is named: the embedded PH2 lesion model
 
 
 @dataclass(frozen=True)

@@ -21,7 +21,7 @@ from .flops import cost_report
 from .infer import context_boxes, run_whole
 from .io import read_image
 from .kernels import grid_windows, warm_up
-from .models import load_bundle
+from .models import DEFAULT_MODEL, load_bundle
 from .prepare import as_float_image
 from .select import SCORES, default_patch_size, default_score, select_windows
 from .stage1 import stage1, stage1_size
@@ -187,6 +187,6 @@ class Segmenter:
                            tuple(box[2:]), n)
 
 
-def load(name_or_path="untrained"):
-    """A Segmenter for an embedded model name or a bundle file path."""
+def load(name_or_path=DEFAULT_MODEL):
+    """A Segmenter for an embedded model name (default 'ph2') or a bundle file path."""
     return Segmenter(load_bundle(name_or_path), source=name_or_path)
