@@ -19,8 +19,6 @@ import tifffile
 from .errors import InputError
 
 TIFF_SUFFIXES = (".tif", ".tiff")
-OPENCV_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".ppm", ".pgm", ".pbm", ".pnm")
-IMAGE_SUFFIXES = TIFF_SUFFIXES + OPENCV_SUFFIXES
 SUPPORTED = "PNG, JPEG, BMP, GIF, PPM/PGM or TIFF"
 OVERLAY_TINT = np.array([255, 40, 40], dtype=np.float32)    # foreground, RGB
 WINDOW_COLOUR = (255, 220, 0)                                 # refined windows, RGB

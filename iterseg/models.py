@@ -16,6 +16,7 @@ import torch
 from torch import nn
 
 from .errors import ModelError
+from .io import atomic_output
 
 BUNDLE_FORMAT = "iterseg-bundle"
 BUNDLE_VERSION = 1
@@ -151,13 +152,8 @@ def save_bundle(bundle, path, half=True):
         return {k: (v.half() if half and v.is_floating_point() else v).contiguous() for k, v in state.items()}
     payload = {"format": BUNDLE_FORMAT, "version": BUNDLE_VERSION, "meta": json.dumps(bundle.meta()),
                "s1": tensors(bundle.s1), "s2": tensors(bundle.s2)}
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.partial")
-    try:
+    with atomic_output(path) as tmp:
         torch.save(payload, tmp)
-        tmp.replace(path)
-    finally:
-        tmp.unlink(missing_ok=True)
 
 
 def _read_payload(path):

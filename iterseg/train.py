@@ -29,6 +29,7 @@ from . import __version__
 from .data import read_sample
 from .errors import InputError
 from .infer import run_whole
+from .io import atomic_output
 from .metrics import dice
 from .models import Bundle, UNet, UNetConfig, save_bundle
 from .prepare import as_float_image
@@ -252,9 +253,8 @@ def _checkpoint(model, optimizer, epoch, best, opts, mean, std, seconds):
 
 
 def _save(obj, path):
-    tmp = path.with_name(f".{path.name}.partial")
-    torch.save(obj, tmp)
-    tmp.replace(path)
+    with atomic_output(path) as tmp:
+        torch.save(obj, tmp)
 
 
 def _resume(path, model, optimizer):
