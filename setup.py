@@ -29,6 +29,10 @@ setup(
         "tqdm>=4.60",
         "fvcore>=0.1.5.post20221221",
     ],
-    extras_require={"test": ["pytest>=7", "pytest-benchmark>=4"]},
+    extras_require={
+        "test": ["pytest>=7", "pytest-benchmark>=4"],
+        # benchmarks only, never needed at run time: MONAI's sliding window to compare against, plots
+        "bench": ["pytest>=7", "pytest-benchmark>=4", "monai>=1.3", "matplotlib>=3.7"],
+    },
     entry_points={"console_scripts": ["iterseg=iterseg.cli:run"]},
 )

@@ -16,6 +16,7 @@ from .io import check_image_file, read_image, write_json, write_mask, write_over
 from .models import DEFAULT_MODEL, available_models
 from .pipeline import load
 from .report import result_report, summary
+from .runtime import PRECISIONS
 from .select import SCORES
 from .train import TrainOptions, assemble_bundle, train_stage
 
@@ -86,6 +87,7 @@ def build_parser():
                          help="step between scored windows (default: the window side)")
     predict.add_argument("--batch-size", type=_int_at_least(1), default=16,
                          help="windows per stage-2 network call (default 16)")
+    _add_precision(predict)
     predict.add_argument("--baseline", action="store_true",
                          help="run the full-resolution model over the whole image instead")
     predict.add_argument("--out", default="iterseg-out", metavar="DIR",
@@ -123,9 +125,16 @@ def _add_evaluate(commands):
     evaluate.add_argument("--patches", type=_patch_list, default=[0, 1, 2, 4, 8, 16, 32],
                           help="comma-separated N_p values (0 = stage 1 only); the baseline is always added")
     evaluate.add_argument("--score", choices=SCORES, default=None)
+    _add_precision(evaluate)
     evaluate.add_argument("--limit", type=_int_at_least(1), default=None, help="only the first N images")
     evaluate.add_argument("--out", default="iterseg-eval", metavar="DIR", help="folder for the JSON and Markdown reports")
     evaluate.add_argument("--quiet", action="store_true")
+
+
+def _add_precision(parser):
+    parser.add_argument("--precision", choices=PRECISIONS, default="fp32",
+                        help="fp32 (default, the reference) or bf16: bfloat16 autocast with channels_last, "
+                             "several times faster on CPUs with AVX-512 BF16/AMX, Dice within ~0.002")
 
 
 def _add_spec(parser):
@@ -203,7 +212,7 @@ def cmd_predict(args):
     for image_path in args.images:
         check_image_file(Path(image_path))
     out_dir = _output_dir(args.out)
-    segmenter = load(args.model)
+    segmenter = load(args.model, precision=args.precision)
     if segmenter.bundle.untrained and not args.quiet:
         print("iterseg: warning: model 'untrained' has random weights: its masks mean nothing; it only "
               "exercises the engine. Pass --model with a trained bundle.", file=sys.stderr)
@@ -249,7 +258,7 @@ def cmd_train(args):
 def cmd_evaluate(args):
     spec = load_spec(args.spec, args.data_root)
     out_dir = _output_dir(args.out)
-    segmenter = load(args.model)
+    segmenter = load(args.model, precision=args.precision)
 
     def progress(done, total, sample_id):
         if not args.quiet:
@@ -257,6 +266,8 @@ def cmd_evaluate(args):
 
     report = evaluate(segmenter, spec, args.split, args.patches, score=args.score, limit=args.limit, progress=progress)
     stem = f"{spec.name}_{args.split}_{Path(str(args.model)).stem}"
+    if args.precision != "fp32":
+        stem += f"_{args.precision}"
     write_report(report, out_dir / f"{stem}.json", out_dir / f"{stem}.md")
     print(markdown_table(report))
     return 0

@@ -43,6 +43,7 @@ def evaluate(segmenter, spec, split="test", patches=(0, 1, 2, 4, 8, 16, 32), sco
             progress(index + 1, len(samples), sample.id)
     order = [method_name(n) for n in patches] + ["baseline"]
     return {"spec": spec.name, "split": split, "model": segmenter.source, "images": len(samples),
+            "precision": segmenter.defaults["precision"],
             "score": score or "default", "options": options, "created": time.strftime("%Y-%m-%d %H:%M:%S"),
             "summary": summarise(rows, order), "rows": rows}
 

@@ -17,6 +17,7 @@ from torch import nn
 
 from .errors import ModelError
 from .io import atomic_output
+from .runtime import Runner
 
 BUNDLE_FORMAT = "iterseg-bundle"
 BUNDLE_VERSION = 1
@@ -109,6 +110,7 @@ class Bundle:
     class_names: tuple = ("background", "foreground")
     name: str = "unnamed"
     provenance: dict = field(default_factory=dict)
+    _runners: dict = field(default_factory=dict, init=False, repr=False, compare=False)
 
     def __post_init__(self):
         self.s1.eval()
@@ -127,6 +129,13 @@ class Bundle:
     @property
     def in_channels(self):
         return self.s2.config.in_channels
+
+    def runners(self, precision="fp32", compile=False):
+        """(S1, S2) prepared to run in ``precision`` (see runtime.py), made once per setting."""
+        key = (precision, bool(compile))
+        if key not in self._runners:
+            self._runners[key] = (Runner(self.s1, precision, compile), Runner(self.s2, precision, compile))
+        return self._runners[key]
 
     @property
     def num_classes(self):

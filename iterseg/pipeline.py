@@ -23,6 +23,7 @@ from .io import read_image
 from .kernels import grid_windows, warm_up
 from .models import DEFAULT_MODEL, load_bundle
 from .prepare import as_float_image
+from .runtime import check_precision
 from .select import SCORES, default_patch_size, default_score, select_windows
 from .stage1 import stage1, stage1_size
 from .stage2 import refine
@@ -103,21 +104,28 @@ def finish(probs, windows, scores, macs, timer, options, notes):
 
 
 def two_stage(image, bundle, patches=16, patch_size=None, score=None, stride=None, batch_size=16,
-              context=0):
+              context=0, windows=None, precision="fp32", compile=False):
     """Segment ``image`` with ``bundle``: stage 1 everywhere, stage 2 on the ``patches`` least
     certain windows of side ``patch_size`` (default ceil(max(H, W) / patches) rounded up to the
     size multiple), scored by ``score`` on a grid with step ``stride`` (default: the window side).
-    ``patches=0`` returns the upsampled stage-1 result. Returns a Result."""
+    ``patches=0`` returns the upsampled stage-1 result. ``windows`` (int64 (N, 4), equal sizes)
+    refines exactly those windows instead of selecting (their scores are then NaN). ``precision``
+    and ``compile``: see runtime.py. Returns a Result."""
     timer = Timer()
-    s1, s2 = bundle.s1, bundle.s2
+    s1, s2 = bundle.runners(check_precision(precision), compile)
     score = check_options(patches, patch_size, stride, score, batch_size, context, s2.config.out_channels)
     image, notes = as_float_image(image, bundle.in_channels)
     height, width = image.shape[:2]
+    if windows is not None:
+        windows = check_windows(windows, height, width)
+        patches, patch_size = len(windows), int(windows[0, 2]) if len(windows) else 1
     patch_size = patch_size or default_patch_size(height, width, patches, s2.config.size_multiple)
     with timer("stage1"):
         probs, s1_hw = stage1(s1, image, bundle.s1_scale, bundle.mean, bundle.std)
     with timer("select"):
-        if patches:
+        if windows is not None:
+            scores = np.full(len(windows), np.nan)
+        elif patches:
             windows, scores = select_windows(probs, patches, patch_size, stride, score)
         else:
             windows, scores = np.empty((0, 4), np.int64), np.empty(0)
@@ -128,39 +136,59 @@ def two_stage(image, bundle, patches=16, patch_size=None, score=None, stride=Non
     box_hw = tuple(int(v) for v in boxes[0, 2:]) if len(boxes) else None
     macs = cost_report(s1.config, s2.config, (height, width), s1_hw, box_hw, len(boxes))
     options = {"patches": patches, "patch_size": int(patch_size), "stride": int(stride or patch_size),
-               "score": score, "batch_size": batch_size, "context": context,
+               "score": score, "batch_size": batch_size, "context": context, "precision": precision,
                "s1_input": list(s1_hw), "s2_input": list(box_hw) if box_hw else None}
     return finish(probs, windows, scores, macs, timer, options, notes)
 
 
-def baseline(image, bundle, batch_size=1, tile=None):
+def check_windows(windows, height, width):
+    """``windows`` as int64 (N, 4) of equal-sized squares inside an H x W image, or InputError."""
+    windows = np.asarray(windows)
+    if windows.ndim != 2 or windows.shape[1] != 4 or not np.issubdtype(windows.dtype, np.integer):
+        raise InputError(f"windows must be an integer array of shape (N, 4) holding (y, x, h, w), "
+                         f"got {windows.dtype} {windows.shape}.")
+    windows = windows.astype(np.int64)
+    if len(windows) == 0:
+        return windows
+    y, x, h, w = windows.T
+    if (h != h[0]).any() or (w != w[0]).any() or h[0] < 1 or w[0] < 1:
+        raise InputError("windows must all have the same positive height and width.")
+    if (y < 0).any() or (x < 0).any() or (y + h > height).any() or (x + w > width).any():
+        raise InputError(f"windows must lie inside the {height} x {width} image.")
+    return windows
+
+
+def baseline(image, bundle, batch_size=1, tile=None, precision="fp32", compile=False):
     """The full-resolution network (stage 2's) over the whole image. ``tile`` (pixels) processes it
     in tiles with receptive-field context, which leaves the output unchanged up to float rounding;
     by default only images above MAX_WHOLE_PIXELS are tiled (in BASELINE_TILE tiles)."""
     timer = Timer()
+    s2 = bundle.runners(check_precision(precision), compile)[1]
     image, notes = as_float_image(image, bundle.in_channels)
     height, width = image.shape[:2]
     if tile is None and height * width > MAX_WHOLE_PIXELS:
         tile = BASELINE_TILE
     with timer("stage2"):
-        probs = run_whole(bundle.s2, image, bundle.mean, bundle.std, tile=tile, batch_size=batch_size)
+        probs = run_whole(s2, image, bundle.mean, bundle.std, tile=tile, batch_size=batch_size)
     macs = cost_report(bundle.s1.config, bundle.s2.config, (height, width), None, (height, width), 1)
     for name in ("stage1", "select"):
         timer.seconds[name] = 0.0
     return finish(probs, np.empty((0, 4), np.int64), np.empty(0), macs, timer,
-                  {"baseline": True, "tile": tile}, notes)
+                  {"baseline": True, "tile": tile, "precision": precision}, notes)
 
 
 class Segmenter:
     """A loaded bundle with the methods of the public contract (see DESIGN.md)."""
 
-    def __init__(self, bundle, source=None):
+    def __init__(self, bundle, source=None, precision="fp32", compile=False):
         self.bundle = bundle
         self.source = str(source) if source is not None else bundle.name
+        self.defaults = {"precision": check_precision(precision), "compile": bool(compile)}
         warm_up()  # numba kernels load once here, not inside the first image's timings
 
     def __repr__(self):
-        return f"Segmenter({self.source!r}, classes={list(self.bundle.class_names)})"
+        return (f"Segmenter({self.source!r}, classes={list(self.bundle.class_names)}, "
+                f"precision={self.defaults['precision']!r})")
 
     def _image(self, image):
         if isinstance(image, (str, Path)):
@@ -169,11 +197,11 @@ class Segmenter:
 
     def predict(self, image, patches=16, **options):
         """Two-stage segmentation of ``image`` (path or array); options as ``two_stage``."""
-        return two_stage(self._image(image), self.bundle, patches, **options)
+        return two_stage(self._image(image), self.bundle, patches, **{**self.defaults, **options})
 
     def predict_baseline(self, image, **options):
         """The full-resolution model over the whole image; options as ``baseline``."""
-        return baseline(self._image(image), self.bundle, **options)
+        return baseline(self._image(image), self.bundle, **{**self.defaults, **options})
 
     def macs(self, height, width, patches=16, patch_size=None, context=0):
         """The cost report for an H x W image without running anything (windows of the default grid)."""
@@ -186,6 +214,7 @@ class Segmenter:
                            tuple(box[2:]), n)
 
 
-def load(name_or_path=DEFAULT_MODEL):
-    """A Segmenter for an embedded model name (default 'ph2') or a bundle file path."""
-    return Segmenter(load_bundle(name_or_path), source=name_or_path)
+def load(name_or_path=DEFAULT_MODEL, precision="fp32", compile=False):
+    """A Segmenter for an embedded model name (default 'ph2') or a bundle file path, running its
+    networks in ``precision`` ('fp32' or 'bf16'), optionally through torch.compile (runtime.py)."""
+    return Segmenter(load_bundle(name_or_path), source=name_or_path, precision=precision, compile=compile)

@@ -37,7 +37,7 @@ def summary(report):
         f"foreground {100 * report['foreground_fraction']:.1f} %",
         f"  MACs  S1 {_giga(macs['stage1'])}  S2 {_giga(macs['stage2'])}  total {_giga(macs['total'])}"
         f"  baseline {_giga(macs['baseline'])}  ratio {100 * macs['ratio']:.2f} %  ({macs['convention']})",
-        "  seconds  " + "  ".join(f"{k} {v:.4f}" for k, v in sec.items()),
+        f"  seconds ({options.get('precision', 'fp32')})  " + "  ".join(f"{k} {v:.4f}" for k, v in sec.items()),
     ]
     lines += [f"  note: {note}" for note in report["notes"]]
     return "\n".join(lines)

@@ -155,3 +155,22 @@ def test_load_and_predict_from_a_path(bundle_path, image_path):
     base = seg.predict_baseline(image_path)
     assert res.mask.shape == base.mask.shape == (96, 128)
     assert base.macs["ratio"] == 1.0 and base.macs["total"] == base.macs["baseline"]
+
+
+def test_explicit_windows_are_refined_instead_of_selected(bundle, image):
+    chosen = iterseg.two_stage(image, bundle, patches=4, patch_size=16)
+    given = iterseg.two_stage(image, bundle, windows=chosen.windows[::-1].copy())
+    np.testing.assert_array_equal(given.windows, chosen.windows[::-1])
+    np.testing.assert_array_equal(given.probs, chosen.probs)
+    assert given.macs == chosen.macs and np.isnan(given.scores).all()
+
+
+@pytest.mark.parametrize("windows, message", [
+    (np.zeros((2, 3), np.int64), "shape"),
+    (np.array([[0, 0, 16, 16], [0, 16, 32, 32]]), "same"),
+    (np.array([[90, 0, 16, 16]]), "inside"),
+    (np.array([[0.0, 0, 16, 16]]), "integer"),
+])
+def test_bad_explicit_windows_are_refused(bundle, image, windows, message):
+    with pytest.raises(InputError, match=message):
+        iterseg.two_stage(image, bundle, windows=windows)
