@@ -30,9 +30,10 @@ setup(
         "fvcore>=0.1.5.post20221221",
     ],
     extras_require={
-        "test": ["pytest>=7", "pytest-benchmark>=4"],
-        # benchmarks only, never needed at run time: MONAI's sliding window to compare against, plots
-        "bench": ["pytest>=7", "pytest-benchmark>=4", "monai>=1.3", "matplotlib>=3.7"],
+        # matplotlib draws the benchmark plots (tests/test_sweep.py checks them); never needed at run time
+        "test": ["pytest>=7", "pytest-benchmark>=4", "matplotlib>=3.7"],
+        # MONAI's sliding window, the speed benchmarks' reference point; never a runtime dependency
+        "bench": ["pytest>=7", "pytest-benchmark>=4", "matplotlib>=3.7", "monai>=1.3"],
     },
     entry_points={"console_scripts": ["iterseg=iterseg.cli:run"]},
 )

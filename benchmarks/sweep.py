@@ -1,0 +1,236 @@
+"""The FLOP/Dice sweep: two-stage against its reference points on the test split of a data spec.
+
+    python -m benchmarks.sweep --spec hrf --model hrf --data-root ../shared/data
+
+Methods, all on the same images, MACs counted as in the reports (fvcore, 1 MAC = 1 flop):
+    baseline         the full-resolution model (S2) over the whole image: MACs ratio 1
+    two-stage/mean   N_p windows of a fixed grid refined, chosen by |mean(p) - 0.5| (N_p = 0: S1 only)
+    two-stage/uncertainty   the same, chosen by mean uncertainty
+    random           the same number of windows of the same grid, chosen at random (seeded)
+    downscale        S2 on the image downscaled (INTER_AREA) so that its MACs do not exceed the
+                     two-stage MACs at that N_p, probabilities upsampled (bilinear): equal cost
+With --precisions fp32,bf16 the baseline and two-stage/mean also run in bf16.
+The window side is fixed per image, that of a G x G grid (--grid, default 16), so the cost grows
+with N_p as in the source paper's Figure 2. Writes <out>/<dataset>.json, .md and .png.
+"""
+import argparse
+import json
+import math
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+import iterseg
+from iterseg.data import load_spec, read_sample
+from iterseg.evaluate import METRICS
+from iterseg.flops import count_macs
+from iterseg.io import atomic_output
+from iterseg.kernels import grid_windows
+from iterseg.metrics import scores
+from iterseg.prepare import as_float_image
+from iterseg.select import default_patch_size
+from iterseg.stage1 import stage1
+
+from .timing import machine
+
+PATCHES = (0, 1, 2, 4, 8, 16, 32, 64, 128)
+RESULTS = Path(__file__).parent / "results"
+
+
+def downscale_scale(config, height, width, max_macs):
+    """The largest scale (to 0.1 %) at which S2 on the resized image costs at most ``max_macs``."""
+    scale = min(1.0, math.sqrt(max_macs / count_macs(config, height, width)))
+    while scale > 1e-3 and count_macs(config, max(1, round(height * scale)), max(1, round(width * scale))) > max_macs:
+        scale *= 0.999
+    return scale
+
+
+def run_downscaled(seg, image, max_macs, precision):
+    """(mask, MACs ratio, seconds) of S2 on the downscaled image, upsampled back."""
+    start = time.perf_counter()
+    bundle = seg.bundle
+    image, _ = as_float_image(image, bundle.in_channels)
+    height, width = image.shape[:2]
+    s2 = bundle.runners(precision)[1]
+    scale = downscale_scale(s2.config, height, width, max_macs)
+    probs, small_hw = stage1(s2, image, scale, bundle.mean, bundle.std)
+    mask = probs[0] >= 0.5 if probs.shape[0] == 1 else probs.argmax(axis=0) > 0
+    ratio = count_macs(s2.config, *small_hw) / count_macs(s2.config, height, width)
+    return mask, ratio, time.perf_counter() - start
+
+
+def random_windows(height, width, size, count, seed):
+    """``count`` distinct windows of the size-``size`` grid, drawn with ``seed``."""
+    grid = grid_windows(height, width, size)
+    pick = np.random.default_rng(seed).choice(len(grid), min(count, len(grid)), replace=False)
+    return grid[np.sort(pick)]
+
+
+def _row(sample_id, method, precision, patches, mask, target, fov, ratio, seconds):
+    return {"image": sample_id, "method": method, "precision": precision, "patches": patches,
+            **scores(mask > 0, target, fov), "macs_ratio": ratio, "seconds": seconds}
+
+
+def sweep_image(seg, index, sample_id, image, target, fov, args):
+    """Every method at every N_p on one image: a list of rows."""
+    height, width = image.shape[:2]
+    size = default_patch_size(height, width, args.grid, seg.bundle.s2.config.size_multiple)
+    rows = []
+
+    def add(method, precision, n, result):
+        rows.append(_row(sample_id, method, precision, n, result.mask, target, fov,
+                         result.macs["ratio"], result.seconds["total"]))
+
+    for precision in args.precisions:
+        add("baseline", precision, None, seg.predict_baseline(image, precision=precision))
+        for score in ("mean", "uncertainty") if precision == "fp32" else ("mean",):
+            for n in args.patches:
+                result = seg.predict(image, patches=n, patch_size=size, score=score, precision=precision)
+                add(f"two-stage/{score}", precision, n, result)
+    for n in args.patches:
+        macs = next(r for r in rows if r["method"] == "two-stage/mean" and r["patches"] == n
+                    and r["precision"] == "fp32")["macs_ratio"] * count_macs(seg.bundle.s2.config, height, width)
+        mask, ratio, seconds = run_downscaled(seg, image, macs, "fp32")
+        rows.append(_row(sample_id, "downscale", "fp32", n, mask, target, fov, ratio, seconds))
+        if n:
+            windows = random_windows(height, width, size, n, seed=(args.seed, index, n))
+            add("random", "fp32", n, seg.predict(image, windows=windows, precision="fp32"))
+    return rows
+
+
+def summarise(rows):
+    """Mean metrics, MACs ratio and seconds per (method, precision, N_p), in first-seen order."""
+    groups = {}
+    for row in rows:
+        groups.setdefault((row["method"], row["precision"], row["patches"]), []).append(row)
+    return [{"method": m, "precision": p, "patches": n, "images": len(g),
+             **{k: float(np.mean([r[k] for r in g])) for k in METRICS + ("macs_ratio", "seconds")}}
+            for (m, p, n), g in groups.items()]
+
+
+def _point(summary, method, patches=None, precision="fp32"):
+    return next((s for s in summary if s["method"] == method and s["patches"] == patches
+                 and s["precision"] == precision), None)
+
+
+def findings(summary, patches):
+    """The issue's targets read off the summary: comparisons at each N_p, 99 % of baseline, bf16."""
+    base = _point(summary, "baseline")
+    out = {"baseline_dice": base["dice"], "per_patches": []}
+    for n in patches:
+        ours = _point(summary, "two-stage/mean", n)
+        entry = {"patches": n, "dice": ours["dice"], "macs_ratio": ours["macs_ratio"],
+                 "dice_vs_baseline": ours["dice"] / base["dice"] if base["dice"] else float("nan"),
+                 "minus_downscale": ours["dice"] - _point(summary, "downscale", n)["dice"]}
+        if n:
+            entry["minus_random"] = ours["dice"] - _point(summary, "random", n)["dice"]
+        out["per_patches"].append(entry)
+    reaching = [e["patches"] for e in out["per_patches"] if e["dice_vs_baseline"] >= 0.99]
+    out["smallest_patches_at_99pct_of_baseline"] = min(reaching) if reaching else None
+    out["beats_downscale_at_every_np"] = all(e["minus_downscale"] > 0 for e in out["per_patches"])
+    out["beats_random_at_every_np"] = all(e.get("minus_random", 1) > 0 for e in out["per_patches"])
+    out["bf16"] = bf16_findings(summary, patches)
+    return out
+
+
+def bf16_findings(summary, patches):
+    """Dice change and speed-up of bf16 against fp32 for the baseline and two-stage/mean."""
+    pairs = [("baseline", None)] + [("two-stage/mean", n) for n in patches]
+    result = []
+    for method, n in pairs:
+        fp32, bf16 = _point(summary, method, n), _point(summary, method, n, "bf16")
+        if bf16:
+            result.append({"method": method, "patches": n, "dice_change": bf16["dice"] - fp32["dice"],
+                           "speedup": fp32["seconds"] / max(bf16["seconds"], 1e-9)})
+    return result
+
+
+def markdown(report):
+    """The summary as a Markdown table plus the findings in one line each."""
+    lines = [f"{report['dataset']}: {report['split']} split, {report['images']} images, model "
+             f"{report['model']}, {report['grid']}x{report['grid']} window grid", "",
+             "| method | precision | N_p | Dice | IoU | boundary F1 | MACs ratio | seconds |",
+             "|---|---|---|---|---|---|---|---|"]
+    for s in report["summary"]:
+        n = "" if s["patches"] is None else s["patches"]
+        lines.append(f"| {s['method']} | {s['precision']} | {n} | {s['dice']:.4f} | {s['iou']:.4f} | "
+                     f"{s['boundary_f1']:.4f} | {100 * s['macs_ratio']:.2f} % | {s['seconds']:.3f} |")
+    f = report["findings"]
+    lines += ["", f"- smallest N_p with Dice >= 99 % of the baseline's: {f['smallest_patches_at_99pct_of_baseline']}",
+              f"- two-stage/mean beats equal-cost downscaling at every N_p: {f['beats_downscale_at_every_np']}",
+              f"- two-stage/mean beats random windows at every N_p: {f['beats_random_at_every_np']}"]
+    for b in f["bf16"]:
+        lines.append(f"- bf16 vs fp32, {b['method']} N_p={b['patches']}: Dice {b['dice_change']:+.4f}, "
+                     f"{b['speedup']:.2f}x faster")
+    return "\n".join(lines)
+
+
+def write_outputs(report, out_dir):
+    """<dataset>.json, .md and .png in ``out_dir``, each written atomically."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    stem = out_dir / report["dataset"]
+    with atomic_output(stem.with_suffix(".json")) as tmp:
+        tmp.write_text(json.dumps(report, indent=1) + "\n", encoding="utf-8")
+    with atomic_output(stem.with_suffix(".md")) as tmp:
+        tmp.write_text(markdown(report) + "\n", encoding="utf-8")
+    from .plots import plot_sweep
+    with atomic_output(stem.with_suffix(".png")) as tmp:
+        plot_sweep(report, tmp)
+
+
+def run_sweep(args):
+    spec = load_spec(args.spec, args.data_root)
+    seg = iterseg.load(args.model)
+    samples = spec.split(args.split)[:args.limit]
+    rows, started = [], time.perf_counter()
+    for index, sample in enumerate(samples):
+        image, target, fov = read_sample(spec, sample)
+        rows += sweep_image(seg, index, sample.id, image, target, fov, args)
+        print(f"  [{index + 1}/{len(samples)}] {sample.id} ({time.perf_counter() - started:.0f} s)",
+              file=sys.stderr, flush=True)
+    summary = summarise(rows)
+    return {"dataset": spec.name, "spec": str(args.spec), "model": args.model, "split": args.split,
+            "images": len(samples), "grid": args.grid, "patches": list(args.patches),
+            "precisions": list(args.precisions), "seed": args.seed, "machine": machine(),
+            "created": time.strftime("%Y-%m-%d %H:%M:%S"), "seconds": time.perf_counter() - started,
+            "macs_convention": "fvcore: 1 multiply-accumulate = 1 flop",
+            "summary": summary, "findings": findings(summary, args.patches), "rows": rows}
+
+
+def parse_args(argv):
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.sweep", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--spec", required=True, help="shipped spec name or YAML file")
+    parser.add_argument("--model", required=True, help="embedded model name or bundle file")
+    parser.add_argument("--data-root", default=None, help="folder of the datasets (default $ITERSEG_DATA)")
+    parser.add_argument("--split", default="test", choices=("train", "test", "all"))
+    parser.add_argument("--patches", default=",".join(map(str, PATCHES)),
+                        type=lambda t: tuple(int(v) for v in t.split(",")), help="comma-separated N_p values")
+    parser.add_argument("--grid", type=int, default=16, help="window side = that of a GRID x GRID grid")
+    parser.add_argument("--precisions", default="fp32,bf16", type=lambda t: tuple(t.split(",")),
+                        help="fp32 first; bf16 adds the baseline and two-stage/mean in bf16")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the random windows")
+    parser.add_argument("--limit", type=int, default=None, help="only the first N images")
+    parser.add_argument("--out", type=Path, default=RESULTS)
+    args = parser.parse_args(argv)
+    if args.precisions[0] != "fp32" or 0 not in args.patches:
+        parser.error("--precisions must start with fp32 and --patches must include 0 (stage 1 only)")
+    return args
+
+
+def main(argv=None):
+    args = parse_args(sys.argv[1:] if argv is None else argv)
+    try:
+        report = run_sweep(args)
+    except iterseg.IterSegError as exc:
+        print(f"sweep: error: {exc}", file=sys.stderr)
+        return 2
+    write_outputs(report, args.out)
+    print(markdown(report))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,77 @@
+"""The FLOP/Dice sweep of benchmarks/sweep.py end to end on a synthetic dataset."""
+import json
+
+import numpy as np
+import pytest
+
+from benchmarks.sweep import downscale_scale, main, random_windows
+from iterseg.flops import count_macs
+from iterseg.models import save_bundle
+
+from synthetic import small_bundle, write_dataset
+
+
+@pytest.fixture(scope="module")
+def report(tmp_path_factory):
+    root = tmp_path_factory.mktemp("sweep")
+    spec = write_dataset(root)
+    model = root / "small.pt"
+    save_bundle(small_bundle(), model, half=False)
+    assert main(["--spec", str(spec), "--model", str(model), "--data-root", str(root), "--patches", "0,1,4",
+                 "--grid", "4", "--out", str(root / "out")]) == 0
+    return root / "out"
+
+
+def rows_of(out):
+    return json.loads((out / "syn.json").read_text())["rows"]
+
+
+def test_every_method_runs_on_every_image(report):
+    rows = rows_of(report)
+    methods = {(r["method"], r["precision"]) for r in rows}
+    assert methods == {("baseline", "fp32"), ("baseline", "bf16"), ("two-stage/mean", "fp32"),
+                       ("two-stage/uncertainty", "fp32"), ("two-stage/mean", "bf16"), ("random", "fp32"),
+                       ("downscale", "fp32")}
+    assert len({r["image"] for r in rows}) == 2  # the test split of the synthetic spec
+    assert (report / "syn.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert "| two-stage/mean | fp32 | 4 |" in (report / "syn.md").read_text()
+
+
+def test_reference_points_cost_what_they_should(report):
+    rows = rows_of(report)
+    ours = {(r["image"], r["patches"]): r for r in rows if r["method"] == "two-stage/mean" and r["precision"] == "fp32"}
+    for r in rows:
+        if r["method"] == "random":
+            assert r["macs_ratio"] == ours[r["image"], r["patches"]]["macs_ratio"]
+        elif r["method"] == "downscale":
+            assert 0.5 * ours[r["image"], r["patches"]]["macs_ratio"] < r["macs_ratio"] <= ours[r["image"], r["patches"]]["macs_ratio"]
+        elif r["method"] == "baseline":
+            assert r["macs_ratio"] == 1.0
+    s1 = [r for r in rows if r["patches"] == 0 and r["method"].startswith("two-stage") and r["precision"] == "fp32"]
+    assert len({(r["dice"], r["macs_ratio"]) for r in s1 if r["image"] == s1[0]["image"]}) == 1
+
+
+def test_findings_are_read_off_the_summary(report):
+    result = json.loads((report / "syn.json").read_text())
+    findings = result["findings"]
+    assert [e["patches"] for e in findings["per_patches"]] == [0, 1, 4]
+    point = next(s for s in result["summary"] if s["method"] == "two-stage/mean" and s["patches"] == 4
+                 and s["precision"] == "fp32")
+    assert findings["per_patches"][2]["dice"] == point["dice"]
+    assert {b["method"] for b in findings["bf16"]} == {"baseline", "two-stage/mean"}
+    assert result["machine"]["cores"] >= 1
+
+
+def test_downscale_scale_never_exceeds_the_budget():
+    config = small_bundle().s2.config
+    full = count_macs(config, 300, 200)
+    for budget in (full // 64, full // 7, full // 2, full):
+        scale = downscale_scale(config, 300, 200, budget)
+        assert count_macs(config, round(300 * scale), round(200 * scale)) <= budget
+
+
+def test_random_windows_are_distinct_grid_windows_and_seeded():
+    first = random_windows(100, 80, 20, 7, seed=(0, 1, 7))
+    assert len(np.unique(first, axis=0)) == 7 and (first[:, 2:] == 20).all()
+    np.testing.assert_array_equal(first, random_windows(100, 80, 20, 7, seed=(0, 1, 7)))
+    assert len(random_windows(100, 80, 20, 10_000, seed=0)) == 20
