@@ -6,6 +6,9 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 TORCH := torch==2.13.0
 INSTALLED := $(VENV)/.installed
+BENCH_INSTALLED := $(VENV)/.bench-installed
+# the real datasets (PH2, DRIVE, HRF); benchmarks that need them skip when the folder is missing
+DATA ?= $(or $(ITERSEG_DATA),../shared/data)
 SAMPLE := iterseg/samples/IMD002.jpg
 
 .PHONY: demo test bench install clean
@@ -16,6 +19,10 @@ $(INSTALLED): setup.py
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e '.[test]'
 	touch $@
 
+$(BENCH_INSTALLED): $(INSTALLED)
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e '.[bench]'
+	touch $@
+
 install: $(INSTALLED)
 
 demo: $(INSTALLED)
@@ -24,8 +31,12 @@ demo: $(INSTALLED)
 test: $(INSTALLED)
 	$(BIN)/python -m pytest
 
-bench: $(INSTALLED)
-	$(BIN)/python -m pytest benchmarks/ --benchmark-only --benchmark-columns=median,min,max,rounds
+# speed suites (about 8 minutes) then the FLOP/Dice sweep on DRIVE (about 2 minutes); see benchmarks/README.md
+bench: $(BENCH_INSTALLED)
+	ITERSEG_DATA=$(DATA) $(BIN)/python -m pytest benchmarks/ --benchmark-only -s \
+		--benchmark-columns=median,min,max,rounds --benchmark-json=benchmarks/results/speed.json
+	if [ -d "$(DATA)/DRIVE" ]; then $(BIN)/python -m benchmarks.sweep --spec drive --model drive --data-root $(DATA); \
+	else echo "skipping the DRIVE sweep: no datasets at $(DATA) (set DATA=... or ITERSEG_DATA)"; fi
 
 clean:
 	rm -rf $(VENV) demo-out iterseg-out .pytest_cache .benchmarks

@@ -8,7 +8,8 @@ __version__ = "0.1.0"
 from .errors import InputError, IterSegError, ModelError
 from .models import Bundle, UNet, UNetConfig, available_models, load_bundle, read_bundle, save_bundle
 from .pipeline import Result, Segmenter, baseline, load, two_stage
+from .stream import TiledResult, two_stage_tiled
 
-__all__ = ["load", "Segmenter", "Result", "two_stage", "baseline", "Bundle", "UNet", "UNetConfig",
+__all__ = ["load", "Segmenter", "Result", "two_stage", "baseline", "two_stage_tiled", "TiledResult", "Bundle", "UNet", "UNetConfig",
            "load_bundle", "read_bundle", "save_bundle", "available_models", "IterSegError",
            "InputError", "ModelError", "__version__"]

@@ -5,17 +5,19 @@
 """
 import argparse
 import os
+import signal
 import sys
+import threading
 import traceback
 from pathlib import Path
 
 from .data import DATA_ROOT_ENV, builtin_specs, load_spec
 from .errors import InputError, IterSegError
 from .evaluate import evaluate, markdown_table, write_report
-from .io import check_image_file, read_image, write_json, write_mask, write_overlay, write_probs
+from .files import STREAM_MODES, expand_inputs, predict_file, predict_files
 from .models import DEFAULT_MODEL, available_models
 from .pipeline import load
-from .report import result_report, summary
+from .report import summary
 from .runtime import PRECISIONS
 from .select import SCORES
 from .train import TrainOptions, assemble_bundle, train_stage
@@ -79,7 +81,8 @@ def build_parser():
 
     predict = commands.add_parser("predict", help="segment images", epilog=EXAMPLES,
                                   formatter_class=argparse.RawDescriptionHelpFormatter)
-    predict.add_argument("images", nargs="+", metavar="IMAGE", help="image files (PNG, JPEG, TIFF, ...)")
+    predict.add_argument("images", nargs="+", metavar="IMAGE",
+                         help="image files (PNG, JPEG, TIFF, ...), folders of them, or quoted glob patterns")
     _add_geometry(predict)
     predict.add_argument("--score", choices=SCORES, default=None,
                          help="window score (default: mean for binary models, margin for multi-class)")
@@ -92,7 +95,14 @@ def build_parser():
                          help="run the full-resolution model over the whole image instead")
     predict.add_argument("--out", default="iterseg-out", metavar="DIR",
                          help="output folder, created if missing (default ./iterseg-out)")
-    predict.add_argument("--quiet", action="store_true", help="print nothing but errors")
+    predict.add_argument("--stream", choices=STREAM_MODES, default="auto",
+                         help="read tiled TIFFs region by region in bounded memory: auto (default) for tiled "
+                              "TIFFs above 4096 x 4096 pixels, always, or never")
+    predict.add_argument("--save-probs", action="store_true",
+                         help="also write the probabilities of streamed images (always written otherwise)")
+    predict.add_argument("--overwrite", action="store_true",
+                         help="redo images whose outputs exist (default: skip them)")
+    predict.add_argument("--quiet", action="store_true", help="print nothing but errors; no progress bars")
 
     flops = commands.add_parser("flops", help="print the cost table for an image size, without an image")
     flops.add_argument("--size", type=_size, required=True, metavar="HxW", help="image size, e.g. 2048x2048")
@@ -181,46 +191,39 @@ def _output_dir(path):
     return out
 
 
-def _model_info(segmenter):
-    bundle = segmenter.bundle
-    return {"name": bundle.name, "source": segmenter.source, "classes": list(bundle.class_names),
-            "s1_scale": bundle.s1_scale, "untrained": bundle.untrained}
-
-
-def predict_one(segmenter, image_path, args, out_dir):
-    """Segment one file and write its four outputs; returns the report dict."""
-    image = read_image(image_path)
-    if args.baseline:
-        result = segmenter.predict_baseline(image)
-    else:
-        result = segmenter.predict(image, patches=args.patches, patch_size=args.patch_size,
-                                   score=args.score, stride=args.stride, batch_size=args.batch_size,
-                                   context=args.context)
-    stem = Path(image_path).stem
-    outputs = {kind: out_dir / f"{stem}.{kind}.{ext}" for kind, ext in
-               (("mask", "png"), ("probs", "tif"), ("overlay", "png"), ("report", "json"))}
-    binary = result.probs.ndim == 2
-    write_mask(outputs["mask"], result.mask, binary=binary)
-    write_probs(outputs["probs"], result.probs)
-    write_overlay(outputs["overlay"], image, result.mask, result.windows)
-    report = result_report(result, image_path, image.shape, _model_info(segmenter), outputs)
-    write_json(outputs["report"], report)
-    return report
-
-
 def cmd_predict(args):
-    for image_path in args.images:
-        check_image_file(Path(image_path))
+    paths = expand_inputs(args.images)
     out_dir = _output_dir(args.out)
     segmenter = load(args.model, precision=args.precision)
     if segmenter.bundle.untrained and not args.quiet:
         print("iterseg: warning: model 'untrained' has random weights: its masks mean nothing; it only "
               "exercises the engine. Pass --model with a trained bundle.", file=sys.stderr)
-    for image_path in args.images:
-        report = predict_one(segmenter, image_path, args, out_dir)
+    many = len(paths) > 1 or any(Path(item).is_dir() or not Path(item).exists() for item in args.images)
+    options = {"patches": args.patches, "patch_size": args.patch_size, "score": args.score, "stride": args.stride,
+               "batch_size": args.batch_size, "context": args.context}
+    if not many:  # one image: its error is the run's error (one line, exit 2)
+        report = predict_file(segmenter, paths[0], out_dir, options, baseline=args.baseline, stream=args.stream,
+                              save_probs=args.save_probs, show_progress=not args.quiet)
         if not args.quiet:
             print(summary(report))
-    return 0
+        return 0
+
+    def done(report):
+        if not args.quiet:
+            print(summary(report), flush=True)
+
+    def failed(path, exc):
+        print(f"iterseg: error: {exc}", file=sys.stderr, flush=True)
+
+    rows = predict_files(segmenter, paths, out_dir, options, overwrite=args.overwrite,
+                         summary_path=out_dir / "summary.csv", on_done=done, on_error=failed,
+                         baseline=args.baseline, stream=args.stream, save_probs=args.save_probs,
+                         show_progress=not args.quiet)
+    counts = {status: sum(r["status"] == status for r in rows) for status in ("done", "skipped", "failed")}
+    if not args.quiet or counts["failed"]:
+        print(f"iterseg: {len(rows)} images: {counts['done']} done, {counts['skipped']} skipped (outputs exist), "
+              f"{counts['failed']} failed; summary in {out_dir / 'summary.csv'}", file=sys.stderr)
+    return 2 if counts["failed"] else 0
 
 
 def cmd_flops(args):
@@ -286,6 +289,7 @@ def main(argv=None):
     """Run the command line with ``argv`` (default sys.argv[1:]); returns the exit code."""
     argv = sys.argv[1:] if argv is None else list(argv)
     debug = "--debug" in argv
+    restore = _terminate_as_interrupt()
     try:
         args = build_parser().parse_args(argv)
         return COMMANDS[args.command](args)
@@ -305,6 +309,21 @@ def main(argv=None):
         print(f"iterseg: internal error: {type(exc).__name__}: {exc} (rerun with --debug for the "
               "traceback and report it)", file=sys.stderr)
         return 1
+    finally:
+        restore()
+
+
+def _terminate_as_interrupt():
+    """Make SIGTERM (a scheduler stopping the job) unwind like Ctrl-C, so the temporary files of
+    unfinished outputs are removed; returns the function that restores the previous handler."""
+    if threading.current_thread() is not threading.main_thread():
+        return lambda: None
+
+    def interrupt(signum, frame):
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGTERM, interrupt)
+    return lambda: signal.signal(signal.SIGTERM, previous)
 
 
 def run():

@@ -42,8 +42,12 @@ def gather_boxes(image, boxes):
     return image[rows[:, :, None], cols[:, None, :]]
 
 
-def run_boxes(model, image, boxes, mean, std, batch_size):
-    """Probabilities of ``model`` on each box: float32 (N, K, h, w). One model call per batch."""
+def run_boxes(model, image, boxes, mean, std, batch_size, gather=gather_boxes, progress=None):
+    """Probabilities of ``model`` on each box: float32 (N, K, h, w). One model call per batch.
+
+    gather(image, boxes) cuts the boxes as float32 (n, h, w, C) in [0, 1]; the default cuts them out
+    of an in-memory array, stream.py reads them from a tiled file. progress(n) is told of each batch.
+    """
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}.")
     mean = np.asarray(mean, dtype=np.float32)
@@ -51,12 +55,14 @@ def run_boxes(model, image, boxes, mean, std, batch_size):
     out = None
     with torch.inference_mode():
         for start in range(0, len(boxes), batch_size):
-            crops = (gather_boxes(image, boxes[start:start + batch_size]) - mean) / std
+            crops = (gather(image, boxes[start:start + batch_size]) - mean) / std
             x = torch.from_numpy(np.ascontiguousarray(crops.transpose(0, 3, 1, 2)))
             probs = logits_to_probs(model(x).float()).numpy()
             if out is None:
                 out = np.empty((len(boxes),) + probs.shape[1:], dtype=np.float32)
             out[start:start + len(probs)] = probs
+            if progress:
+                progress(len(probs))
     return out
 
 
@@ -104,21 +110,22 @@ def paste_cores(probs, cores, core_probs):
     probs[:, rows, cols] = core_probs
 
 
-def run_cores(model, image, cores, context, mean, std, batch_size):
+def run_cores(model, image, cores, context, mean, std, batch_size, gather=gather_boxes, progress=None):
     """Probabilities of ``model`` on equal-sized ``cores`` (N, 4) of ``image`` (H, W, C), each seen
-    with ``context`` pixels around it: (core probabilities (K, N, h, w), input boxes (N, 4))."""
+    with ``context`` pixels around it: (core probabilities (K, N, h, w), input boxes (N, 4)).
+    gather, progress: as ``run_boxes``."""
     multiple = model.config.size_multiple
     boxes, offsets = context_boxes(cores, context, multiple, image.shape[:2])
-    box_probs = run_boxes(model, image, boxes, mean, std, batch_size)
+    box_probs = run_boxes(model, image, boxes, mean, std, batch_size, gather, progress)
     return crop_cores(box_probs, offsets, int(cores[0, 2]), int(cores[0, 3])), boxes
 
 
-def run_whole(model, image, mean, std, tile=None, batch_size=1):
+def run_whole(model, image, mean, std, tile=None, batch_size=1, progress=None):
     """Probabilities float32 (K, H, W) of ``model`` over the whole ``image`` (H, W, C).
 
     With ``tile`` (pixels) an image larger than a tile is processed in tiles of that core size, each
     seen with a context of the network's receptive radius: the untiled output up to float rounding,
-    in bounded memory.
+    in bounded memory. progress(n) is told of each batch of tiles.
     """
     height, width = image.shape[:2]
     if tile is None or (height <= tile and width <= tile):
@@ -126,7 +133,7 @@ def run_whole(model, image, mean, std, tile=None, batch_size=1):
     else:
         cores = grid_windows(height, width, tile)
         context = align_up(model.config.receptive_radius, model.config.size_multiple)
-    core_probs, _ = run_cores(model, image, cores, context, mean, std, batch_size)
+    core_probs, _ = run_cores(model, image, cores, context, mean, std, batch_size, progress=progress)
     probs = np.empty((core_probs.shape[0], height, width), dtype=np.float32)
     paste_cores(probs, cores, core_probs)
     return probs

@@ -18,7 +18,7 @@ import tifffile
 
 from .errors import InputError
 
-TIFF_SUFFIXES = (".tif", ".tiff")
+TIFF_SUFFIXES = (".tif", ".tiff", ".btf", ".tf8")
 SUPPORTED = "PNG, JPEG, BMP, GIF, PPM/PGM or TIFF"
 OVERLAY_TINT = np.array([255, 40, 40], dtype=np.float32)    # foreground, RGB
 WINDOW_COLOUR = (255, 220, 0)                                 # refined windows, RGB

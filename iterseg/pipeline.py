@@ -9,8 +9,6 @@ Glossary
              counting convention and the operators fvcore did not count (see flops.py)
     seconds  {"stage1", "select", "stage2", "merge", "total"} wall-clock seconds
 """
-import contextlib
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -24,9 +22,12 @@ from .kernels import grid_windows, warm_up
 from .models import DEFAULT_MODEL, load_bundle
 from .prepare import as_float_image
 from .runtime import check_precision
-from .select import SCORES, default_patch_size, default_score, select_windows
+from .options import check_options, check_windows
+from .select import default_patch_size, select_windows
 from .stage1 import stage1, stage1_size
 from .stage2 import refine
+from .stream import two_stage_tiled
+from .timer import Timer
 
 # The baseline runs the whole image up to this many pixels (peak memory a few GB for the default
 # U-Net) and above it in tiles of BASELINE_TILE pixels with receptive-field context (same output).
@@ -46,49 +47,6 @@ class Result:
     seconds: dict
     options: dict = field(default_factory=dict)
     notes: list = field(default_factory=list)
-
-
-class Timer:
-    """Collects named wall-clock durations: ``with timer("stage1"): ...``."""
-
-    def __init__(self):
-        self.seconds = {}
-        self._start = time.perf_counter()
-
-    @contextlib.contextmanager
-    def __call__(self, name):
-        start = time.perf_counter()
-        try:
-            yield
-        finally:
-            self.seconds[name] = self.seconds.get(name, 0.0) + time.perf_counter() - start
-
-    def total(self):
-        self.seconds["total"] = time.perf_counter() - self._start
-        return self.seconds
-
-
-def _positive_int(name, value, minimum=1):
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
-        raise InputError(f"{name} must be an integer >= {minimum}, got {value!r}.")
-    return int(value)
-
-
-def check_options(patches, patch_size, stride, score, batch_size, context, num_channels):
-    """Validate the options of ``two_stage``; returns the score function to use."""
-    _positive_int("patches", patches, minimum=0)
-    _positive_int("batch_size", batch_size)
-    _positive_int("context", context, minimum=0)
-    if patch_size is not None:
-        _positive_int("patch_size", patch_size)
-    if stride is not None:
-        _positive_int("stride", stride)
-    score = score or default_score(num_channels)
-    if score not in SCORES:
-        raise InputError(f"score must be one of {', '.join(SCORES)}, got {score!r}.")
-    if score == "mean" and num_channels > 1:
-        raise InputError("score 'mean' needs a binary model; use --score margin for multi-class models.")
-    return score
 
 
 def finish(probs, windows, scores, macs, timer, options, notes):
@@ -141,23 +99,6 @@ def two_stage(image, bundle, patches=16, patch_size=None, score=None, stride=Non
     return finish(probs, windows, scores, macs, timer, options, notes)
 
 
-def check_windows(windows, height, width):
-    """``windows`` as int64 (N, 4) of equal-sized squares inside an H x W image, or InputError."""
-    windows = np.asarray(windows)
-    if windows.ndim != 2 or windows.shape[1] != 4 or not np.issubdtype(windows.dtype, np.integer):
-        raise InputError(f"windows must be an integer array of shape (N, 4) holding (y, x, h, w), "
-                         f"got {windows.dtype} {windows.shape}.")
-    windows = windows.astype(np.int64)
-    if len(windows) == 0:
-        return windows
-    y, x, h, w = windows.T
-    if (h != h[0]).any() or (w != w[0]).any() or h[0] < 1 or w[0] < 1:
-        raise InputError("windows must all have the same positive height and width.")
-    if (y < 0).any() or (x < 0).any() or (y + h > height).any() or (x + w > width).any():
-        raise InputError(f"windows must lie inside the {height} x {width} image.")
-    return windows
-
-
 def baseline(image, bundle, batch_size=1, tile=None, precision="fp32", compile=False):
     """The full-resolution network (stage 2's) over the whole image. ``tile`` (pixels) processes it
     in tiles with receptive-field context, which leaves the output unchanged up to float rounding;
@@ -198,6 +139,12 @@ class Segmenter:
     def predict(self, image, patches=16, **options):
         """Two-stage segmentation of ``image`` (path or array); options as ``two_stage``."""
         return two_stage(self._image(image), self.bundle, patches, **{**self.defaults, **options})
+
+    def predict_tiled(self, path, patches=16, show_progress=False, **options):
+        """Two-stage segmentation of a tiled (Big)TIFF read region by region, in memory that grows
+        with the refined area, not the image: a stream.TiledResult (options as ``two_stage``)."""
+        return two_stage_tiled(path, self.bundle, patches, show_progress=show_progress,
+                               **{**self.defaults, **options})
 
     def predict_baseline(self, image, **options):
         """The full-resolution model over the whole image; options as ``baseline``."""

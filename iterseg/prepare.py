@@ -12,10 +12,9 @@ INTEGER_RANGE_NOTE = "{dtype} image scaled by 1/{scale:g} to [0, 1]"
 
 
 def _as_unit_range(image, notes):
-    if image.dtype == np.uint8:
-        return image.astype(np.float32) / 255.0
-    if image.dtype == np.uint16:
-        return image.astype(np.float32) / 65535.0
+    if image.dtype in (np.uint8, np.uint16):  # in place: no second full-size float copy
+        unit = image.astype(np.float32)
+        return np.divide(unit, 255.0 if image.dtype == np.uint8 else 65535.0, out=unit)
     if image.dtype == np.bool_:
         notes.append("boolean image read as 0/1")
         return image.astype(np.float32)

@@ -4,8 +4,11 @@ import numpy as np
 from . import __version__
 
 
-def result_report(result, image_path, image_shape, model, outputs):
-    """JSON-ready dict: image, model, options, windows, macs (with convention), seconds, outputs, notes."""
+def result_report(result, image_path, image_shape, model, outputs, foreground_fraction=None):
+    """JSON-ready dict: image, model, options, windows, macs (with convention), seconds, outputs, notes.
+    foreground_fraction: computed from ``result.mask`` unless given (streamed results have no mask)."""
+    if foreground_fraction is None:
+        foreground_fraction = float((result.mask > 0).mean())
     return {
         "iterseg": __version__,
         "image": {"path": str(image_path), "height": int(image_shape[0]), "width": int(image_shape[1]),
@@ -14,7 +17,7 @@ def result_report(result, image_path, image_shape, model, outputs):
         "options": result.options,
         "windows": np.asarray(result.windows).astype(int).tolist(),
         "window_scores": [float(s) for s in result.scores],
-        "foreground_fraction": float((result.mask > 0).mean()),
+        "foreground_fraction": float(foreground_fraction),
         "macs": result.macs,
         "seconds": {k: round(v, 4) for k, v in result.seconds.items()},
         "outputs": {k: str(v) for k, v in outputs.items()},

@@ -67,3 +67,15 @@ def write_dataset(root, count=8, height=96, width=128):
     spec = root / "syn.yaml"
     spec.write_text(SPEC_TEMPLATE, encoding="utf-8")
     return spec
+
+
+def write_tiled(path, image, tile=(64, 64), pyramid=False):
+    """Write ``image`` (H, W[, C]) as a tiled BigTIFF; with ``pyramid``, levels made by INTER_AREA halving."""
+    from iterseg.tiled import pyramid_shapes, write_pyramid
+    levels = [image]
+    if pyramid:
+        for h, w in pyramid_shapes(image.shape[0], image.shape[1], tile)[1:]:
+            levels.append(cv2.resize(levels[-1], (w, h), interpolation=cv2.INTER_AREA))
+    write_pyramid(path, image.shape, image.dtype, lambda level, y, x, h, w: levels[level][y:y + h, x:x + w],
+                  tile=tile, levels=len(levels))
+    return path

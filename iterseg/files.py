@@ -1,0 +1,179 @@
+"""Predict files and folders: inputs on disk -> outputs on disk, one image at a time, and a summary.
+
+Glossary
+    inputs   files, folders (their image files, sorted) and glob patterns, as given on the command line
+    outputs  per image STEM: mask, probabilities, overlay and report, written atomically (the report
+             last, so an existing report means the image is done)
+    row      one line of the summary: image, status (done / skipped / failed), reason, cost, seconds
+Tiled TIFFs above STREAM_PIXELS are streamed (stream.py): their mask is a tiled pyramidal BigTIFF,
+their probabilities are written only on request and their overlay is at stage-1 scale.
+"""
+import csv
+import glob
+import io
+from pathlib import Path
+
+from .errors import InputError, IterSegError
+from .io import (atomic_output, check_image_file, read_image, write_json, write_mask, write_overlay,
+                 write_probs)
+from .report import result_report
+from .stream import overview, write_mask_tiff, write_probs_tiff
+from .tiled import TiledImage, tiled_reason
+from .timer import Timer, peak_rss_mb
+
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".btf", ".tf8", ".bmp", ".gif", ".ppm", ".pgm",
+                  ".pbm", ".webp", ".jp2")
+STREAM_PIXELS = 4096 * 4096  # stream='auto' streams tiled TIFFs larger than this
+STREAM_MODES = ("auto", "always", "never")
+SUMMARY_FIELDS = ("image", "status", "reason", "windows", "macs_ratio", "foreground_fraction", "seconds",
+                  "peak_rss_mb", "streamed")
+
+
+def expand_inputs(items):
+    """Image paths from files, folders (non-recursive, sorted) and glob patterns; InputError if an
+    item matches nothing."""
+    paths = []
+    for item in map(str, items):
+        path = Path(item)
+        if path.is_dir():
+            found = sorted(p for p in path.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
+            if not found:
+                raise InputError(f"folder {path} holds no image files ({', '.join(IMAGE_SUFFIXES)}).")
+            paths += found
+        elif not path.exists() and glob.has_magic(item):
+            found = sorted(Path(p) for p in glob.glob(item) if Path(p).suffix.lower() in IMAGE_SUFFIXES)
+            if not found:
+                raise InputError(f"pattern {item!r} matches no image files.")
+            paths += found
+        else:
+            check_image_file(path)
+            paths.append(path)
+    return check_stems(paths)
+
+
+def check_stems(paths):
+    """``paths`` without repeats; InputError if two different files would write the same outputs."""
+    unique = list(dict.fromkeys(paths))
+    by_stem = {}
+    for path in unique:
+        other = by_stem.setdefault(path.stem, path)
+        if other != path:
+            raise InputError(f"{other} and {path} would both write {path.stem}.*; rename one or run them "
+                             "into different --out folders.")
+    return unique
+
+
+def output_paths(out_dir, stem, streamed, save_probs):
+    kinds = [("mask", "tif" if streamed else "png"), ("overlay", "png"), ("report", "json")]
+    if save_probs or not streamed:
+        kinds.insert(1, ("probs", "tif"))
+    return {kind: out_dir / f"{stem}.{kind}.{ext}" for kind, ext in kinds}
+
+
+def stream_decision(path, mode):
+    """(stream?, note for the report or None) for ``path`` under ``mode`` (auto / always / never)."""
+    if mode == "never":
+        return False, None
+    reason = tiled_reason(path)
+    if reason:
+        return False, (f"read whole: {reason}" if mode == "always" else None)
+    if mode == "always":
+        return True, None
+    with TiledImage(path) as source:
+        pixels = source.shape[0] * source.shape[1]
+    return pixels > STREAM_PIXELS, None
+
+
+def _predict_streamed(segmenter, path, outputs, options, show):
+    result = segmenter.predict_tiled(path, show_progress=show, **options)
+    timer = Timer()
+    with timer("write"):
+        foreground = write_mask_tiff(result, outputs["mask"], show)
+        if "probs" in outputs:
+            write_probs_tiff(result, outputs["probs"], show)
+        write_overlay(outputs["overlay"], *overview(result))
+    shape = result.shape + ((result.view.shape[2],) if result.view.ndim == 3 else ())
+    return result, shape, foreground, timer.seconds["write"]
+
+
+def _predict_in_memory(segmenter, path, outputs, options, baseline):
+    image = read_image(path)
+    result = segmenter.predict_baseline(image) if baseline else segmenter.predict(image, **options)
+    timer = Timer()
+    with timer("write"):
+        write_mask(outputs["mask"], result.mask, binary=result.probs.ndim == 2)
+        write_probs(outputs["probs"], result.probs)
+        write_overlay(outputs["overlay"], image, result.mask, result.windows)
+    return result, image.shape, float((result.mask > 0).mean()), timer.seconds["write"]
+
+
+def predict_file(segmenter, path, out_dir, options, baseline=False, stream="auto", save_probs=False,
+                 show_progress=False):
+    """Segment one file and write its outputs (the report last); returns the report dict."""
+    streamed, note = (False, None) if baseline else stream_decision(path, stream)
+    outputs = output_paths(out_dir, Path(path).stem, streamed, save_probs)
+    if streamed:
+        result, shape, foreground, write_seconds = _predict_streamed(segmenter, path, outputs, options, show_progress)
+    else:
+        result, shape, foreground, write_seconds = _predict_in_memory(segmenter, path, outputs, options, baseline)
+    if note:
+        result.notes.append(note)
+    report = result_report(result, path, shape, model_info(segmenter), outputs, foreground)
+    report["seconds_writing"] = round(write_seconds, 4)
+    report["peak_rss_mb"] = round(peak_rss_mb(), 1)
+    if streamed:
+        report["tiles_read"] = result.tiles_read
+    write_json(outputs["report"], report)
+    return report
+
+
+def model_info(segmenter):
+    bundle = segmenter.bundle
+    return {"name": bundle.name, "source": segmenter.source, "classes": list(bundle.class_names),
+            "s1_scale": bundle.s1_scale, "untrained": bundle.untrained}
+
+
+def summary_row(path, status, reason="", report=None):
+    row = {"image": str(path), "status": status, "reason": reason}
+    if report:
+        row.update(windows=len(report["windows"]), macs_ratio=round(report["macs"]["ratio"], 6),
+                   foreground_fraction=round(report["foreground_fraction"], 6),
+                   seconds=report["seconds"]["total"], peak_rss_mb=report["peak_rss_mb"],
+                   streamed=bool(report["options"].get("streamed", False)))
+    return row
+
+
+def write_summary(path, rows):
+    """The summary rows as CSV, written atomically."""
+    text = io.StringIO()
+    writer = csv.DictWriter(text, fieldnames=SUMMARY_FIELDS, lineterminator="\n")
+    writer.writeheader()
+    writer.writerows(rows)
+    with atomic_output(path) as tmp:
+        tmp.write_text(text.getvalue(), encoding="utf-8")
+
+
+def predict_files(segmenter, paths, out_dir, options, overwrite=False, summary_path=None, on_done=None,
+                  on_error=None, **file_options):
+    """Run ``predict_file`` over ``paths``: skip images whose report exists (unless ``overwrite``),
+    carry on past an image that fails with a bad-input error, and rewrite the summary CSV after every
+    image, so an interrupted run keeps everything it finished. on_done(report) and
+    on_error(path, exception) are told of each image. Returns the summary rows."""
+    rows = []
+    for path in paths:
+        report_path = out_dir / f"{path.stem}.report.json"
+        if report_path.exists() and not overwrite:
+            rows.append(summary_row(path, "skipped", f"{report_path.name} exists (use --overwrite to redo it)"))
+        else:
+            try:
+                report = predict_file(segmenter, path, out_dir, options, **file_options)
+                rows.append(summary_row(path, "done", "", report))
+                if on_done:
+                    on_done(report)
+            except (IterSegError, OSError) as exc:
+                rows.append(summary_row(path, "failed", str(exc)))
+                if on_error:
+                    on_error(path, exc)
+        if summary_path:
+            write_summary(summary_path, rows)
+    return rows

@@ -1,0 +1,156 @@
+"""Tiled (Big)TIFFs: read level-0 regions tile by tile, read pyramid levels, write tiled pyramids.
+
+Glossary
+    region   (y, x, h, w) in level-0 pixels; parts outside the image are mirrored (np.pad 'reflect')
+    levels   the pyramid as stored in the file: level 0 is full resolution, each further level is
+             smaller (usually by 2); shapes (h, w) or (h, w, C)
+    tile     (th, tw) the file's tile size
+Reading uses tifffile alone: the tile offsets of the level-0 page tell where each tile's bytes are,
+so a region costs the tiles it overlaps, never the whole image.
+"""
+import threading
+from pathlib import Path
+
+import numpy as np
+import tifffile
+
+from .errors import InputError
+from .infer import mirror_index
+from .io import TIFF_SUFFIXES, atomic_output
+
+
+def tiled_reason(path):
+    """None if ``path`` is a TIFF that can be streamed, else why not (for the report's notes)."""
+    if Path(path).suffix.lower() not in TIFF_SUFFIXES:
+        return "it is not a TIFF"
+    try:
+        with tifffile.TiffFile(path) as tif:
+            page = tif.series[0].levels[0].keyframe
+            if not page.is_tiled:
+                return "the TIFF is stored in strips, not tiles"
+            if page.imagedepth != 1 or page.planarconfig != 1 and page.samplesperpixel > 1:
+                return "the TIFF's tiles are volumetric or store colour planes separately"
+            if len(tif.series[0].levels[0].shape) not in (2, 3):
+                return f"the TIFF's first image has shape {tif.series[0].levels[0].shape}"
+    except (tifffile.TiffFileError, ValueError, IndexError, OSError) as exc:
+        return f"tifffile cannot parse it ({exc})"
+    return None
+
+
+class TiledImage:
+    """An open tiled TIFF. ``read_region`` decodes only the level-0 tiles a region overlaps and
+    counts them in ``tiles_read``; ``read_level`` reads a whole pyramid level. Thread-safe."""
+
+    def __init__(self, path):
+        reason = tiled_reason(path)
+        if reason:
+            raise InputError(f"{path} cannot be streamed: {reason}.")
+        self.path = Path(path)
+        self._tif = tifffile.TiffFile(path)
+        series = self._tif.series[0]
+        self._levels = series.levels
+        self._page = series.levels[0].keyframe
+        self.shape = tuple(series.levels[0].shape)
+        self.dtype = np.dtype(self._page.dtype)
+        self.tile = (self._page.tilelength, self._page.tilewidth)
+        self.tiles_read = 0
+        self._lock = threading.Lock()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+    def close(self):
+        self._tif.close()
+
+    @property
+    def level_shapes(self):
+        return [tuple(level.shape) for level in self._levels]
+
+    def read_level(self, index):
+        """The whole pyramid level ``index`` as an array (h, w) or (h, w, C)."""
+        with self._lock:
+            return self._levels[index].asarray()
+
+    def _tile(self, row, col):
+        """Decoded tile (th, tw[, C]) at tile row/column ``row``, ``col`` of level 0."""
+        page = self._page
+        index = row * -(-self.shape[1] // self.tile[1]) + col
+        with self._lock:
+            offset, count = page.dataoffsets[index], page.databytecounts[index]
+            handle = self._tif.filehandle
+            handle.seek(offset)
+            data = handle.read(count) if count else None
+            self.tiles_read += 1
+        tile = page.decode(data, index, jpegtables=page.jpegtables)[0]
+        if tile is None:  # an empty tile: tifffile writes nothing for all-zero tiles when asked
+            tile = np.zeros((1,) + self.tile + ((self.shape[2],) if len(self.shape) == 3 else (1,)), self.dtype)
+        tile = tile[0]
+        return tile if len(self.shape) == 3 else tile[..., 0]
+
+    def _read_inside(self, y, x, h, w):
+        """Region fully inside the image, assembled from the tiles it overlaps."""
+        th, tw = self.tile
+        out = np.empty((h, w) + self.shape[2:], self.dtype)
+        for row in range(y // th, (y + h - 1) // th + 1):
+            for col in range(x // tw, (x + w - 1) // tw + 1):
+                tile = self._tile(row, col)
+                y0, x0 = max(y, row * th), max(x, col * tw)
+                y1, x1 = min(y + h, (row + 1) * th), min(x + w, (col + 1) * tw)
+                out[y0 - y:y1 - y, x0 - x:x1 - x] = tile[y0 - row * th:y1 - row * th, x0 - col * tw:x1 - col * tw]
+        return out
+
+    def read_region(self, y, x, h, w):
+        """Level-0 pixels of the region (y, x, h, w), mirrored where it leaves the image."""
+        height, width = self.shape[:2]
+        rows = mirror_index(np.arange(y, y + h), height)
+        cols = mirror_index(np.arange(x, x + w), width)
+        y0, x0 = int(rows.min()), int(cols.min())
+        inside = self._read_inside(y0, x0, int(rows.max()) - y0 + 1, int(cols.max()) - x0 + 1)
+        if y >= 0 and x >= 0 and y + h <= height and x + w <= width:
+            return inside
+        return inside[(rows - y0)[:, None], (cols - x0)[None, :]]
+
+
+def pyramid_shapes(height, width, tile, smallest=None):
+    """Level shapes (h, w) halving until a level fits in one tile (or ``smallest`` pixels a side)."""
+    smallest = smallest or max(tile)
+    shapes = [(height, width)]
+    while max(shapes[-1]) > smallest:
+        h, w = shapes[-1]
+        shapes.append((-(-h // 2), -(-w // 2)))
+    return shapes
+
+
+def pyramid_tiles(height, width, tile, levels=None):
+    """How many tiles ``write_pyramid`` writes for an H x W image."""
+    return sum(-(-h // tile[0]) * -(-w // tile[1]) for h, w in pyramid_shapes(height, width, tile)[:levels])
+
+
+def write_pyramid(path, shape, dtype, region, tile=(256, 256), compression="zlib", photometric=None,
+                  levels=None, progress=None):
+    """Write a tiled pyramidal BigTIFF tile by tile, atomically; no full level is ever in memory.
+
+    shape: level-0 (H, W) or (H, W, C). region(level, y, x, h, w) returns the pixels (h, w[, C]) of
+    that region of pyramid level ``level`` (coordinates of that level; level k is level 0 halved k
+    times, rounded up). levels: how many to write (default: until one fits in a tile).
+    progress: called with the number of tiles written after each tile. Returns the level shapes.
+    """
+    levels = pyramid_shapes(shape[0], shape[1], tile)[:levels]
+    photometric = photometric or ("rgb" if len(shape) == 3 and shape[2] == 3 else "minisblack")
+
+    def tiles(level, h, w):
+        for y in range(0, h, tile[0]):
+            for x in range(0, w, tile[1]):
+                yield np.ascontiguousarray(region(level, y, x, min(tile[0], h - y), min(tile[1], w - x)), dtype)
+                if progress:
+                    progress(1)
+
+    with atomic_output(path) as tmp, tifffile.TiffWriter(tmp, bigtiff=True) as tif:
+        for level, (h, w) in enumerate(levels):
+            tif.write(tiles(level, h, w), shape=(h, w) + tuple(shape[2:]), dtype=dtype, tile=tile,
+                      compression=compression, photometric=photometric,
+                      subifds=len(levels) - 1 if level == 0 else None, subfiletype=1 if level else 0)
+    return levels
