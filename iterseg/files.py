@@ -13,9 +13,11 @@ import glob
 import io
 from pathlib import Path
 
+import tifffile
+
 from .errors import InputError, IterSegError
-from .io import (atomic_output, check_image_file, read_image, write_json, write_mask, write_overlay,
-                 write_probs)
+from .io import (atomic_output, check_image_file, quiet_tifffile, read_image, write_json, write_mask,
+                 write_overlay, write_probs)
 from .report import result_report
 from .stream import overview, write_mask_tiff, write_probs_tiff
 from .tiled import TiledImage, tiled_reason
@@ -76,12 +78,22 @@ def stream_decision(path, mode):
         return False, None
     reason = tiled_reason(path)
     if reason:
-        return False, (f"read whole: {reason}" if mode == "always" else None)
+        large = mode == "always" or tiff_pixels(path) > STREAM_PIXELS
+        return False, (f"read whole: {reason}" if large else None)
     if mode == "always":
         return True, None
     with TiledImage(path) as source:
         pixels = source.shape[0] * source.shape[1]
     return pixels > STREAM_PIXELS, None
+
+
+def tiff_pixels(path):
+    """Pixels of a TIFF's first image from its header (0 if it is not a readable TIFF)."""
+    try:
+        with quiet_tifffile(), tifffile.TiffFile(path) as tif:
+            return int(tif.pages[0].imagelength) * int(tif.pages[0].imagewidth)
+    except Exception:  # noqa: BLE001 - not a TIFF, or damaged: the reader will say what is wrong
+        return 0
 
 
 def _predict_streamed(segmenter, path, outputs, options, show):

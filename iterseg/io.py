@@ -8,6 +8,7 @@ Glossary
 """
 import contextlib
 import json
+import logging
 import os
 import uuid
 from pathlib import Path
@@ -34,9 +35,31 @@ def check_image_file(path):
         raise InputError(f"image file {path} is empty; re-export or skip it.")
 
 
+def memory_budget():
+    """Bytes an image may take once converted to float32: a quarter of the machine's memory."""
+    try:
+        return os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE") // 4
+    except (ValueError, OSError, AttributeError):
+        return 4 * 2 ** 30
+
+
+def check_decoded_size(path, height, width, channels):
+    """InputError if an image of this size would not fit in memory, before anything is allocated."""
+    needed = int(height) * int(width) * max(1, int(channels)) * 4
+    if needed > memory_budget():
+        raise InputError(f"{path} declares {width} x {height} pixels ({needed / 2 ** 30:.1f} GB as float32), "
+                         f"more than this machine can hold; store it as a tiled TIFF, which iterseg streams "
+                         f"region by region, or crop it.")
+
+
 def _read_tiff(path):
     try:
-        image = tifffile.imread(path, key=0)
+        with quiet_tifffile(), tifffile.TiffFile(path) as tif:
+            page = tif.pages[0]
+            check_decoded_size(path, page.imagelength, page.imagewidth, page.samplesperpixel)
+            image = page.asarray()
+    except InputError:
+        raise
     except Exception as exc:  # tifffile raises several types for damaged files
         raise InputError(f"cannot read TIFF {path} ({str(exc)[:120]}); check that the file is complete.") from None
     if image.ndim == 3 and image.shape[0] in (3, 4) and image.shape[2] not in (3, 4):
@@ -47,7 +70,31 @@ def _read_tiff(path):
     return image
 
 
+@contextlib.contextmanager
+def quiet_tifffile():
+    """Silence tifffile's log messages about damaged files: the InputError raised says what is wrong."""
+    logger = logging.getLogger("tifffile")
+    level = logger.level
+    logger.setLevel(logging.CRITICAL)
+    try:
+        yield
+    finally:
+        logger.setLevel(level)
+
+
+def check_complete_jpeg(path):
+    """InputError if a JPEG file lacks its end-of-image marker: it was cut short, and decoders would
+    silently fill the missing part with gray."""
+    with open(path, "rb") as handle:
+        handle.seek(max(0, os.path.getsize(path) - 4096))
+        tail = handle.read().rstrip(b"\0\r\n ")
+    if not tail.endswith(b"\xff\xd9"):
+        raise InputError(f"JPEG {path} is truncated (no end-of-image marker); copy or export it again.")
+
+
 def _read_opencv(path):
+    if Path(path).suffix.lower() in (".jpg", ".jpeg"):
+        check_complete_jpeg(path)
     image = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
     if image is None:
         raise InputError(f"cannot decode {path} as an image; iterseg reads {SUPPORTED} files.")

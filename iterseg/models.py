@@ -171,6 +171,10 @@ def _read_payload(path):
             warnings.simplefilter("ignore", UserWarning)  # torch's notes on foreign pickle protocols
             payload = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # torch raises many types for damaged or unsafe files
+        if "Weights only load failed" in str(exc):
+            raise ModelError(f"refused to load {path}: it holds pickled Python objects, which could run code "
+                             "when loaded (nothing was run); iterseg reads only bundles of plain tensors, "
+                             "written by iterseg.save_bundle.") from None
         first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise ModelError(f"{path} is not a readable iterseg model bundle ({first_line[:200]}); "
                          "pass a file written by iterseg.save_bundle or an embedded model name.") from None
@@ -182,12 +186,30 @@ def _read_payload(path):
     return payload
 
 
+def _mismatch(model, state):
+    """What differs between a network's parameters and a state dict, in a few words (or None)."""
+    expected = model.state_dict()
+    missing = [k for k in expected if k not in state]
+    unexpected = [k for k in state if k not in expected]
+    reshaped = [k for k in expected if k in state and tuple(state[k].shape) != tuple(expected[k].shape)]
+    parts = [f"{len(keys)} {what} (e.g. {keys[0]})" for keys, what in
+             ((missing, "tensors missing"), (unexpected, "unexpected tensors"), (reshaped, "of another shape"))
+             if keys]
+    return ", ".join(parts) or None
+
+
 def _build(config_dict, state, where):
     try:
         model = UNet(UNetConfig(**config_dict))
-        model.load_state_dict({k: v.float() if v.is_floating_point() else v for k, v in state.items()})
-    except (TypeError, ValueError, RuntimeError) as exc:
-        raise ModelError(f"{where}: weights do not fit the architecture ({str(exc).splitlines()[0][:200]}).") from None
+    except (TypeError, ValueError) as exc:
+        raise ModelError(f"{where}: the architecture in the bundle is invalid ({exc}); re-export the bundle.") from None
+    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        raise ModelError(f"{where}: the weights are not a dict of tensors; re-export the bundle.")
+    problem = _mismatch(model, state)
+    if problem:
+        raise ModelError(f"{where}: the weights do not fit the architecture the bundle declares ({problem}); "
+                         "the file was written for another network: re-export it with iterseg.save_bundle.")
+    model.load_state_dict({k: v.float() if v.is_floating_point() else v for k, v in state.items()})
     return model
 
 

@@ -54,6 +54,18 @@ def linear_taps(positions, small, full):
     return index0, np.minimum(index0 + 1, small - 1), frac.astype(np.float32)
 
 
+def interpolation_matrix(positions, small, full):
+    """(float32 (len(positions), n) bilinear weights, the slice of ``small`` indices they use):
+    the upsampled values at ``positions`` are weights @ values[slice]."""
+    index0, index1, frac = linear_taps(positions, small, full)
+    first, last = int(index0.min()), int(index1.max())
+    weights = np.zeros((len(index0), last - first + 1), np.float32)
+    at = np.arange(len(index0))
+    weights[at, index0 - first] += 1 - frac
+    weights[at, index1 - first] += frac
+    return weights, slice(first, last + 1)
+
+
 def window_weights(starts, size, small, full):
     """(len(starts), small) matrix: row i sums the bilinear weights of positions starts[i] .. +size."""
     positions = np.asarray(starts)[:, None] + np.arange(size)
@@ -193,15 +205,14 @@ class TiledResult:
     tiles_read: int = 0
 
     def probs_at(self, rows, cols):
-        """float32 (K, len(rows), len(cols)) probabilities at level-0 pixel ``rows`` x ``cols``."""
+        """float32 (K, len(rows), len(cols)) probabilities at level-0 pixel ``rows`` x ``cols``
+        (ascending integer arrays): bilinear stage 1 as two small matrix products, then the windows."""
         height, width = self.shape
         h1, w1 = self.probs_small.shape[1:]
-        r0, r1, fr = linear_taps(rows, h1, height)
-        c0, c1, fc = linear_taps(cols, w1, width)
-        p = self.probs_small
-        top = p[:, r0][:, :, c0] * (1 - fc) + p[:, r0][:, :, c1] * fc
-        bottom = p[:, r1][:, :, c0] * (1 - fc) + p[:, r1][:, :, c1] * fc
-        out = (top * (1 - fr)[:, None] + bottom * fr[:, None]).astype(np.float32)
+        row_weights, row_block = interpolation_matrix(rows, h1, height)
+        col_weights, col_block = interpolation_matrix(cols, w1, width)
+        block = self.probs_small[:, row_block][:, :, col_block]
+        out = np.matmul(np.matmul(row_weights, block), col_weights.T)
         rows, cols = np.asarray(rows), np.asarray(cols)
         for n, (y, x, h, w) in enumerate(self.windows):
             r, c = np.flatnonzero((rows >= y) & (rows < y + h)), np.flatnonzero((cols >= x) & (cols < x + w))

@@ -16,7 +16,7 @@ import tifffile
 
 from .errors import InputError
 from .infer import mirror_index
-from .io import TIFF_SUFFIXES, atomic_output
+from .io import TIFF_SUFFIXES, atomic_output, quiet_tifffile
 
 
 def tiled_reason(path):
@@ -24,7 +24,7 @@ def tiled_reason(path):
     if Path(path).suffix.lower() not in TIFF_SUFFIXES:
         return "it is not a TIFF"
     try:
-        with tifffile.TiffFile(path) as tif:
+        with quiet_tifffile(), tifffile.TiffFile(path) as tif:
             page = tif.series[0].levels[0].keyframe
             if not page.is_tiled:
                 return "the TIFF is stored in strips, not tiles"

@@ -112,3 +112,11 @@ def test_auto_streams_only_large_tiled_tiffs(tmp_path, monkeypatch):
     tifffile.imwrite(tmp_path / "strips.tif", blob_image(100, 100))
     streamed, note = files.stream_decision(tmp_path / "strips.tif", "always")
     assert not streamed and "read whole: the TIFF is stored in strips" in note
+
+
+def test_a_large_untiled_tiff_is_read_whole_with_a_note(tmp_path, monkeypatch):
+    tifffile.imwrite(tmp_path / "strips.tif", blob_image(100, 100))
+    assert files.stream_decision(tmp_path / "strips.tif", "auto") == (False, None)
+    monkeypatch.setattr(files, "STREAM_PIXELS", 50 * 50)
+    streamed, note = files.stream_decision(tmp_path / "strips.tif", "auto")
+    assert not streamed and "read whole" in note
