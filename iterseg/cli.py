@@ -4,7 +4,6 @@
 (one line on stderr saying what is wrong and what to do), 1 internal error.
 """
 import argparse
-import os
 import signal
 import sys
 import threading
@@ -14,7 +13,7 @@ from pathlib import Path
 from .data import DATA_ROOT_ENV, builtin_specs, load_spec
 from .errors import InputError, IterSegError
 from .evaluate import evaluate, markdown_table, write_report
-from .files import STREAM_MODES, expand_inputs, predict_file, predict_files
+from .files import STREAM_MODES, expand_inputs, output_folder, predict_file, predict_files
 from .models import DEFAULT_MODEL, available_models
 from .pipeline import load
 from .report import summary
@@ -180,20 +179,9 @@ def _add_train(commands):
     train.add_argument("--quiet", action="store_true", help="no progress bars or epoch lines")
 
 
-def _output_dir(path):
-    out = Path(path)
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise InputError(f"cannot create output folder {out} ({exc.strerror}); choose another with --out.") from None
-    if not os.access(out, os.W_OK | os.X_OK):
-        raise InputError(f"output folder {out} is not writable; choose another with --out.")
-    return out
-
-
 def cmd_predict(args):
     paths = expand_inputs(args.images)
-    out_dir = _output_dir(args.out)
+    out_dir = output_folder(args.out)
     segmenter = load(args.model, precision=args.precision)
     if segmenter.bundle.untrained and not args.quiet:
         print("iterseg: warning: model 'untrained' has random weights: its masks mean nothing; it only "
@@ -260,7 +248,7 @@ def cmd_train(args):
 
 def cmd_evaluate(args):
     spec = load_spec(args.spec, args.data_root)
-    out_dir = _output_dir(args.out)
+    out_dir = output_folder(args.out)
     segmenter = load(args.model, precision=args.precision)
 
     def progress(done, total, sample_id):

@@ -8,9 +8,11 @@ Glossary
 Tiled TIFFs above STREAM_PIXELS are streamed (stream.py): their mask is a tiled pyramidal BigTIFF,
 their probabilities are written only on request and their overlay is at stage-1 scale.
 """
+import contextlib
 import csv
 import glob
 import io
+import os
 from pathlib import Path
 
 import tifffile
@@ -63,6 +65,29 @@ def check_stems(paths):
             raise InputError(f"{other} and {path} would both write {path.stem}.*; rename one or run them "
                              "into different --out folders.")
     return unique
+
+
+def output_folder(path):
+    """``path`` created if missing and checked writable, or InputError that says to choose another."""
+    out = Path(path)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise InputError(f"cannot create output folder {out} ({exc.strerror}); choose another with --out.") from None
+    if not os.access(out, os.W_OK | os.X_OK):
+        raise InputError(f"output folder {out} is not writable; choose another with --out.")
+    return out
+
+
+@contextlib.contextmanager
+def writing_to(out_dir):
+    """Turn an operating-system error while writing outputs into an InputError that says what to do."""
+    try:
+        yield
+    except OSError as exc:
+        where = exc.filename or out_dir
+        raise InputError(f"cannot write {where} ({exc.strerror or exc}); check the free space and "
+                         f"permissions of the output folder {out_dir}, or choose another with --out.") from None
 
 
 def output_paths(out_dir, stem, streamed, save_probs):
@@ -122,6 +147,12 @@ def _predict_in_memory(segmenter, path, outputs, options, baseline):
 def predict_file(segmenter, path, out_dir, options, baseline=False, stream="auto", save_probs=False,
                  show_progress=False):
     """Segment one file and write its outputs (the report last); returns the report dict."""
+    out_dir = output_folder(out_dir)
+    with writing_to(out_dir):
+        return _predict_file(segmenter, Path(path), out_dir, options, baseline, stream, save_probs, show_progress)
+
+
+def _predict_file(segmenter, path, out_dir, options, baseline, stream, save_probs, show_progress):
     streamed, note = (False, None) if baseline else stream_decision(path, stream)
     outputs = output_paths(out_dir, Path(path).stem, streamed, save_probs)
     if streamed:

@@ -43,21 +43,28 @@ def memory_budget():
         return 4 * 2 ** 30
 
 
-def check_decoded_size(path, height, width, channels):
-    """InputError if an image of this size would not fit in memory, before anything is allocated."""
-    needed = int(height) * int(width) * max(1, int(channels)) * 4
+def check_decoded_size(path, shape):
+    """InputError if an array of ``shape`` would not fit in memory as float32, before allocating it."""
+    needed = int(np.prod(shape, dtype=np.float64)) * 4
     if needed > memory_budget():
-        raise InputError(f"{path} declares {width} x {height} pixels ({needed / 2 ** 30:.1f} GB as float32), "
-                         f"more than this machine can hold; store it as a tiled TIFF, which iterseg streams "
-                         f"region by region, or crop it.")
+        raise InputError(f"{path} declares an image of {' x '.join(map(str, shape))} values "
+                         f"({needed / 2 ** 30:.1f} GB as float32), more than this machine can hold; store it as a "
+                         f"tiled TIFF, which iterseg streams region by region, or crop it.")
 
 
 def _read_tiff(path):
+    """The first image of a TIFF: series 0 (level 0 of a pyramid) when it is (H, W), (H, W, C) or
+    planar (C, H, W) RGB(A), else the first page of a stack."""
     try:
         with quiet_tifffile(), tifffile.TiffFile(path) as tif:
-            page = tif.pages[0]
-            check_decoded_size(path, page.imagelength, page.imagewidth, page.samplesperpixel)
-            image = page.asarray()
+            series = tif.series[0]
+            shape = tuple(series.shape)
+            if len(shape) == 2 or len(shape) == 3 and (shape[2] <= 8 or shape[0] in (3, 4)):
+                check_decoded_size(path, shape)
+                image = series.asarray()
+            else:
+                check_decoded_size(path, tif.pages[0].shape)
+                image = tif.pages[0].asarray()
     except InputError:
         raise
     except Exception as exc:  # tifffile raises several types for damaged files
@@ -85,9 +92,12 @@ def quiet_tifffile():
 def check_complete_jpeg(path):
     """InputError if a JPEG file lacks its end-of-image marker: it was cut short, and decoders would
     silently fill the missing part with gray."""
-    with open(path, "rb") as handle:
-        handle.seek(max(0, os.path.getsize(path) - 4096))
-        tail = handle.read().rstrip(b"\0\r\n ")
+    try:
+        with open(path, "rb") as handle:
+            handle.seek(max(0, os.path.getsize(path) - 4096))
+            tail = handle.read().rstrip(b"\0\r\n ")
+    except OSError as exc:
+        raise InputError(f"cannot read {path} ({exc.strerror}); check its permissions.") from None
     if not tail.endswith(b"\xff\xd9"):
         raise InputError(f"JPEG {path} is truncated (no end-of-image marker); copy or export it again.")
 

@@ -1,7 +1,7 @@
 """Turn an image as read from disk into what the networks expect.
 
 Glossary
-    image    (H, W) or (H, W, C) array: uint8, uint16, any integer, float32/float64 (assumed in [0, 1])
+    image    (H, W) or (H, W, C) array: uint8, uint16, any integer, float32/float64 (see _float_to_unit_range)
     float    float32 (H, W, C) in [0, 1] with C = the bundle's input channels
 """
 import numpy as np
@@ -14,6 +14,8 @@ INTEGER_RANGE_NOTE = "{dtype} image scaled by 1/{scale:g} to [0, 1]"
 def _as_unit_range(image, notes):
     if image.dtype in (np.uint8, np.uint16):  # in place: no second full-size float copy
         unit = image.astype(np.float32)
+        if image.dtype == np.uint16:
+            notes.append(INTEGER_RANGE_NOTE.format(dtype="uint16", scale=65535))
         return np.divide(unit, 255.0 if image.dtype == np.uint8 else 65535.0, out=unit)
     if image.dtype == np.bool_:
         notes.append("boolean image read as 0/1")
@@ -27,8 +29,22 @@ def _as_unit_range(image, notes):
         if not np.isfinite(image).all():
             raise InputError("image contains NaN or infinite values; replace them (e.g. np.nan_to_num) "
                              "before segmenting.")
-        return image
+        return _float_to_unit_range(image, notes)
     raise InputError(f"unsupported image dtype {image.dtype}; use uint8, uint16 or float32.")
+
+
+def _float_to_unit_range(image, notes):
+    """Floats are taken as [0, 1]; values beyond it are 0-255 data (scaled by 1/255) or, failing
+    that, rescaled from their own minimum and maximum. The report says which."""
+    low, high = float(image.min()), float(image.max())
+    if 0.0 <= low and high <= 1.0:
+        return image
+    if 0.0 <= low and high <= 255.0:
+        notes.append(f"float image with values up to {high:g} read as 0-255 data and scaled by 1/255")
+        return np.divide(image, 255.0, out=image)
+    notes.append(f"float image with values in [{low:g}, {high:g}] rescaled to [0, 1]")
+    image -= low
+    return np.divide(image, max(high - low, 1e-12), out=image)
 
 
 def _fit_channels(image, channels, notes):

@@ -85,3 +85,12 @@ def test_overlay_draws_windows_and_tints_foreground():
     assert rgb.shape == (40, 40, 3) and rgb.dtype == np.uint8
     assert tuple(rgb[20, 25]) == (255, 220, 0)       # window edge
     assert rgb[7, 7, 0] > 50 and rgb[30, 2].max() == 0
+
+
+def test_tiff_stacks_and_two_channel_tiffs(tmp_path):
+    two = np.random.default_rng(0).integers(0, 255, (20, 30, 2), dtype=np.uint8)
+    tifffile.imwrite(tmp_path / "two.tif", two)
+    np.testing.assert_array_equal(read_image(tmp_path / "two.tif"), two)
+    stack = np.random.default_rng(1).integers(0, 255, (2, 20, 30), dtype=np.uint8)
+    tifffile.imwrite(tmp_path / "stack.tif", stack)
+    np.testing.assert_array_equal(read_image(tmp_path / "stack.tif"), stack[0])
