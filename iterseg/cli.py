@@ -4,6 +4,7 @@
 (one line on stderr saying what is wrong and what to do), 1 internal error.
 """
 import argparse
+import logging
 import signal
 import sys
 import threading
@@ -20,6 +21,8 @@ from .report import summary
 from .runtime import PRECISIONS
 from .select import SCORES
 from .train import TrainOptions, assemble_bundle, train_stage
+
+log = logging.getLogger("iterseg")
 
 EXAMPLES = """examples:
   iterseg predict image.png --patches 16 --out results/
@@ -184,8 +187,8 @@ def cmd_predict(args):
     out_dir = output_folder(args.out)
     segmenter = load(args.model, precision=args.precision)
     if segmenter.bundle.untrained and not args.quiet:
-        print("iterseg: warning: model 'untrained' has random weights: its masks mean nothing; it only "
-              "exercises the engine. Pass --model with a trained bundle.", file=sys.stderr)
+        log.warning("model 'untrained' has random weights: its masks mean nothing; it only exercises the "
+                    "engine. Pass --model with a trained bundle.")
     many = len(paths) > 1 or any(Path(item).is_dir() or not Path(item).exists() for item in args.images)
     options = {"patches": args.patches, "patch_size": args.patch_size, "score": args.score, "stride": args.stride,
                "batch_size": args.batch_size, "context": args.context}
@@ -201,16 +204,16 @@ def cmd_predict(args):
             print(summary(report), flush=True)
 
     def failed(path, exc):
-        print(f"iterseg: error: {exc}", file=sys.stderr, flush=True)
+        log.error("%s", exc)
 
     rows = predict_files(segmenter, paths, out_dir, options, overwrite=args.overwrite,
                          summary_path=out_dir / "summary.csv", on_done=done, on_error=failed,
                          baseline=args.baseline, stream=args.stream, save_probs=args.save_probs,
                          show_progress=not args.quiet)
     counts = {status: sum(r["status"] == status for r in rows) for status in ("done", "skipped", "failed")}
-    if not args.quiet or counts["failed"]:
-        print(f"iterseg: {len(rows)} images: {counts['done']} done, {counts['skipped']} skipped (outputs exist), "
-              f"{counts['failed']} failed; summary in {out_dir / 'summary.csv'}", file=sys.stderr)
+    level = logging.ERROR if counts["failed"] else logging.INFO
+    log.log(level, "%d images: %d done, %d skipped (outputs exist), %d failed; summary in %s", len(rows),
+            counts["done"], counts["skipped"], counts["failed"], out_dir / "summary.csv")
     return 2 if counts["failed"] else 0
 
 
@@ -277,6 +280,7 @@ def main(argv=None):
     """Run the command line with ``argv`` (default sys.argv[1:]); returns the exit code."""
     argv = sys.argv[1:] if argv is None else list(argv)
     debug = "--debug" in argv
+    configure_logging(debug, quiet="--quiet" in argv)
     restore = _terminate_as_interrupt()
     try:
         args = build_parser().parse_args(argv)
@@ -299,6 +303,21 @@ def main(argv=None):
         return 1
     finally:
         restore()
+
+
+class _Formatter(logging.Formatter):
+    def format(self, record):
+        return f"iterseg: {record.levelname.lower()}: {record.getMessage()}"
+
+
+def configure_logging(debug=False, quiet=False):
+    """Log records of the ``iterseg`` loggers go to stderr as 'iterseg: level: message': warnings
+    and errors by default, errors only with --quiet, everything with --debug."""
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(_Formatter())
+    log.handlers[:] = [handler]
+    log.setLevel(logging.DEBUG if debug else logging.ERROR if quiet else logging.INFO)
+    log.propagate = False
 
 
 def _terminate_as_interrupt():

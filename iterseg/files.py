@@ -12,6 +12,7 @@ import contextlib
 import csv
 import glob
 import io
+import logging
 import os
 from pathlib import Path
 
@@ -24,6 +25,8 @@ from .report import result_report
 from .stream import overview, write_mask_tiff, write_probs_tiff
 from .tiled import TiledImage, tiled_reason
 from .timer import Timer, peak_rss_mb
+
+log = logging.getLogger(__name__)
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".btf", ".tf8", ".bmp", ".gif", ".ppm", ".pgm",
                   ".pbm", ".webp", ".jp2")
@@ -154,6 +157,7 @@ def predict_file(segmenter, path, out_dir, options, baseline=False, stream="auto
 
 def _predict_file(segmenter, path, out_dir, options, baseline, stream, save_probs, show_progress):
     streamed, note = (False, None) if baseline else stream_decision(path, stream)
+    log.debug("%s: %s%s", path, "streamed" if streamed else "read whole", f" ({note})" if note else "")
     outputs = output_paths(out_dir, Path(path).stem, streamed, save_probs)
     if streamed:
         result, shape, foreground, write_seconds = _predict_streamed(segmenter, path, outputs, options, show_progress)
@@ -206,6 +210,7 @@ def predict_files(segmenter, paths, out_dir, options, overwrite=False, summary_p
     for path in paths:
         report_path = out_dir / f"{path.stem}.report.json"
         if report_path.exists() and not overwrite:
+            log.debug("%s: skipped, %s exists", path, report_path)
             rows.append(summary_row(path, "skipped", f"{report_path.name} exists (use --overwrite to redo it)"))
         else:
             try:

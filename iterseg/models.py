@@ -8,6 +8,7 @@ with ``torch.load(weights_only=True)``, which refuses anything that would run co
 """
 import dataclasses
 import json
+import threading
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -111,6 +112,7 @@ class Bundle:
     name: str = "unnamed"
     provenance: dict = field(default_factory=dict)
     _runners: dict = field(default_factory=dict, init=False, repr=False, compare=False)
+    _runners_lock: threading.Lock = field(default_factory=threading.Lock, init=False, repr=False, compare=False)
 
     def __post_init__(self):
         self.s1.eval()
@@ -133,9 +135,10 @@ class Bundle:
     def runners(self, precision="fp32", compile=False):
         """(S1, S2) prepared to run in ``precision`` (see runtime.py), made once per setting."""
         key = (precision, bool(compile))
-        if key not in self._runners:
-            self._runners[key] = (Runner(self.s1, precision, compile), Runner(self.s2, precision, compile))
-        return self._runners[key]
+        with self._runners_lock:
+            if key not in self._runners:
+                self._runners[key] = (Runner(self.s1, precision, compile), Runner(self.s2, precision, compile))
+            return self._runners[key]
 
     @property
     def num_classes(self):

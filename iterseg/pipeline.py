@@ -9,6 +9,7 @@ Glossary
              counting convention and the operators fvcore did not count (see flops.py)
     seconds  {"stage1", "select", "stage2", "merge", "total"} wall-clock seconds
 """
+import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -28,6 +29,8 @@ from .stage1 import stage1, stage1_size
 from .stage2 import refine
 from .stream import two_stage_tiled
 from .timer import Timer
+
+log = logging.getLogger(__name__)
 
 # The baseline runs the whole image up to this many pixels (peak memory a few GB for the default
 # U-Net) and above it in tiles of BASELINE_TILE pixels with receptive-field context (same output).
@@ -57,8 +60,11 @@ def finish(probs, windows, scores, macs, timer, options, notes):
             mask = (probs >= 0.5).astype(np.uint8)
         else:
             mask = probs.argmax(axis=0).astype(np.uint8)
+    seconds = timer.total()
+    log.debug("options %s; seconds %s; MACs ratio %.4f", options, {k: round(v, 4) for k, v in seconds.items()},
+              macs["ratio"])
     return Result(mask=mask, probs=probs, windows=windows, scores=scores, macs=macs,
-                  seconds=timer.total(), options=options, notes=notes)
+                  seconds=seconds, options=options, notes=notes)
 
 
 def two_stage(image, bundle, patches=16, patch_size=None, score=None, stride=None, batch_size=16,

@@ -7,10 +7,17 @@ Glossary
     means    float64 (n_rows, n_cols) mean of a map over each window, row-major window index
 Every kernel has a plain NumPy twin in ``reference.py``; the tests run both.
 """
+import threading
+
 import numpy as np
 from numba import njit, prange
 
 from .grid import grid_starts
+
+# numba's fallback "workqueue" threading layer aborts the process when two Python threads launch
+# parallel kernels at once (its omp and tbb layers do not), so parallel kernels run one at a time.
+# They take milliseconds, so threads sharing a Segmenter hardly wait.
+PARALLEL_LOCK = threading.Lock()
 
 # Rows summed by one parallel task: small enough to split a single window row between threads,
 # large enough that the per-task column buffer (width x 8 bytes) is reused many times.
@@ -79,7 +86,8 @@ def window_means(prob, size, stride=None):
     xs = grid_starts(width, size, stride)
     win_h, win_w = min(size, height), min(size, width)
     bounds = _stripe_bounds(height, ys, win_h)
-    stripe_sums = _stripe_column_sums(prob, bounds)
+    with PARALLEL_LOCK:
+        stripe_sums = _stripe_column_sums(prob, bounds)
     return _sums_to_means(stripe_sums, bounds, ys, win_h, xs, win_w)
 
 
@@ -178,7 +186,8 @@ def lowest_k(values, k):
     n_chunks = max(1, min(64, n // (8 * k)))
     if n_chunks == 1:
         return _sorted_by_value_then_index(values, np.arange(n, dtype=np.int64))[:k]
-    candidates = _chunk_candidates(values, k, n_chunks).ravel()
+    with PARALLEL_LOCK:
+        candidates = _chunk_candidates(values, k, n_chunks).ravel()
     return _sorted_by_value_then_index(values, candidates[candidates >= 0])[:k]
 
 
@@ -194,7 +203,8 @@ def uncertainty_map(prob):
     1 where p = 0.5 (least certain), 0 where p is 0 or 1."""
     prob = as_float_map(prob).astype(np.float32, copy=False)
     out = np.empty_like(prob)
-    _uncertainty_map(prob, out)
+    with PARALLEL_LOCK:
+        _uncertainty_map(prob, out)
     return out
 
 
@@ -221,7 +231,8 @@ def margin_map(probs):
     if probs.ndim != 3 or probs.shape[0] < 2 or probs.shape[1] == 0 or probs.shape[2] == 0:
         raise ValueError(f"margin needs class probabilities of shape (K >= 2, H, W), got {probs.shape}.")
     out = np.empty(probs.shape[1:], dtype=np.float32)
-    _margin_map(probs, out)
+    with PARALLEL_LOCK:
+        _margin_map(probs, out)
     return out
 
 

@@ -98,7 +98,7 @@ def test_result_follows_the_contract(bundle, image):
 @pytest.mark.parametrize("make, note", [
     (lambda im: im[:, :, 0], "grayscale"),
     (lambda im: np.dstack([im, np.full(im.shape[:2], 255, np.uint8)]), "alpha"),
-    (lambda im: im.astype(np.uint16) * 257, None),
+    (lambda im: im.astype(np.uint16) * 257, "uint16 image scaled by 1/65535"),
     (lambda im: im.astype(np.float32) / 255, None),
 ])
 def test_image_kinds_give_the_same_segmentation(bundle, image, make, note):
