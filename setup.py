@@ -30,8 +30,9 @@ setup(
         "fvcore>=0.1.5.post20221221",
     ],
     extras_require={
-        # matplotlib draws the benchmark plots (tests/test_sweep.py checks them); never needed at run time
-        "test": ["pytest>=7", "pytest-benchmark>=4", "matplotlib>=3.7"],
+        # matplotlib draws the benchmark plots (tests/test_sweep.py checks them), hypothesis fuzzes the
+        # kernels and the reader, pillow writes palette PNGs for the bad-input tests; none is needed at run time
+        "test": ["pytest>=7", "pytest-benchmark>=4", "matplotlib>=3.7", "hypothesis>=6", "pillow>=9"],
         # MONAI's sliding window, the speed benchmarks' reference point; never a runtime dependency
         "bench": ["pytest>=7", "pytest-benchmark>=4", "matplotlib>=3.7", "monai>=1.3"],
     },

@@ -68,7 +68,8 @@ def test_sigterm_during_a_folder_run_keeps_finished_outputs(tmp_path, bundle_pat
 
 
 # ITERSEG_FUZZ_EXAMPLES=600 explores longer (600 examples of each found nothing, 2026-11-22)
-FUZZ = settings(max_examples=int(os.environ.get("ITERSEG_FUZZ_EXAMPLES", 60)), deadline=None, suppress_health_check=[HealthCheck.too_slow])
+FUZZ = settings(max_examples=int(os.environ.get("ITERSEG_FUZZ_EXAMPLES", 60)), deadline=None,
+                suppress_health_check=[HealthCheck.too_slow])
 
 
 @FUZZ
