@@ -11,7 +11,7 @@ BENCH_INSTALLED := $(VENV)/.bench-installed
 DATA ?= $(or $(ITERSEG_DATA),../shared/data)
 SAMPLE := iterseg/samples/IMD002.jpg
 
-.PHONY: demo test bench install clean
+.PHONY: demo test bench bench-sweeps bench-gigapixel install clean
 
 $(INSTALLED): setup.py
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -37,6 +37,14 @@ bench: $(BENCH_INSTALLED)
 		--benchmark-columns=median,min,max,rounds --benchmark-json=benchmarks/results/speed.json
 	if [ -d "$(DATA)/DRIVE" ]; then $(BIN)/python -m benchmarks.sweep --spec drive --model drive --data-root $(DATA); \
 	else echo "skipping the DRIVE sweep: no datasets at $(DATA) (set DATA=... or ITERSEG_DATA)"; fi
+
+# the FLOP/Dice sweeps of all three datasets (about 45 minutes; HRF alone about 30)
+bench-sweeps: $(BENCH_INSTALLED)
+	for d in drive ph2 hrf; do $(BIN)/python -m benchmarks.sweep --spec $$d --model $$d --data-root $(DATA) || exit 1; done
+
+# streaming: 5000^2, 10000^2 and 20000^2 synthetic pyramidal BigTIFFs (written once into /tmp; about 10 minutes)
+bench-gigapixel: $(BENCH_INSTALLED)
+	$(BIN)/python -m benchmarks.gigapixel --sizes 5000,10000,20000 --patches 64
 
 clean:
 	rm -rf $(VENV) demo-out iterseg-out .pytest_cache .benchmarks

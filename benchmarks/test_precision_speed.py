@@ -18,20 +18,22 @@ SIDE = 2048
 
 
 def test_bf16_against_fp32(benchmark):
-    seg = iterseg.load("untrained")
+    seg = iterseg.load("ph2")  # trained: confident outputs, so the comparison of windows means something
     image = synthetic_image(SIDE)
     fast = benchmark.pedantic(seg.predict, args=(image,), kwargs={"patches": 16, "precision": "bf16"},
                               rounds=3, warmup_rounds=1)
     exact = seg.predict(image, patches=16)
-    np.testing.assert_array_equal(fast.windows[:8], exact.windows[:8])  # the least certain agree
-    assert np.abs(fast.probs - exact.probs).max() < 0.05
+    shared = len(set(map(tuple, fast.windows)) & set(map(tuple, exact.windows)))
+    agreement = (fast.mask == exact.mask).mean()
+    assert shared >= 14 and agreement > 0.999, (shared, agreement)
     medians = interleaved_medians({
         "two_stage_fp32": lambda: seg.predict(image, patches=16),
         "two_stage_bf16": lambda: seg.predict(image, patches=16, precision="bf16"),
         "baseline_fp32": lambda: seg.predict_baseline(image),
         "baseline_bf16": lambda: seg.predict_baseline(image, precision="bf16")}, rounds=3)
     speedups = {kind: medians[f"{kind}_fp32"] / medians[f"{kind}_bf16"] for kind in ("two_stage", "baseline")}
-    benchmark.extra_info.update({"medians_s": medians, "bf16_speedup": speedups, "machine": machine()})
+    benchmark.extra_info.update({"medians_s": medians, "bf16_speedup": speedups, "windows_shared": shared,
+                                 "mask_agreement": agreement, "machine": machine()})
     print(f"\n{SIDE}^2: bf16 speed-up two-stage {speedups['two_stage']:.2f}x, baseline {speedups['baseline']:.2f}x "
           f"({', '.join(f'{k} {v:.3f} s' for k, v in medians.items())})")
     assert speedups["baseline"] > 1.5
@@ -43,7 +45,7 @@ def test_torch_compile_cost_and_gain(benchmark):
     x = torch.rand(16, 3, 224, 224)
     eager, compiled = Runner(model, "bf16"), Runner(model, "bf16", compile=True)
     torch._dynamo.reset()
-    with torch.inference_mode():
+    with torch.inference_mode(), torch._inductor.config.patch(fx_graph_cache=False):  # a cold compile
         start = time.perf_counter()
         out = compiled(x)
         compile_s = time.perf_counter() - start

@@ -90,8 +90,8 @@ def build_parser():
                          help="window score (default: mean for binary models, margin for multi-class)")
     predict.add_argument("--stride", type=_int_at_least(1), default=None, metavar="PX",
                          help="step between scored windows (default: the window side)")
-    predict.add_argument("--batch-size", type=_int_at_least(1), default=16,
-                         help="windows per stage-2 network call (default 16)")
+    predict.add_argument("--batch-size", type=_int_at_least(1), default=None,
+                         help="windows per stage-2 network call (default: up to 16, at most 0.5 Mpx per call)")
     _add_precision(predict)
     predict.add_argument("--baseline", action="store_true",
                          help="run the full-resolution model over the whole image instead")

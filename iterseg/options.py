@@ -15,7 +15,8 @@ def _positive_int(name, value, minimum=1):
 def check_options(patches, patch_size, stride, score, batch_size, context, num_channels):
     """Validate the options of ``two_stage``; returns the score function to use."""
     _positive_int("patches", patches, minimum=0)
-    _positive_int("batch_size", batch_size)
+    if batch_size is not None:
+        _positive_int("batch_size", batch_size)
     _positive_int("context", context, minimum=0)
     if patch_size is not None:
         _positive_int("patch_size", patch_size)

@@ -17,7 +17,7 @@ import numpy as np
 
 from .errors import InputError
 from .flops import cost_report
-from .infer import context_boxes, run_whole
+from .infer import auto_batch_size, context_boxes, run_whole
 from .io import read_image
 from .kernels import grid_windows, warm_up
 from .models import DEFAULT_MODEL, load_bundle
@@ -67,12 +67,13 @@ def finish(probs, windows, scores, macs, timer, options, notes):
                   seconds=seconds, options=options, notes=notes)
 
 
-def two_stage(image, bundle, patches=16, patch_size=None, score=None, stride=None, batch_size=16,
+def two_stage(image, bundle, patches=16, patch_size=None, score=None, stride=None, batch_size=None,
               context=0, windows=None, precision="fp32", compile=False):
     """Segment ``image`` with ``bundle``: stage 1 everywhere, stage 2 on the ``patches`` least
     certain windows of side ``patch_size`` (default ceil(max(H, W) / patches) rounded up to the
     size multiple), scored by ``score`` on a grid with step ``stride`` (default: the window side).
-    ``patches=0`` returns the upsampled stage-1 result. ``windows`` (int64 (N, 4), equal sizes)
+    ``patches=0`` returns the upsampled stage-1 result. ``batch_size``: windows per stage-2 network
+    call (default: up to 16 and at most 0.5 Mpx, see infer.auto_batch_size). ``windows`` (int64 (N, 4), equal sizes)
     refines exactly those windows instead of selecting (their scores are then NaN). ``precision``
     and ``compile``: see runtime.py. Returns a Result."""
     timer = Timer()
@@ -100,7 +101,8 @@ def two_stage(image, bundle, patches=16, patch_size=None, score=None, stride=Non
     box_hw = tuple(int(v) for v in boxes[0, 2:]) if len(boxes) else None
     macs = cost_report(s1.config, s2.config, (height, width), s1_hw, box_hw, len(boxes))
     options = {"patches": patches, "patch_size": int(patch_size), "stride": int(stride or patch_size),
-               "score": score, "batch_size": batch_size, "context": context, "precision": precision,
+               "score": score, "batch_size": batch_size or (auto_batch_size(*box_hw) if box_hw else None),
+               "context": context, "precision": precision,
                "s1_input": list(s1_hw), "s2_input": list(box_hw) if box_hw else None}
     return finish(probs, windows, scores, macs, timer, options, notes)
 

@@ -8,7 +8,7 @@ Glossary
 from .infer import paste_cores, run_cores
 
 
-def refine(model, image, probs, windows, mean, std, batch_size=16, context=0):
+def refine(model, image, probs, windows, mean, std, batch_size=None, context=0):
     """``probs`` with the windows replaced by stage-2 probabilities: (refined probs, input boxes (N, 4)).
 
     context: pixels of surrounding image each window is run with (0 = the window alone, as in the

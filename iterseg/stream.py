@@ -19,7 +19,7 @@ from tqdm import tqdm
 
 from .errors import InputError
 from .flops import count_macs, cost_report
-from .infer import align_up, context_boxes, run_cores, run_whole
+from .infer import align_up, auto_batch_size, context_boxes, run_cores, run_whole
 from .kernels import grid_starts, grid_windows, lowest_k, margin_map, uncertainty_map
 from .options import check_options
 from .prepare import as_float_image
@@ -226,7 +226,7 @@ class TiledResult:
         return (probs[0] >= 0.5).astype(np.uint8) if len(probs) == 1 else probs.argmax(axis=0).astype(np.uint8)
 
 
-def two_stage_tiled(path, bundle, patches=16, patch_size=None, score=None, stride=None, batch_size=16,
+def two_stage_tiled(path, bundle, patches=16, patch_size=None, score=None, stride=None, batch_size=None,
                     context=0, precision="fp32", compile=False, show_progress=False):
     """Two-stage segmentation of a tiled TIFF at ``path`` without reading it whole: a TiledResult.
     Options as ``pipeline.two_stage``; show_progress: tqdm bars on stderr."""
@@ -251,7 +251,8 @@ def two_stage_tiled(path, bundle, patches=16, patch_size=None, score=None, strid
     macs.update(stage1=s1_macs, total=s1_macs + macs["stage2"])
     macs["ratio"] = macs["total"] / macs["baseline"]
     options = {"patches": patches, "patch_size": int(size), "stride": int(stride or size), "score": score,
-               "batch_size": batch_size, "context": context, "precision": precision, "streamed": True,
+               "batch_size": batch_size or (auto_batch_size(*box_hw) if box_hw else None),
+               "context": context, "precision": precision, "streamed": True,
                "s1_input": list(s1_hw), "s2_input": list(box_hw) if box_hw else None}
     return TiledResult(shape=(height, width), probs_small=probs_small, windows=windows, scores=scores,
                        window_probs=window_probs, macs=macs, seconds=timer.total(), view=view, options=options,

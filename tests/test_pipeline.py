@@ -174,3 +174,13 @@ def test_explicit_windows_are_refined_instead_of_selected(bundle, image):
 def test_bad_explicit_windows_are_refused(bundle, image, windows, message):
     with pytest.raises(InputError, match=message):
         iterseg.two_stage(image, bundle, windows=windows)
+
+
+def test_default_batch_size_caps_the_pixels_per_network_call(bundle, image):
+    from iterseg.infer import auto_batch_size
+    assert auto_batch_size(48, 48) == 16 and auto_batch_size(320, 320) == 5 and auto_batch_size(2048, 2048) == 1
+    result = iterseg.two_stage(image, bundle, patches=4, patch_size=16)
+    assert result.options["batch_size"] == 16
+    explicit = iterseg.two_stage(image, bundle, patches=4, patch_size=16, batch_size=3)
+    assert explicit.options["batch_size"] == 3
+    np.testing.assert_array_equal(explicit.mask, result.mask)
