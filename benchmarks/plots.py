@@ -10,6 +10,9 @@ STYLES = {  # (method, precision) -> matplotlib style
     ("two-stage/mean", "bf16"): dict(color="C0", marker=".", linestyle=":", label="two-stage, bf16"),
     ("random", "fp32"): dict(color="C3", marker="x", linestyle="--", label="random windows"),
     ("downscale", "fp32"): dict(color="C2", marker="^", linestyle="--", label="equal-cost downscaling"),
+    ("iterative/R2", "fp32"): dict(color="C4", marker="D", markersize=4, label="iterative, 2 rounds"),
+    ("iterative/R3", "fp32"): dict(color="C5", marker="v", markersize=4, label="iterative, 3 rounds"),
+    ("sliding/half", "fp32"): dict(color="C6", marker="P", markersize=5, label="sliding, stride L/2 + NMS"),
 }
 
 

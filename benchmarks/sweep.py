@@ -9,7 +9,13 @@ Methods, all on the same images, MACs counted as in the reports (fvcore, 1 MAC =
     random           the same number of windows of the same grid, chosen at random (seeded)
     downscale        S2 on the image downscaled (INTER_AREA) so that its MACs do not exceed the
                      two-stage MACs at that N_p, probabilities upsampled (bilinear): equal cost
-With --precisions fp32,bf16 the baseline and two-stage/mean also run in bf16.
+    iterative/R2, iterative/R3   the same N_p windows chosen in 2 or 3 rounds, re-scoring the
+                     refined map between rounds (score mean): equal cost
+    sliding/half     the same N_p windows chosen from candidates at half the window's step with
+                     non-maximum suppression (overlap <= 0.25), results blended: equal cost
+With --precisions fp32,bf16 the baseline and two-stage/mean also run in bf16. --groups picks which
+methods run (core: everything above but the iterative and sliding ones) and --merge adds them to an
+existing result file instead of starting it anew.
 The window side is fixed per image, that of a G x G grid (--grid, default 16), so the cost grows
 with N_p as in the source paper's Figure 2. Writes <out>/<dataset>.json, .md and .png.
 """
@@ -73,8 +79,16 @@ def _row(sample_id, method, precision, patches, mask, target, fov, ratio, second
             **scores(mask > 0, target, fov), "macs_ratio": ratio, "seconds": seconds}
 
 
+GROUPS = ("core", "iterative", "sliding")
+BEYOND_ONE_SHOT = ("iterative/R2", "iterative/R3", "sliding/half")
+
+
+def group_of(method):
+    return method.split("/")[0] if method.split("/")[0] in ("iterative", "sliding") else "core"
+
+
 def sweep_image(seg, index, sample_id, image, target, fov, args):
-    """Every method at every N_p on one image: a list of rows."""
+    """Every method of the chosen groups at every N_p on one image: a list of rows."""
     height, width = image.shape[:2]
     size = default_patch_size(height, width, args.grid, seg.bundle.s2.config.size_multiple)
     rows = []
@@ -83,21 +97,33 @@ def sweep_image(seg, index, sample_id, image, target, fov, args):
         rows.append(_row(sample_id, method, precision, n, result.mask, target, fov,
                          result.macs["ratio"], result.seconds["total"]))
 
+    if "core" in args.groups:
+        core_methods(seg, image, size, args, add)
+        for n in args.patches:
+            macs = next(r for r in rows if r["method"] == "two-stage/mean" and r["patches"] == n
+                        and r["precision"] == "fp32")["macs_ratio"] * count_macs(seg.bundle.s2.config, height, width)
+            mask, ratio, seconds = run_downscaled(seg, image, macs, "fp32")
+            rows.append(_row(sample_id, "downscale", "fp32", n, mask, target, fov, ratio, seconds))
+            if n:
+                windows = random_windows(height, width, size, n, seed=(args.seed, index, n))
+                add("random", "fp32", n, seg.predict(image, windows=windows, precision="fp32"))
+    for n in (n for n in args.patches if n):
+        if "iterative" in args.groups:
+            for rounds in (2, 3):
+                add(f"iterative/R{rounds}", "fp32", n, seg.predict(image, patches=n, patch_size=size, rounds=rounds))
+        if "sliding" in args.groups:
+            add("sliding/half", "fp32", n, seg.predict(image, patches=n, patch_size=size, stride=size // 2))
+    return rows
+
+
+def core_methods(seg, image, size, args, add):
+    """The baseline and two-stage with both scores (and bf16), at every N_p."""
     for precision in args.precisions:
         add("baseline", precision, None, seg.predict_baseline(image, precision=precision))
         for score in ("mean", "uncertainty") if precision == "fp32" else ("mean",):
             for n in args.patches:
                 result = seg.predict(image, patches=n, patch_size=size, score=score, precision=precision)
                 add(f"two-stage/{score}", precision, n, result)
-    for n in args.patches:
-        macs = next(r for r in rows if r["method"] == "two-stage/mean" and r["patches"] == n
-                    and r["precision"] == "fp32")["macs_ratio"] * count_macs(seg.bundle.s2.config, height, width)
-        mask, ratio, seconds = run_downscaled(seg, image, macs, "fp32")
-        rows.append(_row(sample_id, "downscale", "fp32", n, mask, target, fov, ratio, seconds))
-        if n:
-            windows = random_windows(height, width, size, n, seed=(args.seed, index, n))
-            add("random", "fp32", n, seg.predict(image, windows=windows, precision="fp32"))
-    return rows
 
 
 def summarise(rows):
@@ -126,6 +152,10 @@ def findings(summary, patches):
                  "minus_downscale": ours["dice"] - _point(summary, "downscale", n)["dice"]}
         if n:
             entry["minus_random"] = ours["dice"] - _point(summary, "random", n)["dice"]
+        for method in BEYOND_ONE_SHOT:
+            other = _point(summary, method, n)
+            if n and other:  # same N_p windows of the same side: the same MACs
+                entry[f"{method} minus one-shot"] = other["dice"] - ours["dice"]
         out["per_patches"].append(entry)
     reaching = [e["patches"] for e in out["per_patches"] if e["dice_vs_baseline"] >= 0.99]
     out["smallest_patches_at_99pct_of_baseline"] = min(reaching) if reaching else None
@@ -161,6 +191,12 @@ def markdown(report):
     lines += ["", f"- smallest N_p with Dice >= 99 % of the baseline's: {f['smallest_patches_at_99pct_of_baseline']}",
               f"- two-stage/mean beats equal-cost downscaling at every N_p: {f['beats_downscale_at_every_np']}",
               f"- two-stage/mean beats random windows at every N_p: {f['beats_random_at_every_np']}"]
+    for method in BEYOND_ONE_SHOT:
+        gains = [(e["patches"], e[f"{method} minus one-shot"]) for e in f["per_patches"]
+                 if f"{method} minus one-shot" in e]
+        if gains:
+            lines.append(f"- {method} minus one-shot Dice at equal MACs, by N_p: "
+                         + ", ".join(f"{n}: {g:+.4f}" for n, g in gains))
     for b in f["bf16"]:
         lines.append(f"- bf16 vs fp32, {b['method']} N_p={b['patches']}: Dice {b['dice_change']:+.4f}, "
                      f"{b['speedup']:.2f}x faster")
@@ -184,19 +220,32 @@ def run_sweep(args):
     spec = load_spec(args.spec, args.data_root)
     seg = iterseg.load(args.model)
     samples = spec.split(args.split)[:args.limit]
-    rows, started = [], time.perf_counter()
+    rows, started = kept_rows(args, spec.name), time.perf_counter()
     for index, sample in enumerate(samples):
         image, target, fov = read_sample(spec, sample)
         rows += sweep_image(seg, index, sample.id, image, target, fov, args)
         print(f"  [{index + 1}/{len(samples)}] {sample.id} ({time.perf_counter() - started:.0f} s)",
               file=sys.stderr, flush=True)
-    summary = summarise(rows)
+    summary = summarise(sorted(rows, key=lambda r: METHOD_ORDER.index(group_of(r["method"]))))
     return {"dataset": spec.name, "spec": str(args.spec), "model": args.model, "split": args.split,
             "images": len(samples), "grid": args.grid, "patches": list(args.patches),
             "precisions": list(args.precisions), "seed": args.seed, "machine": machine(),
             "created": time.strftime("%Y-%m-%d %H:%M:%S"), "seconds": time.perf_counter() - started,
             "macs_convention": "fvcore: 1 multiply-accumulate = 1 flop",
             "summary": summary, "findings": findings(summary, args.patches), "rows": rows}
+
+
+METHOD_ORDER = ["core", "iterative", "sliding"]
+
+
+def kept_rows(args, dataset):
+    """With --merge, the rows of the existing result file whose methods are not being rerun."""
+    path = args.out / f"{dataset}.json"
+    if not args.merge or not path.is_file():
+        if args.merge and "core" not in args.groups:
+            raise SystemExit(f"--merge without the core group needs {path} from an earlier run")
+        return []
+    return [row for row in json.loads(path.read_text())["rows"] if group_of(row["method"]) not in args.groups]
 
 
 def parse_args(argv):
@@ -212,11 +261,17 @@ def parse_args(argv):
     parser.add_argument("--precisions", default="fp32,bf16", type=lambda t: tuple(t.split(",")),
                         help="fp32 first; bf16 adds the baseline and two-stage/mean in bf16")
     parser.add_argument("--seed", type=int, default=0, help="seed of the random windows")
+    parser.add_argument("--groups", default=",".join(GROUPS), type=lambda t: tuple(t.split(",")),
+                        help=f"which methods to run: {', '.join(GROUPS)} (default all)")
+    parser.add_argument("--merge", action="store_true",
+                        help="keep the other groups' rows of the existing <out>/<dataset>.json")
     parser.add_argument("--limit", type=int, default=None, help="only the first N images")
     parser.add_argument("--out", type=Path, default=RESULTS)
     args = parser.parse_args(argv)
     if args.precisions[0] != "fp32" or 0 not in args.patches:
         parser.error("--precisions must start with fp32 and --patches must include 0 (stage 1 only)")
+    if set(args.groups) - set(GROUPS):
+        parser.error(f"--groups takes {', '.join(GROUPS)}")
     return args
 
 

@@ -52,6 +52,26 @@ def _int_at_least(minimum):
     return parse
 
 
+def _positive_float(text):
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number > 0, got {text!r}") from None
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"expected a number > 0, got {text!r}")
+    return value
+
+
+def _fraction(text):
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number between 0 and 1, got {text!r}") from None
+    if not 0 <= value <= 1:
+        raise argparse.ArgumentTypeError(f"expected a number between 0 and 1, got {text!r}")
+    return value
+
+
 def _size(text):
     try:
         height, width = (int(part) for part in text.lower().split("x"))
@@ -64,7 +84,8 @@ def _size(text):
 
 def _add_geometry(parser):
     parser.add_argument("--patches", type=_int_at_least(0), default=16,
-                        help="number of windows refined at full resolution (0 = stage 1 only; default 16)")
+                        help="number of windows refined at full resolution (0 = stage 1 only; default 16, "
+                             "or with --budget / --threshold no cap but theirs)")
     parser.add_argument("--patch-size", type=_int_at_least(1), default=None, metavar="PX",
                         help="window side in pixels (default: ceil(max(H, W) / patches), rounded up to "
                              "the model's size multiple)")
@@ -89,7 +110,20 @@ def build_parser():
     predict.add_argument("--score", choices=SCORES, default=None,
                          help="window score (default: mean for binary models, margin for multi-class)")
     predict.add_argument("--stride", type=_int_at_least(1), default=None, metavar="PX",
-                         help="step between scored windows (default: the window side)")
+                         help="step between candidate windows (default: the window side); smaller steps give "
+                              "overlapping candidates, thinned by --max-overlap, and blended results")
+    predict.add_argument("--max-overlap", type=_fraction, default=None, metavar="F",
+                         help="with --stride: largest share of a window's area two chosen windows may overlap "
+                              "(default 0.25)")
+    predict.add_argument("--budget", type=_positive_float, default=None, metavar="F",
+                         help="spend at most this fraction of the full-resolution model's MACs (e.g. 0.2)")
+    predict.add_argument("--budget-gmacs", type=_positive_float, default=None, metavar="G",
+                         help="spend at most this many GMACs (stage 1 included)")
+    predict.add_argument("--rounds", type=_int_at_least(1), default=1, metavar="R",
+                         help="choose the windows in R rounds, re-scoring the refined map after each (default 1)")
+    predict.add_argument("--threshold", type=_fraction, default=None, metavar="T",
+                         help="refine only windows less certain than this score (below T for mean and margin, "
+                              "above T for uncertainty); --patches then caps their number")
     predict.add_argument("--batch-size", type=_int_at_least(1), default=None,
                          help="windows per stage-2 network call (default: up to 16, at most 0.5 Mpx per call)")
     _add_precision(predict)
@@ -104,6 +138,7 @@ def build_parser():
                          help="also write the probabilities of streamed images (always written otherwise)")
     predict.add_argument("--overwrite", action="store_true",
                          help="redo images whose outputs exist (default: skip them)")
+    predict.set_defaults(patches=None)  # 16 unless --budget or --threshold decide (pipeline.two_stage)
     predict.add_argument("--quiet", action="store_true", help="print nothing but errors; no progress bars")
 
     flops = commands.add_parser("flops", help="print the cost table for an image size, without an image")
@@ -191,7 +226,9 @@ def cmd_predict(args):
                     "engine. Pass --model with a trained bundle.")
     many = len(paths) > 1 or any(Path(item).is_dir() or not Path(item).exists() for item in args.images)
     options = {"patches": args.patches, "patch_size": args.patch_size, "score": args.score, "stride": args.stride,
-               "batch_size": args.batch_size, "context": args.context}
+               "batch_size": args.batch_size, "context": args.context, "budget": args.budget,
+               "budget_gmacs": args.budget_gmacs, "rounds": args.rounds, "threshold": args.threshold,
+               "max_overlap": args.max_overlap}
     if not many:  # one image: its error is the run's error (one line, exit 2)
         report = predict_file(segmenter, paths[0], out_dir, options, baseline=args.baseline, stream=args.stream,
                               save_probs=args.save_probs, show_progress=not args.quiet)

@@ -45,3 +45,24 @@ def check_windows(windows, height, width):
     if (y < 0).any() or (x < 0).any() or (y + h > height).any() or (x + w > width).any():
         raise InputError(f"windows must lie inside the {height} x {width} image.")
     return windows
+
+
+def _positive_number(name, value, allow_none=True):
+    if value is None and allow_none:
+        return None
+    if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)) or not value > 0:
+        raise InputError(f"{name} must be a number > 0, got {value!r}.")
+    return float(value)
+
+
+def check_round_options(budget, budget_gmacs, rounds, threshold, max_overlap):
+    """Validate the budget, rounds, threshold and overlap options of ``two_stage``."""
+    _positive_number("budget", budget)
+    _positive_number("budget_gmacs", budget_gmacs)
+    _positive_int("rounds", rounds)
+    if threshold is not None and (isinstance(threshold, bool) or not isinstance(threshold, (int, float, np.number))
+                                  or not 0 <= threshold <= 1):
+        raise InputError(f"threshold must be a score between 0 and 1, got {threshold!r}.")
+    if max_overlap is not None and (isinstance(max_overlap, bool) or not isinstance(max_overlap, (int, float, np.number))
+                                    or not 0 <= max_overlap < 1):
+        raise InputError(f"max_overlap must be a fraction >= 0 and < 1, got {max_overlap!r}.")

@@ -10,21 +10,23 @@ Glossary
     seconds  {"stage1", "select", "stage2", "merge", "total"} wall-clock seconds
 """
 import logging
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
 from .errors import InputError
-from .flops import cost_report
-from .infer import auto_batch_size, context_boxes, run_whole
+from .flops import count_macs, cost_report
+from .infer import auto_batch_size, context_boxes, paste_cores, run_cores, run_whole
 from .io import read_image
 from .kernels import grid_windows, warm_up
 from .models import DEFAULT_MODEL, load_bundle
 from .prepare import as_float_image
+from .options import check_options, check_round_options, check_windows
+from .rounds import Blender, next_windows, threshold_priority, window_limit
 from .runtime import check_precision
-from .options import check_options, check_windows
-from .select import default_patch_size, select_windows
+from .select import default_patch_size, window_scores
 from .stage1 import stage1, stage1_size
 from .stage2 import refine
 from .stream import two_stage_tiled
@@ -67,44 +69,147 @@ def finish(probs, windows, scores, macs, timer, options, notes):
                   seconds=seconds, options=options, notes=notes)
 
 
-def two_stage(image, bundle, patches=16, patch_size=None, score=None, stride=None, batch_size=None,
-              context=0, windows=None, precision="fp32", compile=False):
-    """Segment ``image`` with ``bundle``: stage 1 everywhere, stage 2 on the ``patches`` least
-    certain windows of side ``patch_size`` (default ceil(max(H, W) / patches) rounded up to the
-    size multiple), scored by ``score`` on a grid with step ``stride`` (default: the window side).
-    ``patches=0`` returns the upsampled stage-1 result. ``batch_size``: windows per stage-2 network
-    call (default: up to 16 and at most 0.5 Mpx, see infer.auto_batch_size). ``windows`` (int64 (N, 4), equal sizes)
-    refines exactly those windows instead of selecting (their scores are then NaN). ``precision``
-    and ``compile``: see runtime.py. Returns a Result."""
+def two_stage(image, bundle, patches=None, patch_size=None, score=None, stride=None, batch_size=None,
+              context=0, windows=None, precision="fp32", compile=False, budget=None, budget_gmacs=None,
+              rounds=1, threshold=None, max_overlap=None):
+    """Segment ``image`` with ``bundle``: stage 1 everywhere, stage 2 on the least certain windows.
+
+    patches: how many windows (default 16; with a budget or threshold, no cap but theirs; 0 = stage 1
+    only). patch_size: window side (default ceil(max(H, W) / patches) rounded up to the size
+    multiple). score: 'mean' | 'uncertainty' | 'margin'. stride: step of the candidate grid (default
+    the window side); below it, candidates overlap, at most ``max_overlap`` (default 0.25) of a window's
+    area is shared by two chosen windows, and overlapping results are blended (rounds.Blender).
+    budget / budget_gmacs: at most this fraction of the baseline's MACs / this many GMACs in all.
+    rounds: choose the windows in R rounds, re-scoring the merged map after each. threshold: refine only
+    windows less certain than this score. windows: refine exactly these (int64 (N, 4), equal sizes;
+    scores NaN). batch_size: windows per network call (default infer.auto_batch_size). precision,
+    compile: see runtime.py. Returns a Result; ``options["rounds_log"]`` lists each round's windows and MACs.
+    """
     timer = Timer()
     s1, s2 = bundle.runners(check_precision(precision), compile)
-    score = check_options(patches, patch_size, stride, score, batch_size, context, s2.config.out_channels)
+    score = check_options(patches if patches is not None else 0, patch_size, stride, score, batch_size, context,
+                          s2.config.out_channels)
+    check_round_options(budget, budget_gmacs, rounds, threshold, max_overlap)
     image, notes = as_float_image(image, bundle.in_channels)
     height, width = image.shape[:2]
     if windows is not None:
         windows = check_windows(windows, height, width)
         patches, patch_size = len(windows), int(windows[0, 2]) if len(windows) else 1
-    patch_size = patch_size or default_patch_size(height, width, patches, s2.config.size_multiple)
+    elif patches is None and budget is None and budget_gmacs is None and threshold is None:
+        patches = 16
+    patch_size = patch_size or default_patch_size(height, width, patches or 16, s2.config.size_multiple)
     with timer("stage1"):
         probs, s1_hw = stage1(s1, image, bundle.s1_scale, bundle.mean, bundle.std)
-    with timer("select"):
-        if windows is not None:
-            scores = np.full(len(windows), np.nan)
-        elif patches:
-            windows, scores = select_windows(probs, patches, patch_size, stride, score)
-        else:
-            windows, scores = np.empty((0, 4), np.int64), np.empty(0)
-    if len(windows) < patches:
-        notes.append(f"{patches} patches asked, the grid has only {len(windows)} windows: all refined")
-    with timer("stage2"):
-        probs, boxes = refine(s2, image, probs, windows, bundle.mean, bundle.std, batch_size, context)
+    plan = RoundPlan(patches, patch_size, stride, score, budget, budget_gmacs, rounds, threshold, max_overlap)
+    if windows is not None:
+        with timer("stage2"):
+            probs, boxes = refine(s2, image, probs, windows, bundle.mean, bundle.std, batch_size, context)
+        scores, log_rounds = np.full(len(windows), np.nan), []
+    else:
+        probs, windows, scores, boxes, log_rounds = refine_in_rounds(image, probs, s1_hw, bundle, s2, plan,
+                                                                     batch_size, context, timer, notes)
     box_hw = tuple(int(v) for v in boxes[0, 2:]) if len(boxes) else None
     macs = cost_report(s1.config, s2.config, (height, width), s1_hw, box_hw, len(boxes))
     options = {"patches": patches, "patch_size": int(patch_size), "stride": int(stride or patch_size),
                "score": score, "batch_size": batch_size or (auto_batch_size(*box_hw) if box_hw else None),
-               "context": context, "precision": precision,
-               "s1_input": list(s1_hw), "s2_input": list(box_hw) if box_hw else None}
+               "context": context, "precision": precision, "s1_input": list(s1_hw),
+               "s2_input": list(box_hw) if box_hw else None, **plan.report(), "rounds_log": log_rounds}
     return finish(probs, windows, scores, macs, timer, options, notes)
+
+
+@dataclass
+class RoundPlan:
+    """How many windows, chosen how: the selection options of ``two_stage`` in one place."""
+    patches: object
+    size: int
+    stride: object
+    score: str
+    budget: object = None
+    budget_gmacs: object = None
+    rounds: int = 1
+    threshold: object = None
+    max_overlap: object = None
+
+    @property
+    def sliding(self):
+        return self.stride is not None and self.stride < self.size
+
+    @property
+    def overlap(self):
+        if self.max_overlap is not None:
+            return self.max_overlap
+        return 0.25 if self.sliding else None
+
+    def budget_macs(self, baseline_macs):
+        limits = [self.budget * baseline_macs if self.budget is not None else None,
+                  self.budget_gmacs * 1e9 if self.budget_gmacs is not None else None]
+        limits = [v for v in limits if v is not None]
+        return min(limits) if limits else None
+
+    def report(self):
+        return {"budget": self.budget, "budget_gmacs": self.budget_gmacs, "rounds": self.rounds,
+                "threshold": self.threshold, "max_overlap": self.overlap, "blended": self.sliding}
+
+
+def refine_notes(plan, refined, candidates, limit):
+    """Why as many windows were refined as were: for the report."""
+    asked = plan.patches
+    if refined == candidates and asked and refined < asked:
+        return [f"{asked} patches asked, the grid has only {candidates} windows: all refined"]
+    if plan.budget is None and plan.budget_gmacs is None and plan.threshold is None:
+        return []
+    if refined < limit and plan.threshold is not None:
+        why = f"the windows less certain than threshold {plan.threshold:g} ({plan.score})"
+    elif limit == asked:
+        why = f"the cap of {asked} patches"
+    else:
+        why = f"as many as the budget allows after stage 1 ({int(limit)})"
+    return [f"{refined} windows refined in {plan.rounds} round(s): {why}"]
+
+
+def refine_in_rounds(image, probs, s1_hw, bundle, s2, plan, batch_size, context, timer, notes):
+    """Stage 2 in ``plan.rounds`` rounds over the candidate grid; returns (merged probs, windows in
+    order, their scores, network input boxes, one log entry per round)."""
+    height, width = image.shape[:2]
+    candidates = grid_windows(height, width, plan.size, plan.stride)
+    core = candidates[:1]
+    box = context_boxes(core, context, s2.config.size_multiple, (height, width))[0][0]
+    window_macs = count_macs(s2.config, int(box[2]), int(box[3]))
+    s1_macs = count_macs(bundle.s1.config, *s1_hw)
+    limit = window_limit(plan.patches, plan.budget_macs(count_macs(s2.config, height, width)), s1_macs, window_macs)
+    threshold = threshold_priority(plan.threshold, plan.score) if plan.threshold is not None else None
+    refined = np.zeros(len(candidates), bool)
+    blender = Blender((height, width), probs.shape[0]) if plan.sliding else None
+    stage1_probs, chosen_all, scores_all, boxes_all, log_rounds = probs, [], [], [], []
+    for round_index in range(plan.rounds):
+        remaining = limit - refined.sum()
+        if remaining <= 0:
+            break
+        take = remaining if math.isinf(remaining) else -(-int(remaining) // (plan.rounds - round_index))
+        with timer("select"):
+            scores, priority = window_scores(probs, plan.size, plan.stride, plan.score)
+            kept = candidates[np.concatenate(chosen_all)] if chosen_all else ()
+            chosen = next_windows(priority.ravel(), refined, take, threshold, candidates, plan.overlap, kept)
+        if not len(chosen):
+            break
+        with timer("stage2"):
+            core_probs, boxes = run_cores(s2, image, candidates[chosen], context, bundle.mean, bundle.std,
+                                          batch_size)
+            if blender is None:
+                probs = probs.copy() if probs is stage1_probs else probs
+                paste_cores(probs, candidates[chosen], core_probs)
+            else:
+                blender.add(candidates[chosen], core_probs)
+                probs = blender.merged(stage1_probs)
+        refined[chosen] = True
+        chosen_all.append(chosen)
+        scores_all.append(scores.ravel()[chosen])
+        boxes_all.append(boxes)
+        log_rounds.append({"windows": candidates[chosen].tolist(), "macs": int(len(chosen) * window_macs)})
+    notes += refine_notes(plan, int(refined.sum()), len(candidates), limit)
+    order = np.concatenate(chosen_all) if chosen_all else np.empty(0, np.int64)
+    return (probs, candidates[order], np.concatenate(scores_all) if scores_all else np.empty(0),
+            np.concatenate(boxes_all) if boxes_all else np.empty((0, 4), np.int64), log_rounds)
 
 
 def baseline(image, bundle, batch_size=1, tile=None, precision="fp32", compile=False):
@@ -144,11 +249,11 @@ class Segmenter:
             return read_image(image)
         return image
 
-    def predict(self, image, patches=16, **options):
+    def predict(self, image, patches=None, **options):
         """Two-stage segmentation of ``image`` (path or array); options as ``two_stage``."""
         return two_stage(self._image(image), self.bundle, patches, **{**self.defaults, **options})
 
-    def predict_tiled(self, path, patches=16, show_progress=False, **options):
+    def predict_tiled(self, path, patches=None, show_progress=False, **options):
         """Two-stage segmentation of a tiled (Big)TIFF read region by region, in memory that grows
         with the refined area, not the image: a stream.TiledResult (options as ``two_stage``)."""
         return two_stage_tiled(path, self.bundle, patches, show_progress=show_progress,

@@ -35,7 +35,7 @@ def summary(report):
     options = report["options"]
     lines = [
         f"{image['path']}: {image['width']} x {image['height']}, model {report['model']['name']}",
-        f"  refined {len(report['windows'])} of {options.get('patches', 0)} windows asked "
+        f"  refined {len(report['windows'])} of {options.get('patches') or 'any number of'} windows asked "
         f"({options.get('patch_size')} px, score {options.get('score')}); "
         f"foreground {100 * report['foreground_fraction']:.1f} %",
         f"  MACs  S1 {_giga(macs['stage1'])}  S2 {_giga(macs['stage2'])}  total {_giga(macs['total'])}"

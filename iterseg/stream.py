@@ -236,18 +236,38 @@ class TiledResult:
         return (probs[0] >= 0.5).astype(np.uint8) if len(probs) == 1 else probs.argmax(axis=0).astype(np.uint8)
 
 
-def two_stage_tiled(path, bundle, patches=16, patch_size=None, score=None, stride=None, batch_size=None,
-                    context=0, precision="fp32", compile=False, show_progress=False):
+ROUND_DEFAULTS = {"budget": None, "budget_gmacs": None, "rounds": 1, "threshold": None, "max_overlap": None}
+
+
+def refuse_round_options(options, stride=None, size=None):
+    """InputError for the options of rounds.py, which the streaming path does not offer yet."""
+    unknown = set(options) - set(ROUND_DEFAULTS)
+    if unknown:
+        raise TypeError(f"two_stage_tiled() got unexpected options {sorted(unknown)}")
+    used = [name for name, value in options.items() if value != ROUND_DEFAULTS[name]]
+    if stride is not None and size is not None and stride < size:
+        used.append("stride below the window side")
+    if used:
+        raise InputError(f"{', '.join(used)}: not available for streamed images yet; add --stream never "
+                         "to read the image whole, or leave these options out.")
+
+
+def two_stage_tiled(path, bundle, patches=None, patch_size=None, score=None, stride=None, batch_size=None,
+                    context=0, precision="fp32", compile=False, show_progress=False, **one_shot_only):
     """Two-stage segmentation of a tiled TIFF at ``path`` without reading it whole: a TiledResult.
-    Options as ``pipeline.two_stage``; show_progress: tqdm bars on stderr."""
+    Options as ``pipeline.two_stage`` but one shot on the grid: budget, rounds, threshold and
+    overlapping strides are refused (InputError) for now. show_progress: tqdm bars on stderr."""
+    refuse_round_options(one_shot_only)
     timer = Timer()
     s1, s2 = bundle.runners(check_precision(precision), compile)
+    patches = 16 if patches is None else patches
     score = check_options(patches, patch_size, stride, score, batch_size, context, s2.config.out_channels)
     with TiledImage(path) as source:
         if source.dtype.type not in STREAM_DTYPES:
             raise InputError(f"{path}: {source.dtype} pixels cannot be streamed; convert to uint8, uint16 or float32.")
         height, width = source.shape[:2]
         size = patch_size or default_patch_size(height, width, patches, s2.config.size_multiple)
+        refuse_round_options({}, stride, size)
         with timer("stage1"):
             probs_small, s1_hw, s1_macs, view, notes = stage1_streamed(source, s1, bundle, show_progress)
         with timer("select"):

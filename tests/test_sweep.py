@@ -31,7 +31,8 @@ def test_every_method_runs_on_every_image(report):
     methods = {(r["method"], r["precision"]) for r in rows}
     assert methods == {("baseline", "fp32"), ("baseline", "bf16"), ("two-stage/mean", "fp32"),
                        ("two-stage/uncertainty", "fp32"), ("two-stage/mean", "bf16"), ("random", "fp32"),
-                       ("downscale", "fp32")}
+                       ("downscale", "fp32"), ("iterative/R2", "fp32"), ("iterative/R3", "fp32"),
+                       ("sliding/half", "fp32")}
     assert len({r["image"] for r in rows}) == 2  # the test split of the synthetic spec
     assert (report / "syn.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert "| two-stage/mean | fp32 | 4 |" in (report / "syn.md").read_text()
@@ -47,6 +48,8 @@ def test_reference_points_cost_what_they_should(report):
             assert 0.5 * ours[r["image"], r["patches"]]["macs_ratio"] < r["macs_ratio"] <= ours[r["image"], r["patches"]]["macs_ratio"]
         elif r["method"] == "baseline":
             assert r["macs_ratio"] == 1.0
+        elif r["method"] in ("iterative/R2", "iterative/R3", "sliding/half"):  # equal cost to one shot
+            assert r["macs_ratio"] == ours[r["image"], r["patches"]]["macs_ratio"]
     s1 = [r for r in rows if r["patches"] == 0 and r["method"].startswith("two-stage") and r["precision"] == "fp32"]
     assert len({(r["dice"], r["macs_ratio"]) for r in s1 if r["image"] == s1[0]["image"]}) == 1
 
@@ -75,3 +78,16 @@ def test_random_windows_are_distinct_grid_windows_and_seeded():
     assert len(np.unique(first, axis=0)) == 7 and (first[:, 2:] == 20).all()
     np.testing.assert_array_equal(first, random_windows(100, 80, 20, 7, seed=(0, 1, 7)))
     assert len(random_windows(100, 80, 20, 10_000, seed=0)) == 20
+
+
+def test_merge_adds_groups_to_an_earlier_result(tmp_path):
+    spec = write_dataset(tmp_path)
+    model = tmp_path / "small.pt"
+    save_bundle(small_bundle(), model, half=False)
+    common = ["--spec", str(spec), "--model", str(model), "--data-root", str(tmp_path), "--patches", "0,2",
+              "--grid", "4", "--precisions", "fp32", "--out", str(tmp_path / "out")]
+    assert main(common + ["--groups", "core"]) == 0
+    first = json.loads((tmp_path / "out" / "syn.json").read_text())["rows"]
+    assert main(common + ["--groups", "sliding", "--merge"]) == 0
+    merged = json.loads((tmp_path / "out" / "syn.json").read_text())["rows"]
+    assert merged[:len(first)] == first and {r["method"] for r in merged[len(first):]} == {"sliding/half"}
