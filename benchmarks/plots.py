@@ -13,6 +13,8 @@ STYLES = {  # (method, precision) -> matplotlib style
     ("iterative/R2", "fp32"): dict(color="C4", marker="D", markersize=4, label="iterative, 2 rounds"),
     ("iterative/R3", "fp32"): dict(color="C5", marker="v", markersize=4, label="iterative, 3 rounds"),
     ("sliding/half", "fp32"): dict(color="C6", marker="P", markersize=5, label="sliding, stride L/2 + NMS"),
+    ("sliding/half-R3", "fp32"): dict(color="C7", marker="X", markersize=5, linestyle=":",
+                                      label="sliding, 3 rounds"),
 }
 
 

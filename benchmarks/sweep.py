@@ -13,6 +13,7 @@ Methods, all on the same images, MACs counted as in the reports (fvcore, 1 MAC =
                      refined map between rounds (score mean): equal cost
     sliding/half     the same N_p windows chosen from candidates at half the window's step with
                      non-maximum suppression (overlap <= 0.25), results blended: equal cost
+    sliding/half-R3  the same, chosen in 3 rounds (overlapping candidates are re-scored)
 With --precisions fp32,bf16 the baseline and two-stage/mean also run in bf16. --groups picks which
 methods run (core: everything above but the iterative and sliding ones) and --merge adds them to an
 existing result file instead of starting it anew.
@@ -80,7 +81,7 @@ def _row(sample_id, method, precision, patches, mask, target, fov, ratio, second
 
 
 GROUPS = ("core", "iterative", "sliding")
-BEYOND_ONE_SHOT = ("iterative/R2", "iterative/R3", "sliding/half")
+BEYOND_ONE_SHOT = ("iterative/R2", "iterative/R3", "sliding/half", "sliding/half-R3")
 
 
 def group_of(method):
@@ -113,6 +114,8 @@ def sweep_image(seg, index, sample_id, image, target, fov, args):
                 add(f"iterative/R{rounds}", "fp32", n, seg.predict(image, patches=n, patch_size=size, rounds=rounds))
         if "sliding" in args.groups:
             add("sliding/half", "fp32", n, seg.predict(image, patches=n, patch_size=size, stride=size // 2))
+            add("sliding/half-R3", "fp32", n, seg.predict(image, patches=n, patch_size=size, stride=size // 2,
+                                                          rounds=3))
     return rows
 
 

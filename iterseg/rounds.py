@@ -8,6 +8,7 @@ Glossary
     probs       float32 (K, H, W) probabilities: stage 1 upsampled, then merged with stage 2
 A round re-scores the merged map, so a window next to a refined one is judged on the new values.
 """
+import functools
 import math
 
 import numpy as np
@@ -65,14 +66,18 @@ def next_windows(priority, refined, take, threshold=None, candidates=None, max_o
     return suppress(candidates, order, take, max_overlap, kept)
 
 
+@functools.lru_cache(maxsize=8)
 def ramp_weights(height, width):
     """float32 (h, w) blending weights: 1 in the middle, falling linearly to 1/(ramp+1) at the border
-    over ramp = a quarter of the side. Positive everywhere, so every refined pixel has weight."""
+    over ramp = a quarter of the side. Positive everywhere, so every refined pixel has weight.
+    Computed once per window size (cached; read-only)."""
     def axis(n):
         ramp = max(1, n // 4)
         distance = np.minimum(np.arange(n), np.arange(n)[::-1])
         return np.minimum(1.0, (distance + 1) / (ramp + 1))
-    return np.outer(axis(height), axis(width)).astype(np.float32)
+    weights = np.outer(axis(height), axis(width)).astype(np.float32)
+    weights.flags.writeable = False
+    return weights
 
 
 class Blender:

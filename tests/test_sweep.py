@@ -32,7 +32,7 @@ def test_every_method_runs_on_every_image(report):
     assert methods == {("baseline", "fp32"), ("baseline", "bf16"), ("two-stage/mean", "fp32"),
                        ("two-stage/uncertainty", "fp32"), ("two-stage/mean", "bf16"), ("random", "fp32"),
                        ("downscale", "fp32"), ("iterative/R2", "fp32"), ("iterative/R3", "fp32"),
-                       ("sliding/half", "fp32")}
+                       ("sliding/half", "fp32"), ("sliding/half-R3", "fp32")}
     assert len({r["image"] for r in rows}) == 2  # the test split of the synthetic spec
     assert (report / "syn.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert "| two-stage/mean | fp32 | 4 |" in (report / "syn.md").read_text()
@@ -48,7 +48,7 @@ def test_reference_points_cost_what_they_should(report):
             assert 0.5 * ours[r["image"], r["patches"]]["macs_ratio"] < r["macs_ratio"] <= ours[r["image"], r["patches"]]["macs_ratio"]
         elif r["method"] == "baseline":
             assert r["macs_ratio"] == 1.0
-        elif r["method"] in ("iterative/R2", "iterative/R3", "sliding/half"):  # equal cost to one shot
+        elif r["method"] in ("iterative/R2", "iterative/R3", "sliding/half", "sliding/half-R3"):  # equal cost
             assert r["macs_ratio"] == ours[r["image"], r["patches"]]["macs_ratio"]
     s1 = [r for r in rows if r["patches"] == 0 and r["method"].startswith("two-stage") and r["precision"] == "fp32"]
     assert len({(r["dice"], r["macs_ratio"]) for r in s1 if r["image"] == s1[0]["image"]}) == 1
@@ -90,4 +90,4 @@ def test_merge_adds_groups_to_an_earlier_result(tmp_path):
     first = json.loads((tmp_path / "out" / "syn.json").read_text())["rows"]
     assert main(common + ["--groups", "sliding", "--merge"]) == 0
     merged = json.loads((tmp_path / "out" / "syn.json").read_text())["rows"]
-    assert merged[:len(first)] == first and {r["method"] for r in merged[len(first):]} == {"sliding/half"}
+    assert merged[:len(first)] == first and {r["method"] for r in merged[len(first):]} == {"sliding/half", "sliding/half-R3"}
