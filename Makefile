@@ -31,18 +31,18 @@ demo: $(INSTALLED)
 test: $(INSTALLED)
 	$(BIN)/python -m pytest
 
-# speed suites (about 8 minutes) then the FLOP/Dice sweep on DRIVE (about 2 minutes); see benchmarks/README.md
+# speed suites (about 7 minutes) then the FLOP/Dice sweep on DRIVE (about 3 minutes); see benchmarks/README.md
 bench: $(BENCH_INSTALLED)
 	ITERSEG_DATA=$(DATA) $(BIN)/python -m pytest benchmarks/ --benchmark-only -s \
 		--benchmark-columns=median,min,max,rounds --benchmark-json=benchmarks/results/speed.json
 	if [ -d "$(DATA)/DRIVE" ]; then $(BIN)/python -m benchmarks.sweep --spec drive --model drive --data-root $(DATA); \
 	else echo "skipping the DRIVE sweep: no datasets at $(DATA) (set DATA=... or ITERSEG_DATA)"; fi
 
-# the FLOP/Dice sweeps of all three datasets (about 45 minutes; HRF alone about 30)
+# the FLOP/Dice sweeps of all three datasets (about an hour; HRF alone about 45 minutes)
 bench-sweeps: $(BENCH_INSTALLED)
 	for d in drive ph2 hrf; do $(BIN)/python -m benchmarks.sweep --spec $$d --model $$d --data-root $(DATA) || exit 1; done
 
-# streaming: 5000^2, 10000^2 and 20000^2 synthetic pyramidal BigTIFFs (written once into /tmp; about 10 minutes)
+# streaming: 5000^2, 10000^2 and 20000^2 synthetic pyramidal BigTIFFs (written once into /tmp; about 3 minutes)
 bench-gigapixel: $(BENCH_INSTALLED)
 	$(BIN)/python -m benchmarks.gigapixel --sizes 5000,10000,20000 --patches 64
 
