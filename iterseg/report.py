@@ -35,7 +35,8 @@ def summary(report):
     options = report["options"]
     lines = [
         f"{image['path']}: {image['width']} x {image['height']}, model {report['model']['name']}",
-        f"  refined {len(report['windows'])} of {options.get('patches') or 'any number of'} windows asked "
+        f"  refined {len(report['windows'])}"
+        f"{' of ' + str(options['patches']) + ' windows asked' if options.get('patches') is not None else ' windows'} "
         f"({options.get('patch_size')} px, score {options.get('score')}); "
         f"foreground {100 * report['foreground_fraction']:.1f} %",
         f"  MACs  S1 {_giga(macs['stage1'])}  S2 {_giga(macs['stage2'])}  total {_giga(macs['total'])}"
