@@ -10,6 +10,7 @@ A round re-scores the merged map, so a window next to a refined one is judged on
 """
 import functools
 import math
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -105,3 +106,53 @@ class Blender:
         out = stage1_probs.copy()
         out[:, covered] = self.total[:, covered] / self.weight[covered]
         return out
+
+
+@dataclass
+class RoundPlan:
+    """How many windows, chosen how: the selection options of ``two_stage`` in one place."""
+    patches: object
+    size: int
+    stride: object
+    score: str
+    budget: object = None
+    budget_gmacs: object = None
+    rounds: int = 1
+    threshold: object = None
+    max_overlap: object = None
+
+    @property
+    def sliding(self):
+        return self.stride is not None and self.stride < self.size
+
+    @property
+    def overlap(self):
+        if self.max_overlap is not None:
+            return self.max_overlap
+        return 0.25 if self.sliding else None
+
+    def budget_macs(self, baseline_macs):
+        limits = [self.budget * baseline_macs if self.budget is not None else None,
+                  self.budget_gmacs * 1e9 if self.budget_gmacs is not None else None]
+        limits = [v for v in limits if v is not None]
+        return min(limits) if limits else None
+
+    def report(self):
+        return {"budget": self.budget, "budget_gmacs": self.budget_gmacs, "rounds": self.rounds,
+                "threshold": self.threshold, "max_overlap": self.overlap, "blended": self.sliding}
+
+
+def refine_notes(plan, refined, candidates, limit):
+    """Why as many windows were refined as were: for the report."""
+    asked = plan.patches
+    if refined == candidates and asked and refined < asked:
+        return [f"{asked} patches asked, the grid has only {candidates} windows: all refined"]
+    if plan.budget is None and plan.budget_gmacs is None and plan.threshold is None:
+        return []
+    if refined < limit and plan.threshold is not None:
+        why = f"the windows less certain than threshold {plan.threshold:g} ({plan.score})"
+    elif limit == asked:
+        why = f"the cap of {asked} patches"
+    else:
+        why = f"as many as the budget allows after stage 1 ({int(limit)})"
+    return [f"{refined} windows refined in {plan.rounds} round(s): {why}"]

@@ -21,8 +21,9 @@ from .errors import InputError
 from .flops import count_macs, cost_report
 from .infer import align_up, auto_batch_size, context_boxes, run_cores, run_whole
 from .kernels import grid_starts, grid_windows, lowest_k, margin_map, uncertainty_map
-from .options import check_options
+from .options import check_options, check_round_options
 from .prepare import as_float_image
+from .rounds import RoundPlan, refine_notes, threshold_priority, window_limit
 from .runtime import check_precision
 from .select import default_patch_size
 from .stage1 import resize, stage1_size
@@ -155,11 +156,12 @@ def stage1_streamed(source, runner, bundle, show):
 
 # --- select ------------------------------------------------------------------------------------------
 
-def select_streamed(probs_small, shape, patches, size, stride, score):
+def select_streamed(probs_small, shape, patches, size, stride, score, threshold=None):
     """The ``patches`` least certain windows of the level-0 grid, scored on the stage-1 map: the
     window mean of the bilinear upsampling is a weighted sum of stage-1 pixels with separable weights,
     so it is exact for ``mean``; for ``uncertainty``/``margin`` the per-pixel certainty is taken at
-    stage-1 scale (an approximation; noted). Returns (windows, scores, notes)."""
+    stage-1 scale (an approximation; noted). ``patches`` may be infinite (no cap); ``threshold`` is a
+    priority (rounds.threshold_priority). Returns (windows, scores, notes)."""
     height, width = shape
     h1, w1 = probs_small.shape[1:]
     stride = stride or size
@@ -174,8 +176,11 @@ def select_streamed(probs_small, shape, patches, size, stride, score):
     means = window_weights(ys, min(size, height), h1, height) @ plane.astype(np.float64) @ \
         window_weights(xs, min(size, width), w1, width).T / (min(size, height) * min(size, width))
     scores = np.abs(means - 0.5) if score == "mean" else (1.0 - means if score == "uncertainty" else means)
-    priority = scores if score != "uncertainty" else means
-    chosen = lowest_k(np.ascontiguousarray(priority.ravel()), patches)
+    priority = (scores if score != "uncertainty" else means).ravel()
+    if threshold is not None:
+        priority = np.where(priority < threshold, priority, np.inf)
+    count = int(min(patches, np.isfinite(priority).sum()))
+    chosen = lowest_k(np.ascontiguousarray(priority), count)
     return windows[chosen], scores.ravel()[chosen], notes
 
 
@@ -236,15 +241,11 @@ class TiledResult:
         return (probs[0] >= 0.5).astype(np.uint8) if len(probs) == 1 else probs.argmax(axis=0).astype(np.uint8)
 
 
-ROUND_DEFAULTS = {"budget": None, "budget_gmacs": None, "rounds": 1, "threshold": None, "max_overlap": None}
-
-
-def refuse_round_options(options, stride=None, size=None):
-    """InputError for the options of rounds.py, which the streaming path does not offer yet."""
-    unknown = set(options) - set(ROUND_DEFAULTS)
-    if unknown:
-        raise TypeError(f"two_stage_tiled() got unexpected options {sorted(unknown)}")
-    used = [name for name, value in options.items() if value != ROUND_DEFAULTS[name]]
+def refuse_round_options(rounds=1, max_overlap=None, stride=None, size=None):
+    """InputError for the options of rounds.py the streaming path does not offer yet: several rounds
+    and overlapping candidates need the merged map at full resolution, which streaming never builds."""
+    used = [name for name, value, default in (("rounds", rounds, 1), ("max_overlap", max_overlap, None))
+            if value != default]
     if stride is not None and size is not None and stride < size:
         used.append("stride below the window side")
     if used:
@@ -252,27 +253,44 @@ def refuse_round_options(options, stride=None, size=None):
                          "to read the image whole, or leave these options out.")
 
 
+def window_cost(config, size, context, shape):
+    """MACs of stage 2 on one window of side ``size`` (clipped to the image) seen with ``context``."""
+    core = np.array([[0, 0, min(size, shape[0]), min(size, shape[1])]], dtype=np.int64)
+    box = context_boxes(core, context, config.size_multiple, shape)[0][0]
+    return count_macs(config, int(box[2]), int(box[3]))
+
+
 def two_stage_tiled(path, bundle, patches=None, patch_size=None, score=None, stride=None, batch_size=None,
-                    context=0, precision="fp32", compile=False, show_progress=False, **one_shot_only):
+                    context=0, precision="fp32", compile=False, budget=None, budget_gmacs=None, rounds=1,
+                    threshold=None, max_overlap=None, show_progress=False):
     """Two-stage segmentation of a tiled TIFF at ``path`` without reading it whole: a TiledResult.
-    Options as ``pipeline.two_stage`` but one shot on the grid: budget, rounds, threshold and
-    overlapping strides are refused (InputError) for now. show_progress: tqdm bars on stderr."""
-    refuse_round_options(one_shot_only)
+    Options as ``pipeline.two_stage``, in one round on the grid: several rounds and overlapping
+    strides are refused (InputError) for now. show_progress: tqdm bars on stderr."""
+    check_round_options(budget, budget_gmacs, rounds, threshold, max_overlap)
+    refuse_round_options(rounds, max_overlap)
     timer = Timer()
     s1, s2 = bundle.runners(check_precision(precision), compile)
-    patches = 16 if patches is None else patches
-    score = check_options(patches, patch_size, stride, score, batch_size, context, s2.config.out_channels)
+    if patches is None and budget is None and budget_gmacs is None and threshold is None:
+        patches = 16
+    score = check_options(patches if patches is not None else 0, patch_size, stride, score, batch_size, context,
+                          s2.config.out_channels)
     with TiledImage(path) as source:
         if source.dtype.type not in STREAM_DTYPES:
             raise InputError(f"{path}: {source.dtype} pixels cannot be streamed; convert to uint8, uint16 or float32.")
         height, width = source.shape[:2]
-        size = patch_size or default_patch_size(height, width, patches, s2.config.size_multiple)
-        refuse_round_options({}, stride, size)
+        size = patch_size or default_patch_size(height, width, patches or 16, s2.config.size_multiple)
+        refuse_round_options(stride=stride, size=size)
+        plan = RoundPlan(patches, size, stride, score, budget, budget_gmacs, 1, threshold, None)
         with timer("stage1"):
             probs_small, s1_hw, s1_macs, view, notes = stage1_streamed(source, s1, bundle, show_progress)
+        limit = window_limit(patches, plan.budget_macs(count_macs(s2.config, height, width)), s1_macs,
+                             window_cost(s2.config, size, context, (height, width)))
         with timer("select"):
-            windows, scores, select_notes = (select_streamed(probs_small, (height, width), patches, size, stride, score)
-                                             if patches else (np.empty((0, 4), np.int64), np.empty(0), []))
+            windows, scores, select_notes = (select_streamed(
+                probs_small, (height, width), limit, size, stride, score,
+                threshold_priority(threshold, score) if threshold is not None else None)
+                if limit else (np.empty((0, 4), np.int64), np.empty(0), []))
+        select_notes += refine_notes(plan, len(windows), len(grid_windows(height, width, size, stride)), limit)
         with timer("stage2"):
             window_probs, boxes = stage2_streamed(source, s2, bundle, windows, batch_size, context, show_progress)
         tiles_read = source.tiles_read
@@ -283,7 +301,7 @@ def two_stage_tiled(path, bundle, patches=None, patch_size=None, score=None, str
     options = {"patches": patches, "patch_size": int(size), "stride": int(stride or size), "score": score,
                "batch_size": batch_size or (auto_batch_size(*box_hw) if box_hw else None),
                "context": context, "precision": precision, "streamed": True,
-               "s1_input": list(s1_hw), "s2_input": list(box_hw) if box_hw else None}
+               "s1_input": list(s1_hw), "s2_input": list(box_hw) if box_hw else None, **plan.report()}
     return TiledResult(shape=(height, width), probs_small=probs_small, windows=windows, scores=scores,
                        window_probs=window_probs, macs=macs, seconds=timer.total(), view=view, options=options,
                        notes=notes + select_notes, tiles_read=tiles_read)

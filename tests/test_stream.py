@@ -120,3 +120,15 @@ def test_the_segmenter_streams_with_its_precision(tmp_path, bundle):
     assert result.options["precision"] == "bf16" and result.options["streamed"]
     with pytest.raises(iterseg.InputError, match="patches"):
         seg.predict_tiled(path, patches=-1)
+
+
+@pytest.mark.parametrize("options", [{"budget": 0.2}, {"threshold": 0.3}, {"threshold": 0.4, "patches": 3},
+                                     {"budget_gmacs": 0.001}])
+def test_budget_and_threshold_stream_like_in_memory(tmp_path, bundle, options):
+    picture = blob_image(160, 200, seed=13)
+    path = write_tiled(tmp_path / "t.tif", picture, tile=(64, 64))
+    ref = iterseg.two_stage(picture, bundle, patch_size=16, **options)
+    got = iterseg.two_stage_tiled(path, bundle, patch_size=16, **options)
+    np.testing.assert_array_equal(got.windows, ref.windows)
+    assert got.macs["total"] == ref.macs["total"] and got.notes[-1] == ref.notes[-1]
+    np.testing.assert_allclose(full_probs(got)[0], ref.probs, atol=1e-5)
