@@ -22,7 +22,7 @@ def window_limit(patches, budget_macs, s1_macs, window_macs):
     many as fit in ``budget_macs`` after stage 1. Never negative."""
     limit = math.inf if patches is None else patches
     if budget_macs is not None:
-        limit = min(limit, max(0, (budget_macs - s1_macs) // window_macs))
+        limit = min(limit, max(0, int((budget_macs - s1_macs) // window_macs)))
     return limit
 
 

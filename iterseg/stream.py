@@ -20,10 +20,10 @@ from tqdm import tqdm
 from .errors import InputError
 from .flops import count_macs, cost_report
 from .infer import align_up, auto_batch_size, context_boxes, run_cores, run_whole
-from .kernels import grid_starts, grid_windows, lowest_k, margin_map, uncertainty_map
+from .kernels import grid_starts, grid_windows, margin_map, uncertainty_map
 from .options import check_options, check_round_options
 from .prepare import as_float_image
-from .rounds import RoundPlan, refine_notes, threshold_priority, window_limit
+from .rounds import RoundPlan, next_windows, refine_notes, threshold_priority, window_limit
 from .runtime import check_precision
 from .select import default_patch_size
 from .stage1 import resize, stage1_size
@@ -177,10 +177,7 @@ def select_streamed(probs_small, shape, patches, size, stride, score, threshold=
         window_weights(xs, min(size, width), w1, width).T / (min(size, height) * min(size, width))
     scores = np.abs(means - 0.5) if score == "mean" else (1.0 - means if score == "uncertainty" else means)
     priority = (scores if score != "uncertainty" else means).ravel()
-    if threshold is not None:
-        priority = np.where(priority < threshold, priority, np.inf)
-    count = int(min(patches, np.isfinite(priority).sum()))
-    chosen = lowest_k(np.ascontiguousarray(priority), count)
+    chosen = next_windows(priority, np.zeros(len(priority), bool), patches, threshold)
     return windows[chosen], scores.ravel()[chosen], notes
 
 
