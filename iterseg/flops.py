@@ -12,6 +12,7 @@ import torch
 
 from .infer import align_up
 from .models import UNet
+from .stage1 import stage1_size
 
 CONVENTION = "fvcore: 1 multiply-accumulate = 1 flop"
 
@@ -45,12 +46,34 @@ def uncounted_ops(config):
     return list(_reference_count(config)[2])
 
 
-def cost_report(s1_config, s2_config, image_hw, s1_hw, box_hw, n_boxes):
+def baseline_macs(bundle, height, width):
+    """MACs of the bundle's full-resolution baseline on an H x W image (see Bundle.baseline_kind):
+    the reference network's or S2's pass, plus stage 1 when a conditioned S2 needs its input."""
+    if bundle.baseline_kind == "reference":
+        return count_macs(bundle.reference.config, height, width)
+    macs = count_macs(bundle.s2.config, height, width)
+    if bundle.baseline_kind == "s1+s2":
+        macs += count_macs(bundle.s1.config, *stage1_size(height, width, bundle.s1_scale))
+    return macs
+
+
+def cost_report(bundle, image_hw, s1_hw, box_hw, n_boxes):
     """MACs of stage 1 on s1_hw, stage 2 on n_boxes inputs of box_hw, and the baseline on image_hw."""
-    stage1 = count_macs(s1_config, *s1_hw) if s1_hw else 0
-    stage2 = n_boxes * count_macs(s2_config, *box_hw) if n_boxes else 0
-    baseline = count_macs(s2_config, *image_hw)
+    stage1 = count_macs(bundle.s1.config, *s1_hw) if s1_hw else 0
+    stage2 = n_boxes * count_macs(bundle.s2.config, *box_hw) if n_boxes else 0
+    baseline = baseline_macs(bundle, *image_hw)
     total = stage1 + stage2
+    networks = [net for net in (bundle.s1, bundle.s2, bundle.reference) if net is not None]
     return {"stage1": stage1, "stage2": stage2, "total": total, "baseline": baseline,
             "ratio": total / baseline, "convention": CONVENTION,
-            "uncounted_ops": sorted(set(uncounted_ops(s1_config)) | set(uncounted_ops(s2_config)))}
+            "uncounted_ops": sorted(set().union(*(uncounted_ops(net.config) for net in networks)))}
+
+
+def baseline_cost(bundle, image_hw):
+    """The cost report of the baseline itself (ratio 1): its stage-1 part (a conditioned bundle
+    without a reference network) and its full-resolution pass."""
+    report = cost_report(bundle, image_hw, None, None, 0)
+    stage1 = (count_macs(bundle.s1.config, *stage1_size(*image_hw, bundle.s1_scale))
+              if bundle.baseline_kind == "s1+s2" else 0)
+    report.update(stage1=stage1, stage2=report["baseline"] - stage1, total=report["baseline"], ratio=1.0)
+    return report

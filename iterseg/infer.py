@@ -135,12 +135,12 @@ def run_cores(model, image, cores, context, mean, std, batch_size, gather=gather
     return crop_cores(box_probs, offsets, int(cores[0, 2]), int(cores[0, 3])), boxes
 
 
-def run_whole(model, image, mean, std, tile=None, batch_size=1, progress=None):
+def run_whole(model, image, mean, std, tile=None, batch_size=1, progress=None, gather=gather_boxes):
     """Probabilities float32 (K, H, W) of ``model`` over the whole ``image`` (H, W, C).
 
     With ``tile`` (pixels) an image larger than a tile is processed in tiles of that core size, each
     seen with a context of the network's receptive radius: the untiled output up to float rounding,
-    in bounded memory. progress(n) is told of each batch of tiles.
+    in bounded memory. progress(n) is told of each batch of tiles; gather: as ``run_boxes``.
     """
     height, width = image.shape[:2]
     if tile is None or (height <= tile and width <= tile):
@@ -148,7 +148,7 @@ def run_whole(model, image, mean, std, tile=None, batch_size=1, progress=None):
     else:
         cores = grid_windows(height, width, tile)
         context = align_up(model.config.receptive_radius, model.config.size_multiple)
-    core_probs, _ = run_cores(model, image, cores, context, mean, std, batch_size, progress=progress)
+    core_probs, _ = run_cores(model, image, cores, context, mean, std, batch_size, gather, progress)
     probs = np.empty((core_probs.shape[0], height, width), dtype=np.float32)
     paste_cores(probs, cores, core_probs)
     return probs

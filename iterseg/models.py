@@ -95,13 +95,35 @@ class UNet(nn.Module):
         return self.head(y)
 
 
+def default_palette(num_classes):
+    """K distinct RGB colours: black and white for a binary model, else the PASCAL VOC palette
+    (class 0 black, then the bit-interleaved colours street-scene tools also use)."""
+    if num_classes == 2:
+        return ((0, 0, 0), (255, 255, 255))
+    colours = []
+    for index in range(num_classes):
+        rgb, value = [0, 0, 0], index
+        for bit in range(8):
+            for channel in range(3):
+                rgb[channel] |= ((value >> channel) & 1) << (7 - bit)
+            value >>= 3
+        colours.append(tuple(rgb))
+    return tuple(colours)
+
+
 @dataclass
 class Bundle:
     """Stage-1 and stage-2 networks plus what is needed to feed them.
 
     mean, std: per input channel, for images scaled to [0, 1] (uint8 / 255, uint16 / 65535).
     s1_scale: stage 1 sees the image resized by this factor. class_names: one per output class
-    (two for a binary model, whose network has a single sigmoid output).
+    (two for a binary model, whose network has a single sigmoid output). palette: an RGB triple per
+    class, for colour masks (default: ``default_palette``).
+
+    A *conditioned* S2 takes the stage-1 probabilities of its window (K' = S1's output channels,
+    mapped to [-1, 1]) as extra input channels after the image's. ``reference`` is then the
+    unconditioned full-resolution network the baseline runs; without one, the baseline of a
+    conditioned bundle is stage 1 plus S2 over the whole image (see ``baseline_kind``).
     """
     s1: UNet
     s2: UNet
@@ -111,33 +133,77 @@ class Bundle:
     class_names: tuple = ("background", "foreground")
     name: str = "unnamed"
     provenance: dict = field(default_factory=dict)
+    reference: UNet | None = None
+    palette: tuple | None = None
     _runners: dict = field(default_factory=dict, init=False, repr=False, compare=False)
     _runners_lock: threading.Lock = field(default_factory=threading.Lock, init=False, repr=False, compare=False)
 
     def __post_init__(self):
-        self.s1.eval()
-        self.s2.eval()
+        for network in (self.s1, self.s2, self.reference):
+            if network is not None:
+                network.eval()
         c = self.in_channels
-        if self.s1.config.in_channels != c or self.s2.config.in_channels != c:
-            raise ModelError(f"bundle {self.name!r}: S1 and S2 must take the same channels.")
+        if self.s2.config.in_channels not in (c, c + self.s1.config.out_channels):
+            raise ModelError(f"bundle {self.name!r}: S2 must take the image's {c} channels, or those plus "
+                             f"S1's {self.s1.config.out_channels} output channels (a conditioned S2).")
+        if self.reference is not None and self.reference.config.in_channels != c:
+            raise ModelError(f"bundle {self.name!r}: the reference network must take the image's {c} channels.")
         if len(self.mean) != c or len(self.std) != c:
             raise ModelError(f"bundle {self.name!r}: mean and std need {c} values each.")
         if not 0 < self.s1_scale <= 1:
             raise ModelError(f"bundle {self.name!r}: s1_scale must be in (0, 1], got {self.s1_scale}.")
-        outputs = {self.s1.config.out_channels, self.s2.config.out_channels}
+        outputs = {net.config.out_channels for net in (self.s1, self.s2, self.reference) if net is not None}
         if len(outputs) != 1 or len(self.class_names) != max(2, outputs.pop()):
             raise ModelError(f"bundle {self.name!r}: class names do not match the networks' outputs.")
+        self.palette = tuple(tuple(int(v) for v in colour) for colour in
+                             (self.palette or default_palette(len(self.class_names))))
+        if len(self.palette) != len(self.class_names) or any(
+                len(colour) != 3 or not all(0 <= v <= 255 for v in colour) for colour in self.palette):
+            raise ModelError(f"bundle {self.name!r}: the palette needs one RGB triple (0-255) per class.")
 
     @property
     def in_channels(self):
-        return self.s2.config.in_channels
+        """Image channels the bundle takes (C)."""
+        return self.s1.config.in_channels
+
+    @property
+    def conditioned(self):
+        """True when S2 also takes the stage-1 probabilities of its window."""
+        return self.s2.config.in_channels > self.in_channels
+
+    @property
+    def s2_mean(self):
+        """Normalisation of S2's input channels: the image's, then (0.5, ...) for the S1 channels."""
+        return tuple(self.mean) + (0.5,) * (self.s2.config.in_channels - self.in_channels)
+
+    @property
+    def s2_std(self):
+        return tuple(self.std) + (0.5,) * (self.s2.config.in_channels - self.in_channels)
+
+    @property
+    def baseline_kind(self):
+        """What ``baseline`` runs: 's2' (S2 over the whole image; an unconditioned bundle),
+        'reference' (the bundle's unconditioned reference network) or 's1+s2' (stage 1, then the
+        conditioned S2 over the whole image)."""
+        if not self.conditioned:
+            return "s2"
+        return "reference" if self.reference is not None else "s1+s2"
 
     def runners(self, precision="fp32", compile=False):
         """(S1, S2) prepared to run in ``precision`` (see runtime.py), made once per setting."""
+        return self._prepared(precision, compile)[:2]
+
+    def baseline_runner(self, precision="fp32", compile=False):
+        """The full-resolution network of the baseline (the reference, else S2), prepared like ``runners``."""
+        return self._prepared(precision, compile)[2]
+
+    def _prepared(self, precision, compile):
         key = (precision, bool(compile))
         with self._runners_lock:
             if key not in self._runners:
-                self._runners[key] = (Runner(self.s1, precision, compile), Runner(self.s2, precision, compile))
+                s1, s2 = Runner(self.s1, precision, compile), Runner(self.s2, precision, compile)
+                reference = s2 if self.reference is None else Runner(self.reference, precision, compile)
+                self._runners[key] = (s1, s2, reference)
             return self._runners[key]
 
     @property
@@ -151,10 +217,12 @@ class Bundle:
 
     def meta(self):
         """Everything but the weights, as JSON-ready values."""
+        reference = None if self.reference is None else dataclasses.asdict(self.reference.config)
         return {"name": self.name, "s1": dataclasses.asdict(self.s1.config),
-                "s2": dataclasses.asdict(self.s2.config), "mean": list(self.mean),
-                "std": list(self.std), "s1_scale": self.s1_scale,
-                "class_names": list(self.class_names), "provenance": self.provenance}
+                "s2": dataclasses.asdict(self.s2.config), "reference": reference, "mean": list(self.mean),
+                "std": list(self.std), "s1_scale": self.s1_scale, "class_names": list(self.class_names),
+                "palette": [list(colour) for colour in self.palette], "conditioned": self.conditioned,
+                "baseline": self.baseline_kind, "provenance": self.provenance}
 
 
 def save_bundle(bundle, path, half=True):
@@ -164,6 +232,8 @@ def save_bundle(bundle, path, half=True):
         return {k: (v.half() if half and v.is_floating_point() else v).contiguous() for k, v in state.items()}
     payload = {"format": BUNDLE_FORMAT, "version": BUNDLE_VERSION, "meta": json.dumps(bundle.meta()),
                "s1": tensors(bundle.s1), "s2": tensors(bundle.s2)}
+    if bundle.reference is not None:
+        payload["reference"] = tensors(bundle.reference)
     with atomic_output(path) as tmp:
         torch.save(payload, tmp)
 
@@ -227,9 +297,12 @@ def read_bundle(path):
         meta = json.loads(payload["meta"])
         s1 = _build(meta["s1"], payload["s1"], f"{path} (S1)")
         s2 = _build(meta["s2"], payload["s2"], f"{path} (S2)")
+        reference = (_build(meta["reference"], payload.get("reference"), f"{path} (reference)")
+                     if meta.get("reference") else None)
         return Bundle(s1=s1, s2=s2, mean=tuple(meta["mean"]), std=tuple(meta["std"]),
                       s1_scale=float(meta["s1_scale"]), class_names=tuple(meta["class_names"]),
-                      name=meta.get("name", path.stem), provenance=meta.get("provenance", {}))
+                      name=meta.get("name", path.stem), provenance=meta.get("provenance", {}),
+                      reference=reference, palette=meta.get("palette"))
     except (KeyError, TypeError, json.JSONDecodeError) as exc:
         raise ModelError(f"{path}: damaged bundle metadata ({exc!r}); re-export the bundle.") from None
 

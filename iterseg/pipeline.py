@@ -17,8 +17,8 @@ from pathlib import Path
 import numpy as np
 
 from .errors import InputError
-from .flops import count_macs, cost_report
-from .infer import auto_batch_size, context_boxes, paste_cores, run_cores, run_whole
+from .flops import baseline_cost, baseline_macs, count_macs, cost_report
+from .infer import auto_batch_size, context_boxes, gather_boxes, paste_cores, run_cores, run_whole
 from .io import read_image
 from .kernels import grid_windows, warm_up
 from .models import DEFAULT_MODEL, load_bundle
@@ -28,7 +28,7 @@ from .rounds import Blender, RoundPlan, next_windows, refine_notes, threshold_pr
 from .runtime import check_precision
 from .select import default_patch_size, window_scores
 from .stage1 import stage1, stage1_size
-from .stage2 import refine
+from .stage2 import refine, s2_feed
 from .stream import two_stage_tiled
 from .timer import Timer
 
@@ -103,13 +103,13 @@ def two_stage(image, bundle, patches=None, patch_size=None, score=None, stride=N
     plan = RoundPlan(patches, patch_size, stride, score, budget, budget_gmacs, rounds, threshold, max_overlap)
     if windows is not None:
         with timer("stage2"):
-            probs, boxes = refine(s2, image, probs, windows, bundle.mean, bundle.std, batch_size, context)
+            probs, boxes = refine(s2, image, probs, windows, s2_feed(bundle, probs), batch_size, context)
         scores, log_rounds = np.full(len(windows), np.nan), []
     else:
         probs, windows, scores, boxes, log_rounds = refine_in_rounds(image, probs, s1_hw, bundle, s2, plan,
                                                                      batch_size, context, timer, notes)
     box_hw = tuple(int(v) for v in boxes[0, 2:]) if len(boxes) else None
-    macs = cost_report(s1.config, s2.config, (height, width), s1_hw, box_hw, len(boxes))
+    macs = cost_report(bundle, (height, width), s1_hw, box_hw, len(boxes))
     options = {"patches": patches, "patch_size": int(patch_size), "stride": int(stride or patch_size),
                "score": score, "batch_size": batch_size or (auto_batch_size(*box_hw) if box_hw else None),
                "context": context, "precision": precision, "s1_input": list(s1_hw),
@@ -126,11 +126,12 @@ def refine_in_rounds(image, probs, s1_hw, bundle, s2, plan, batch_size, context,
     box = context_boxes(core, context, s2.config.size_multiple, (height, width))[0][0]
     window_macs = count_macs(s2.config, int(box[2]), int(box[3]))
     s1_macs = count_macs(bundle.s1.config, *s1_hw)
-    limit = window_limit(plan.patches, plan.budget_macs(count_macs(s2.config, height, width)), s1_macs, window_macs)
+    limit = window_limit(plan.patches, plan.budget_macs(baseline_macs(bundle, height, width)), s1_macs, window_macs)
     threshold = threshold_priority(plan.threshold, plan.score) if plan.threshold is not None else None
     refined = np.zeros(len(candidates), bool)
     blender = Blender((height, width), probs.shape[0]) if plan.sliding else None
     stage1_probs, chosen_all, scores_all, boxes_all, log_rounds = probs, [], [], [], []
+    gather, mean, std = s2_feed(bundle, stage1_probs)
     for round_index in range(plan.rounds):
         remaining = limit - refined.sum()
         if remaining <= 0:
@@ -143,8 +144,7 @@ def refine_in_rounds(image, probs, s1_hw, bundle, s2, plan, batch_size, context,
         if not len(chosen):
             break
         with timer("stage2"):
-            core_probs, boxes = run_cores(s2, image, candidates[chosen], context, bundle.mean, bundle.std,
-                                          batch_size)
+            core_probs, boxes = run_cores(s2, image, candidates[chosen], context, mean, std, batch_size, gather)
             if blender is None:
                 probs = probs.copy() if probs is stage1_probs else probs
                 paste_cores(probs, candidates[chosen], core_probs)
@@ -163,22 +163,27 @@ def refine_in_rounds(image, probs, s1_hw, bundle, s2, plan, batch_size, context,
 
 
 def baseline(image, bundle, batch_size=1, tile=None, precision="fp32", compile=False):
-    """The full-resolution network (stage 2's) over the whole image. ``tile`` (pixels) processes it
-    in tiles with receptive-field context, which leaves the output unchanged up to float rounding;
-    by default only images above MAX_WHOLE_PIXELS are tiled (in BASELINE_TILE tiles)."""
+    """The full-resolution network over the whole image (Bundle.baseline_kind says which: S2, the
+    reference network of a conditioned bundle, or stage 1 then the conditioned S2). ``tile`` (pixels)
+    processes it in tiles with receptive-field context, which leaves the output unchanged up to float
+    rounding; by default only images above MAX_WHOLE_PIXELS are tiled (in BASELINE_TILE tiles)."""
     timer = Timer()
-    s2 = bundle.runners(check_precision(precision), compile)[1]
+    s1, network = bundle.runners(check_precision(precision), compile)[0], bundle.baseline_runner(precision, compile)
     image, notes = as_float_image(image, bundle.in_channels)
     height, width = image.shape[:2]
     if tile is None and height * width > MAX_WHOLE_PIXELS:
         tile = BASELINE_TILE
+    feed = (gather_boxes, bundle.mean, bundle.std)
+    if bundle.baseline_kind == "s1+s2":
+        with timer("stage1"):
+            feed = s2_feed(bundle, stage1(s1, image, bundle.s1_scale, bundle.mean, bundle.std)[0])
+    gather, mean, std = feed
     with timer("stage2"):
-        probs = run_whole(s2, image, bundle.mean, bundle.std, tile=tile, batch_size=batch_size)
-    macs = cost_report(bundle.s1.config, bundle.s2.config, (height, width), None, (height, width), 1)
+        probs = run_whole(network, image, mean, std, tile=tile, batch_size=batch_size, gather=gather)
     for name in ("stage1", "select"):
-        timer.seconds[name] = 0.0
-    return finish(probs, np.empty((0, 4), np.int64), np.empty(0), macs, timer,
-                  {"baseline": True, "tile": tile, "precision": precision}, notes)
+        timer.seconds.setdefault(name, 0.0)
+    return finish(probs, np.empty((0, 4), np.int64), np.empty(0), baseline_cost(bundle, (height, width)), timer,
+                  {"baseline": True, "kind": bundle.baseline_kind, "tile": tile, "precision": precision}, notes)
 
 
 class Segmenter:
@@ -215,12 +220,12 @@ class Segmenter:
 
     def macs(self, height, width, patches=16, patch_size=None, context=0):
         """The cost report for an H x W image without running anything (windows of the default grid)."""
-        s1, s2 = self.bundle.s1.config, self.bundle.s2.config
+        s2 = self.bundle.s2.config
         size = patch_size or default_patch_size(height, width, patches, s2.size_multiple)
         n = min(patches, len(grid_windows(height, width, size)))
         core = np.array([[0, 0, min(size, height), min(size, width)]], dtype=np.int64)
         box = context_boxes(core, context, s2.size_multiple, (height, width))[0][0]
-        return cost_report(s1, s2, (height, width), stage1_size(height, width, self.bundle.s1_scale),
+        return cost_report(self.bundle, (height, width), stage1_size(height, width, self.bundle.s1_scale),
                            tuple(box[2:]), n)
 
 

@@ -18,8 +18,8 @@ import numpy as np
 from tqdm import tqdm
 
 from .errors import InputError
-from .flops import count_macs, cost_report
-from .infer import align_up, auto_batch_size, context_boxes, run_cores, run_whole
+from .flops import baseline_macs, count_macs, cost_report
+from .infer import align_up, auto_batch_size, context_boxes, mirror_index, run_cores, run_whole
 from .kernels import grid_starts, grid_windows, margin_map, uncertainty_map
 from .options import check_options, check_round_options
 from .prepare import as_float_image
@@ -188,14 +188,40 @@ def gather_tiled(source, boxes, channels):
     return np.stack([as_float_image(source.read_region(*map(int, box)), channels)[0] for box in boxes])
 
 
-def stage2_streamed(source, runner, bundle, windows, batch_size, context, show):
-    """(window_probs (K, N, h, w), input boxes (N, 4))."""
+def gather_conditioned(source, boxes, channels, probs_small):
+    """``gather_tiled`` crops with the stage-1 probabilities at their pixels appended as channels:
+    float32 (n, h, w, C + K), for a conditioned S2 (the values in-memory stage 1 would upsample)."""
+    height, width = source.shape[:2]
+    crops = gather_tiled(source, boxes, channels)
+    conditions = [stage1_at(probs_small, (height, width), mirror_index(y + np.arange(h), height),
+                            mirror_index(x + np.arange(w), width)) for y, x, h, w in boxes]
+    return np.concatenate([crops, np.stack(conditions).transpose(0, 2, 3, 1)], axis=3)
+
+
+def stage2_streamed(source, runner, bundle, windows, batch_size, context, show, probs_small):
+    """(window_probs (K, N, h, w), input boxes (N, 4)); a conditioned S2 also sees ``probs_small``."""
     if not len(windows):
         return np.empty((runner.config.out_channels, 0, 0, 0), np.float32), windows.copy()
+    if bundle.conditioned:
+        def gather(src, boxes):
+            return gather_conditioned(src, boxes, bundle.in_channels, probs_small)
+    else:
+        def gather(src, boxes):
+            return gather_tiled(src, boxes, bundle.in_channels)
     with bar(len(windows), "stage 2: windows", "window", show) as progress:
-        return run_cores(runner, source, windows, context, bundle.mean, bundle.std, batch_size,
-                         gather=lambda src, boxes: gather_tiled(src, boxes, bundle.in_channels),
-                         progress=progress.update)
+        return run_cores(runner, source, windows, context, bundle.s2_mean, bundle.s2_std, batch_size,
+                         gather=gather, progress=progress.update)
+
+
+def stage1_at(probs_small, shape, rows, cols):
+    """float32 (K, len(rows), len(cols)): the stage-1 map ``probs_small`` (K, h1, w1) bilinearly
+    upsampled to ``shape`` (H, W), at level-0 pixel ``rows`` x ``cols``, as two small matrix products."""
+    height, width = shape
+    h1, w1 = probs_small.shape[1:]
+    row_weights, row_block = interpolation_matrix(rows, h1, height)
+    col_weights, col_block = interpolation_matrix(cols, w1, width)
+    block = probs_small[:, row_block][:, :, col_block]
+    return np.matmul(np.matmul(row_weights, block), col_weights.T)
 
 
 # --- the result, evaluated tile by tile --------------------------------------------------------------
@@ -219,12 +245,7 @@ class TiledResult:
     def probs_at(self, rows, cols):
         """float32 (K, len(rows), len(cols)) probabilities at level-0 pixel ``rows`` x ``cols``
         (ascending integer arrays): bilinear stage 1 as two small matrix products, then the windows."""
-        height, width = self.shape
-        h1, w1 = self.probs_small.shape[1:]
-        row_weights, row_block = interpolation_matrix(rows, h1, height)
-        col_weights, col_block = interpolation_matrix(cols, w1, width)
-        block = self.probs_small[:, row_block][:, :, col_block]
-        out = np.matmul(np.matmul(row_weights, block), col_weights.T)
+        out = stage1_at(self.probs_small, self.shape, rows, cols)
         rows, cols = np.asarray(rows), np.asarray(cols)
         for n, (y, x, h, w) in enumerate(self.windows):
             r, c = np.flatnonzero((rows >= y) & (rows < y + h)), np.flatnonzero((cols >= x) & (cols < x + w))
@@ -280,7 +301,7 @@ def two_stage_tiled(path, bundle, patches=None, patch_size=None, score=None, str
         plan = RoundPlan(patches, size, stride, score, budget, budget_gmacs, 1, threshold, None)
         with timer("stage1"):
             probs_small, s1_hw, s1_macs, view, notes = stage1_streamed(source, s1, bundle, show_progress)
-        limit = window_limit(patches, plan.budget_macs(count_macs(s2.config, height, width)), s1_macs,
+        limit = window_limit(patches, plan.budget_macs(baseline_macs(bundle, height, width)), s1_macs,
                              window_cost(s2.config, size, context, (height, width)))
         with timer("select"):
             windows, scores, select_notes = (select_streamed(
@@ -289,10 +310,11 @@ def two_stage_tiled(path, bundle, patches=None, patch_size=None, score=None, str
                 if limit else (np.empty((0, 4), np.int64), np.empty(0), []))
         select_notes += refine_notes(plan, len(windows), len(grid_windows(height, width, size, stride)), limit)
         with timer("stage2"):
-            window_probs, boxes = stage2_streamed(source, s2, bundle, windows, batch_size, context, show_progress)
+            window_probs, boxes = stage2_streamed(source, s2, bundle, windows, batch_size, context, show_progress,
+                                                  probs_small)
         tiles_read = source.tiles_read
     box_hw = tuple(int(v) for v in boxes[0, 2:]) if len(boxes) else None
-    macs = cost_report(s1.config, s2.config, (height, width), s1_hw, box_hw, len(boxes))
+    macs = cost_report(bundle, (height, width), s1_hw, box_hw, len(boxes))
     macs.update(stage1=s1_macs, total=s1_macs + macs["stage2"])
     macs["ratio"] = macs["total"] / macs["baseline"]
     options = {"patches": patches, "patch_size": int(size), "stride": int(stride or size), "score": score,
