@@ -28,11 +28,12 @@ setup(
         "pyyaml>=6",
         "tqdm>=4.60",
         "fvcore>=0.1.5.post20221221",
+        "pillow>=9",  # indexed (palette) PNG masks of multi-class models, which OpenCV cannot write
     ],
     extras_require={
         # matplotlib draws the benchmark plots (tests/test_sweep.py checks them), hypothesis fuzzes the
-        # kernels and the reader, pillow writes palette PNGs for the bad-input tests; none is needed at run time
-        "test": ["pytest>=7", "pytest-benchmark>=4", "matplotlib>=3.7", "hypothesis>=6", "pillow>=9"],
+        # kernels and the reader; none is needed at run time
+        "test": ["pytest>=7", "pytest-benchmark>=4", "matplotlib>=3.7", "hypothesis>=6"],
         # MONAI's sliding window, the speed benchmarks' reference point; never a runtime dependency
         "bench": ["pytest>=7", "pytest-benchmark>=4", "matplotlib>=3.7", "monai>=1.3"],
     },

@@ -210,6 +210,11 @@ def _add_train(commands):
     train.add_argument("--depth", type=_int_at_least(1), default=defaults.depth, help="U-Net poolings")
     train.add_argument("--sampling", choices=("uniform", "uncertain"), default="uniform",
                        help="S2 crop centres: uniform, or in proportion to S1 uncertainty (needs S1 trained)")
+    train.add_argument("--condition", action="store_true",
+                       help="S2 also sees the stage-1 probabilities of its window (a conditioned S2)")
+    train.add_argument("--init-from", default=None, metavar="MODEL",
+                       help="S2 only: take S1 from this bundle and start S2 from its S2 (with --condition, the "
+                            "new input channel starts at zero and that S2 stays the baseline's reference)")
     train.add_argument("--no-bf16", action="store_true", help="train in float32 (slower on CPU)")
     train.add_argument("--resume", action="store_true", help="continue from <out>/<stage>/last.pt")
     train.add_argument("--max-minutes", type=float, default=None, help="stop a stage after this much training time")
@@ -275,10 +280,12 @@ def cmd_train(args):
         opts = TrainOptions(stage=stage, epochs=args.epochs, steps_per_epoch=args.steps, batch_size=args.batch_size,
                             crop=crop, crop_sizes=tuple(s for s in TrainOptions.crop_sizes if s <= crop) or (crop,),
                             lr=args.lr, seed=args.seed, bf16=not args.no_bf16, width=args.width, depth=args.depth,
-                            sampling=args.sampling, max_minutes=args.max_minutes)
+                            sampling=args.sampling, max_minutes=args.max_minutes, condition=args.condition,
+                            init_from=args.init_from)
         result = train_stage(spec, opts, args.out, resume=args.resume, quiet=args.quiet)
         print(f"{stage}: best validation Dice {result['best_val_dice']:.4f} after {result['seconds'] / 60:.1f} min")
-    if all((Path(args.out) / stage / "summary.json").is_file() for stage in ("s1", "s2")):
+    if (Path(args.out) / "s2" / "summary.json").is_file() and (
+            args.init_from or (Path(args.out) / "s1" / "summary.json").is_file()):
         command = "iterseg " + " ".join(sys.argv[1:]) if sys.argv[0].endswith("iterseg") else None
         path = assemble_bundle(spec, args.out, args.name or spec.name, command)
         print(f"bundle written: {path} ({path.stat().st_size / 2 ** 20:.1f} MB)")

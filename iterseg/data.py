@@ -5,10 +5,15 @@ each image path (relative, no extension) with a regular expression whose named g
 mask and field-of-view templates, and defines the train/test split: by a captured group (DRIVE's
 official folders) or by a recorded, seeded list of test ids.
 
+A binary spec names the mask value (or RGB colour) of the foreground; a multi-class spec lists
+its classes in class-id order, each with the mask value (gray masks) or RGB colour (colour-coded
+masks, as KITTI and street-scene datasets use) that marks it. Mask pixels that match no class are
+ignored: left out of training and of every metric.
+
 Glossary
     image    (H, W[, C]) array as read from disk (see io.py)
-    target   bool (H, W) foreground of the mask
-    fov      bool (H, W) field of view (pixels to evaluate), or None for every pixel
+    target   bool (H, W) foreground of the mask (binary), or uint8 (H, W) class ids (multi-class)
+    fov      bool (H, W) pixels to evaluate (field of view, minus ignored pixels), or None for every pixel
 """
 import os
 import re
@@ -48,6 +53,26 @@ class Spec:
     foreground: tuple                   # mask value(s) meaning foreground: (v,) or (r, g, b)
     augment: dict = field(default_factory=dict)
     split_rule: dict = field(default_factory=dict)
+    classes: tuple = ()                 # multi-class: ((name, value tuple), ...) in class-id order; () = binary
+
+    @property
+    def class_names(self):
+        return tuple(name for name, _ in self.classes) if self.classes else ("background", "foreground")
+
+    @property
+    def num_classes(self):
+        """K: 2 for a binary spec."""
+        return len(self.class_names)
+
+    @property
+    def multiclass(self):
+        return bool(self.classes)
+
+    @property
+    def palette(self):
+        """RGB colour per class for a colour-coded spec, else None (the default palette applies)."""
+        values = [value for _, value in self.classes]
+        return tuple(values) if values and all(len(v) == 3 for v in values) else None
 
     def split(self, name):
         if name == "all":
@@ -179,7 +204,48 @@ def load_spec(name_or_path, root=None):
     foreground = raw.get("foreground", 255)
     foreground = tuple(foreground) if isinstance(foreground, (list, tuple)) else (foreground,)
     rule = {**rule, "unpaired_skipped": sorted(unpaired)}
-    return Spec(raw["name"], spec_file, root, split, foreground, raw.get("augment") or {}, rule)
+    return Spec(raw["name"], spec_file, root, split, foreground, raw.get("augment") or {}, rule,
+                _classes(raw.get("classes"), spec_file))
+
+
+def _classes(raw, spec_file):
+    """((name, value tuple), ...) from a spec's ``classes`` list, or () for a binary spec."""
+    if raw is None:
+        return ()
+    example = "classes: [{name: background, value: 0}, {name: road, colour: [255, 0, 255]}]"
+    if not isinstance(raw, list) or len(raw) < 2:
+        raise SpecError(f"spec {spec_file}: 'classes' must list at least two classes, e.g. {example}.")
+    classes = []
+    for entry in raw:
+        keys = set(entry) & {"value", "colour"} if isinstance(entry, dict) else set()
+        if not isinstance(entry, dict) or "name" not in entry or len(keys) != 1:
+            raise SpecError(f"spec {spec_file}: each class needs a name and one 'value' or 'colour', got {entry!r}; "
+                            f"e.g. {example}.")
+        value = entry[keys.pop()]
+        value = tuple(value) if isinstance(value, (list, tuple)) else (value,)
+        if len(value) not in (1, 3) or not all(isinstance(v, int) and 0 <= v <= 65535 for v in value):
+            raise SpecError(f"spec {spec_file}: class {entry['name']!r}: a value is one integer, a colour three.")
+        classes.append((str(entry["name"]), value))
+    if len({len(v) for _, v in classes}) != 1 or len({v for _, v in classes}) != len(classes):
+        raise SpecError(f"spec {spec_file}: classes must all use values or all colours, each different.")
+    if len(classes) > 255:
+        raise SpecError(f"spec {spec_file}: at most 255 classes (class ids are stored as uint8).")
+    return tuple(classes)
+
+
+def _as_class_ids(array, classes, path):
+    """(uint8 (H, W) class ids, bool (H, W) labelled) of a mask; pixels matching no class are unlabelled."""
+    width = len(classes[0][1])
+    if width == 3 and (array.ndim != 3 or array.shape[2] < 3):
+        raise SpecError(f"mask {path} is not a colour image but the spec's classes are colours.")
+    plane = array[:, :, :3] if width == 3 else (array if array.ndim == 2 else array[:, :, 0])
+    ids = np.zeros(array.shape[:2], np.uint8)
+    labelled = np.zeros(array.shape[:2], bool)
+    for index, (_, value) in enumerate(classes):
+        hit = np.all(plane == np.asarray(value, dtype=array.dtype), axis=2) if width == 3 else plane == value[0]
+        ids[hit] = index
+        labelled |= hit
+    return ids, labelled
 
 
 def _as_binary(array, foreground, path):
@@ -192,9 +258,14 @@ def _as_binary(array, foreground, path):
 
 
 def read_sample(spec, sample):
-    """(image, target bool (H, W), fov bool (H, W) or None), checking that their sizes agree."""
+    """(image, target, fov or None), checking that their sizes agree: target bool (H, W) for a binary
+    spec, uint8 class ids for a multi-class one (whose unlabelled pixels leave the fov)."""
     image = read_image(sample.image)
-    target = _as_binary(read_image(sample.mask), spec.foreground, sample.mask)
+    labelled = None
+    if spec.multiclass:
+        target, labelled = _as_class_ids(read_image(sample.mask), spec.classes, sample.mask)
+    else:
+        target = _as_binary(read_image(sample.mask), spec.foreground, sample.mask)
     fov = None
     if sample.fov is not None:
         fov_image = read_image(sample.fov)
@@ -203,6 +274,8 @@ def read_sample(spec, sample):
         if other is not None and other.shape != image.shape[:2]:
             raise SpecError(f"{sample.id}: {name} is {other.shape[1]} x {other.shape[0]} but the image is "
                             f"{image.shape[1]} x {image.shape[0]}; fix the data or the spec's templates.")
+    if labelled is not None and not labelled.all():
+        fov = labelled if fov is None else fov & labelled
     return image, target, fov
 
 

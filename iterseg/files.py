@@ -124,6 +124,11 @@ def tiff_pixels(path):
         return 0
 
 
+def class_palette(bundle):
+    """The bundle's palette for a multi-class model (K > 2), None for a binary one."""
+    return bundle.palette if bundle.s2.config.out_channels > 1 else None
+
+
 def _predict_streamed(segmenter, path, outputs, options, show):
     result = segmenter.predict_tiled(path, show_progress=show, **options)
     timer = Timer()
@@ -131,7 +136,7 @@ def _predict_streamed(segmenter, path, outputs, options, show):
         foreground = write_mask_tiff(result, outputs["mask"], show)
         if "probs" in outputs:
             write_probs_tiff(result, outputs["probs"], show)
-        write_overlay(outputs["overlay"], *overview(result))
+        write_overlay(outputs["overlay"], *overview(result), palette=class_palette(segmenter.bundle))
     shape = result.shape + ((result.view.shape[2],) if result.view.ndim == 3 else ())
     return result, shape, foreground, timer.seconds["write"]
 
@@ -141,9 +146,10 @@ def _predict_in_memory(segmenter, path, outputs, options, baseline):
     result = segmenter.predict_baseline(image) if baseline else segmenter.predict(image, **options)
     timer = Timer()
     with timer("write"):
-        write_mask(outputs["mask"], result.mask, binary=result.probs.ndim == 2)
+        palette = class_palette(segmenter.bundle)
+        write_mask(outputs["mask"], result.mask, palette)
         write_probs(outputs["probs"], result.probs)
-        write_overlay(outputs["overlay"], image, result.mask, result.windows)
+        write_overlay(outputs["overlay"], image, result.mask, result.windows, palette)
     return result, image.shape, float((result.mask > 0).mean()), timer.seconds["write"]
 
 
@@ -177,7 +183,8 @@ def _predict_file(segmenter, path, out_dir, options, baseline, stream, save_prob
 def model_info(segmenter):
     bundle = segmenter.bundle
     return {"name": bundle.name, "source": segmenter.source, "classes": list(bundle.class_names),
-            "s1_scale": bundle.s1_scale, "untrained": bundle.untrained}
+            "s1_scale": bundle.s1_scale, "untrained": bundle.untrained, "conditioned_s2": bundle.conditioned,
+            "baseline": bundle.baseline_kind}
 
 
 def summary_row(path, status, reason="", report=None):

@@ -146,15 +146,24 @@ def _write_with_opencv(path, rgb_or_gray):
         tmp.write_bytes(encoded.tobytes())
 
 
-def write_mask(path, mask, binary=True):
-    """PNG of ``mask`` (H, W) uint8: 0/255 for binary, class ids otherwise."""
-    _write_with_opencv(path, (mask * 255).astype(np.uint8) if binary else mask.astype(np.uint8))
+def write_mask(path, mask, palette=None):
+    """PNG of ``mask`` (H, W) uint8 class ids: 0/255 gray for a binary mask (``palette`` None), else
+    an indexed (palette) PNG whose pixel values are the class ids and whose colour table is
+    ``palette`` (an RGB triple per class), as PASCAL VOC and street-scene tools write them."""
+    if palette is None:
+        _write_with_opencv(path, (mask * 255).astype(np.uint8))
+        return
+    from PIL import Image  # Pillow writes indexed PNGs, which OpenCV cannot
+    indexed = Image.fromarray(np.ascontiguousarray(mask, dtype=np.uint8), mode="P")
+    indexed.putpalette([int(v) for colour in palette for v in colour])
+    with atomic_output(path) as tmp:
+        indexed.save(tmp, format="PNG")
 
 
 def write_probs(path, probs):
     """float32 TIFF of ``probs`` (H, W) or (K, H, W), zlib-compressed."""
     with atomic_output(path) as tmp:
-        tifffile.imwrite(tmp, np.asarray(probs, dtype=np.float32), compression="zlib",
+        tifffile.imwrite(tmp, np.asarray(probs, dtype=np.float32), compression="zlib", photometric="minisblack",
                          compressionargs={"level": 1}, metadata={"axes": "YX" if np.ndim(probs) == 2 else "CYX"})
 
 
@@ -172,12 +181,17 @@ def display_rgb(image):
     return np.ascontiguousarray(np.repeat(image, 3, axis=2) if image.shape[2] == 1 else image)
 
 
-def overlay(image, mask, windows):
+def overlay(image, mask, windows, palette=None):
     """uint8 RGB (H, W, 3): ``image`` with the mask's foreground tinted and outlined and the refined
-    ``windows`` drawn as rectangles."""
+    ``windows`` drawn as rectangles. With a ``palette`` (multi-class), each class but 0 (background)
+    is tinted with its colour."""
     rgb = display_rgb(image).copy()
     foreground = mask > 0
-    rgb[foreground] = (0.6 * rgb[foreground] + 0.4 * OVERLAY_TINT).astype(np.uint8)
+    if palette is None:
+        rgb[foreground] = (0.6 * rgb[foreground] + 0.4 * OVERLAY_TINT).astype(np.uint8)
+    else:
+        colours = np.asarray(palette, dtype=np.float32)[mask[foreground]]
+        rgb[foreground] = (0.5 * rgb[foreground] + 0.5 * colours).astype(np.uint8)
     thickness = max(1, round(max(mask.shape) / 600))
     contours, _ = cv2.findContours(foreground.astype(np.uint8), cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)
     cv2.drawContours(rgb, contours, -1, tuple(int(c) for c in OVERLAY_TINT), thickness)
@@ -186,9 +200,9 @@ def overlay(image, mask, windows):
     return rgb
 
 
-def write_overlay(path, image, mask, windows):
-    """PNG of ``overlay(image, mask, windows)``."""
-    _write_with_opencv(path, overlay(image, mask, windows))
+def write_overlay(path, image, mask, windows, palette=None):
+    """PNG of ``overlay(image, mask, windows, palette)``."""
+    _write_with_opencv(path, overlay(image, mask, windows, palette))
 
 
 def write_json(path, report):

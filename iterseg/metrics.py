@@ -1,7 +1,7 @@
-"""Segmentation quality of a binary mask against the ground truth, optionally inside a field of view.
+"""Segmentation quality of a mask against the ground truth, optionally inside a field of view.
 
 Glossary
-    pred, target   bool (H, W) foreground
+    pred, target   bool (H, W) foreground (binary metrics) or integer (H, W) class ids (multi-class)
     valid          bool (H, W) pixels that count (the field of view), or None for all
 Conventions: when prediction and target are both empty (inside ``valid``), Dice, IoU and boundary
 F1 are 1 (nothing to find, nothing found); when exactly one is empty they are 0.
@@ -67,3 +67,32 @@ def scores(pred, target, valid=None):
     """{"dice", "iou", "boundary_f1"} of one image."""
     return {"dice": dice(pred, target, valid), "iou": iou(pred, target, valid),
             "boundary_f1": boundary_f1(pred, target, valid)}
+
+
+def class_counts(pred, target, num_classes, valid=None):
+    """(intersection, union) int64 (K,) per class id, over ``valid`` pixels: sum these over a
+    dataset for dataset-level IoU (as Cityscapes and PASCAL VOC report it)."""
+    pred, target = np.asarray(pred), np.asarray(target)
+    if pred.shape != target.shape:
+        raise ValueError(f"prediction {pred.shape} and target {target.shape} differ in shape.")
+    if valid is not None:
+        pred, target = pred[valid], target[valid]
+    pred, target = pred.ravel().astype(np.int64), target.ravel().astype(np.int64)
+    both = np.bincount(pred[pred == target], minlength=num_classes)[:num_classes]
+    union = (np.bincount(pred, minlength=num_classes)[:num_classes]
+             + np.bincount(target, minlength=num_classes)[:num_classes] - both)
+    return both, union
+
+
+def class_ious(pred, target, num_classes, valid=None):
+    """float64 (K,) IoU per class id; NaN for a class absent from both prediction and target."""
+    both, union = class_counts(pred, target, num_classes, valid)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(union > 0, both / np.maximum(union, 1), np.nan)
+
+
+def mean_iou(ious):
+    """Mean over the classes that occur (NaN entries skipped); 1.0 when none does."""
+    ious = np.asarray(ious, dtype=np.float64)
+    present = ious[~np.isnan(ious)]
+    return float(present.mean()) if len(present) else 1.0

@@ -4,12 +4,23 @@ import numpy as np
 from . import __version__
 
 
+def class_fractions(mask, class_names):
+    """{class name: fraction of the pixels} of a class-id mask."""
+    counts = np.bincount(mask.ravel(), minlength=len(class_names))[:len(class_names)]
+    return {name: round(float(c) / mask.size, 6) for name, c in zip(class_names, counts)}
+
+
 def result_report(result, image_path, image_shape, model, outputs, foreground_fraction=None):
     """JSON-ready dict: image, model, options, windows, macs (with convention), seconds, outputs, notes.
-    foreground_fraction: computed from ``result.mask`` unless given (streamed results have no mask)."""
+    foreground_fraction (any class but 0): computed from ``result.mask`` unless given (streamed results
+    have no mask). A multi-class in-memory result also gets ``class_fractions``."""
     if foreground_fraction is None:
         foreground_fraction = float((result.mask > 0).mean())
-    return {
+    extra = {}
+    names = model.get("classes", ())
+    if len(names) > 2 and getattr(result, "mask", None) is not None:
+        extra["class_fractions"] = class_fractions(result.mask, names)
+    return {**extra,
         "iterseg": __version__,
         "image": {"path": str(image_path), "height": int(image_shape[0]), "width": int(image_shape[1]),
                   "channels": int(image_shape[2]) if len(image_shape) == 3 else 1},
@@ -43,5 +54,8 @@ def summary(report):
         f"  baseline {_giga(macs['baseline'])}  ratio {100 * macs['ratio']:.2f} %  ({macs['convention']})",
         f"  seconds ({options.get('precision', 'fp32')})  " + "  ".join(f"{k} {v:.4f}" for k, v in sec.items()),
     ]
+    if "class_fractions" in report:
+        shares = sorted(report["class_fractions"].items(), key=lambda item: -item[1])
+        lines.append("  classes  " + "  ".join(f"{name} {100 * share:.1f} %" for name, share in shares))
     lines += [f"  note: {note}" for note in report["notes"]]
     return "\n".join(lines)

@@ -6,9 +6,15 @@ serves every N_p. Loss = focal + (1 - soft Dice); Adam with cosine decay; flips 
 rotations as the spec allows; bf16 autocast with channels_last on CPU. Each epoch ends with the
 validation Dice (held-out training images, inside the field of view); the best weights are kept.
 
+A multi-class spec (K classes) trains networks with K softmax outputs on cross-entropy + (1 - mean
+soft Dice over the classes); its targets are one-hot, all zero at unlabelled pixels, which then
+count in no loss.
+
 Glossary
-    image    uint8/uint16 (H, W, C) as read; target: float32 (H, W) in [0, 1] (soft after resizing)
-    batch    float32 (N, C, h, w) normalised crops; logits (N, 1, h, w) stay inside this module
+    image    uint8/uint16 (H, W, C) as read; target: float32 (H, W) in [0, 1] (binary; soft after
+             resizing) or float32 (H, W, K) one-hot (multi-class; soft after resizing)
+    batch    float32 (N, C, h, w) normalised crops; logits (N, K', h, w) stay inside this module
+             (K' = 1 for a binary model, K otherwise)
 Files in ``out/<stage>/``: ``last.pt`` (resumable checkpoint), ``best.pt`` (best weights), ``log.csv``.
 """
 import csv
@@ -30,8 +36,8 @@ from .data import read_sample
 from .errors import InputError
 from .infer import run_whole
 from .io import atomic_output
-from .metrics import dice
-from .models import Bundle, UNet, UNetConfig, save_bundle
+from .metrics import class_ious, dice, mean_iou
+from .models import Bundle, UNet, UNetConfig, load_bundle, save_bundle
 from .prepare import as_float_image
 from .stage1 import resize, stage1
 
@@ -59,6 +65,8 @@ class TrainOptions:
     sampling: str = "uniform"        # S2 crop centres: uniform, or "uncertain" (in proportion to S1 uncertainty)
     max_minutes: float | None = None
     focal_gamma: float = 2.0
+    condition: bool = False          # S2 also sees the stage-1 probabilities (a conditioned S2)
+    init_from: str | None = None     # S2 only: a bundle whose S1 is used and whose S2 starts the training
 
 
 # ---------------------------------------------------------------- data
@@ -71,13 +79,35 @@ def split_train_val(samples, fraction, seed):
     return [s for i, s in enumerate(samples) if i not in held], [s for i, s in enumerate(samples) if i in held]
 
 
+def output_channels(spec):
+    """Network outputs K' for a spec: 1 (sigmoid) for binary, K (softmax) for multi-class."""
+    return spec.num_classes if spec.multiclass else 1
+
+
+def training_target(spec, target, fov):
+    """float32 (H, W) foreground (binary) or (H, W, K) one-hot, zero outside ``fov`` (multi-class)."""
+    if not spec.multiclass:
+        return target.astype(np.float32)
+    one_hot = np.eye(spec.num_classes, dtype=np.float32)[target]
+    if fov is not None:
+        one_hot[~fov] = 0
+    return one_hot
+
+
 def load_images(spec, samples, channels):
-    """[(float32 image (H, W, C) in [0, 1], target float32 (H, W), fov bool or None)] for samples."""
+    """[(float32 image (H, W, C) in [0, 1], target (see training_target), fov bool or None)] for samples."""
     loaded = []
     for sample in samples:
         image, target, fov = read_sample(spec, sample)
-        loaded.append((as_float_image(image, channels)[0], target.astype(np.float32), fov))
+        loaded.append((as_float_image(image, channels)[0], training_target(spec, target, fov), fov))
     return loaded
+
+
+def resize_target(target, height, width):
+    """A (H, W) or (H, W, K) target resized with INTER_AREA (soft values), same number of axes."""
+    planes = target if target.ndim == 3 else target[:, :, None]
+    out = resize(np.ascontiguousarray(planes), height, width, cv2.INTER_AREA)
+    return out if target.ndim == 3 else out[:, :, 0]
 
 
 def channel_stats(images):
@@ -96,7 +126,7 @@ def s1_views(images, scale):
         per_scale = []
         for jitter in S1_JITTER:
             h, w = max(1, round(image.shape[0] * scale * jitter)), max(1, round(image.shape[1] * scale * jitter))
-            per_scale.append((resize(image, h, w, cv2.INTER_AREA), resize(target[:, :, None], h, w, cv2.INTER_AREA)[:, :, 0]))
+            per_scale.append((resize(image, h, w, cv2.INTER_AREA), resize_target(target, h, w)))
         views.append(per_scale)
     return views
 
@@ -166,14 +196,41 @@ class CropSampler:
 
 
 def uncertainty_weights(s1_model, images, mean, std, scale, floor=0.05):
-    """Per training image, a sampling distribution over the stage-1 grid ∝ 1 - 2|p - 0.5| + floor."""
+    """Per training image, a sampling distribution over the stage-1 grid ∝ 1 - margin + floor
+    (margin: |2p - 1| for a binary model, top-1 minus top-2 probability otherwise)."""
     weights = []
     for image, _, _ in images:
         small = resize(image, max(1, round(image.shape[0] * scale)), max(1, round(image.shape[1] * scale)), cv2.INTER_AREA)
-        prob = run_whole(s1_model, small, mean, std)[0]
-        w = 1.0 - 2.0 * np.abs(prob.astype(np.float64) - 0.5) + floor
+        probs = run_whole(s1_model, small, mean, std).astype(np.float64)
+        if len(probs) == 1:
+            margin = np.abs(2.0 * probs[0] - 1.0)
+        else:
+            top = np.sort(probs, axis=0)
+            margin = top[-1] - top[-2]
+        w = 1.0 - margin + floor
         weights.append(w / w.sum())
     return weights
+
+
+def with_stage1(s1_model, images, mean, std, scale):
+    """Each image with its stage-1 probabilities (upsampled, as ``predict`` computes them) appended
+    as channels: [(float32 (H, W, C + K), target, fov)], the input of a conditioned S2."""
+    out = []
+    for image, target, fov in images:
+        probs = stage1(s1_model, image, scale, mean, std)[0]
+        out.append((np.concatenate([image, probs.transpose(1, 2, 0)], axis=2), target, fov))
+    return out
+
+
+def widen_first_conv(model, state, extra):
+    """Load an unconditioned S2's ``state`` into ``model`` (whose first convolution takes ``extra``
+    more input channels): the new input weights start at zero, so training starts from the same output."""
+    key = "inc.0.weight"
+    weight = state[key]
+    padded = torch.zeros(weight.shape[0], weight.shape[1] + extra, *weight.shape[2:], dtype=weight.dtype)
+    padded[:, :weight.shape[1]] = weight
+    model.load_state_dict({**state, key: padded})
+    return model
 
 
 # ---------------------------------------------------------------- loss and steps
@@ -189,6 +246,25 @@ def focal_dice_loss(logits, target, gamma):
     return focal + (1 - soft_dice)
 
 
+def multiclass_loss(logits, target):
+    """Cross-entropy on labelled pixels + (1 - mean soft Dice over classes). target: (N, K, h, w)
+    one-hot or soft, all zero at unlabelled pixels."""
+    logits = logits.float()
+    labelled = target.sum(1)
+    ce = -(target * torch.log_softmax(logits, dim=1)).sum(1)
+    ce = ce.sum() / labelled.sum().clamp(min=1)
+    prob = torch.softmax(logits, dim=1) * labelled[:, None]
+    dims = (0, 2, 3)
+    soft_dice = (2 * (prob * target).sum(dims) + 1) / (prob.sum(dims) + target.sum(dims) + 1)
+    return ce + (1 - soft_dice.mean())
+
+
+def target_tensor(targets):
+    """(N, h, w) binary targets -> (N, 1, h, w); (N, h, w, K) one-hot -> (N, K, h, w)."""
+    y = torch.from_numpy(np.ascontiguousarray(targets))
+    return y[:, None] if y.ndim == 3 else y.permute(0, 3, 1, 2).contiguous()
+
+
 def to_tensor(crops, mean, std):
     """(N, h, w, C) float32 in [0, 1] -> normalised (N, C, h, w) in channels_last memory format."""
     x = (crops - np.float32(mean)) / np.float32(std)
@@ -197,10 +273,10 @@ def to_tensor(crops, mean, std):
 
 def train_step(model, optimizer, crops, targets, mean, std, opts):
     x = to_tensor(crops, mean, std)
-    y = torch.from_numpy(np.ascontiguousarray(targets))[:, None]
+    y = target_tensor(targets)
     with torch.autocast("cpu", dtype=torch.bfloat16, enabled=opts.bf16):
         logits = model(x)
-    loss = focal_dice_loss(logits, y, opts.focal_gamma)
+    loss = focal_dice_loss(logits, y, opts.focal_gamma) if y.shape[1] == 1 else multiclass_loss(logits, y)
     optimizer.zero_grad(set_to_none=True)
     loss.backward()
     optimizer.step()
@@ -230,16 +306,21 @@ def validation_views(images, seed):
 
 
 def validate(model, views, mean, std, opts):
-    """Mean Dice (inside the field of view) of the stage's prediction on the validation views."""
+    """Mean Dice (binary) or mean IoU over classes (multi-class), inside the field of view, of the
+    stage's prediction on the validation views."""
     model.eval()
     scores = []
     with torch.autocast("cpu", dtype=torch.bfloat16, enabled=opts.bf16):
         for image, target, fov in views:
             if opts.stage == "s1":
-                prob = stage1(model, image, opts.s1_scale, mean, std)[0][0]
+                probs = stage1(model, image, opts.s1_scale, mean, std)[0]
             else:
-                prob = run_whole(model, image, mean, std)[0]
-            scores.append(dice(prob >= 0.5, target >= 0.5, fov))
+                probs = run_whole(model, image, mean, std)
+            if len(probs) == 1:
+                scores.append(dice(probs[0] >= 0.5, target >= 0.5, fov))
+            else:
+                num_classes = len(probs)
+                scores.append(mean_iou(class_ious(probs.argmax(0), target.argmax(2), num_classes, target.sum(2) > 0)))
     model.train()
     return float(np.mean(scores))
 
@@ -273,23 +354,55 @@ def _log_row(log_path, row):
         writer.writerow(row)
 
 
+def stage2_start(spec, opts, out_dir):
+    """(S1 network, its mean, std, the S2 initial state dict or None) for training S2: S1 from
+    ``opts.init_from`` (a bundle) or from ``out_dir/s1``; mean/std None = computed from the images."""
+    if opts.init_from:
+        bundle = load_bundle(opts.init_from)
+        if bundle.conditioned:
+            raise InputError(f"--init-from {opts.init_from}: its S2 is already conditioned; pass an unconditioned bundle.")
+        config = bundle.s2.config
+        if (config.width, config.depth, config.out_channels) != (opts.width, opts.depth, output_channels(spec)):
+            raise InputError(f"--init-from {opts.init_from}: its S2 has width {config.width}, depth {config.depth} and "
+                             f"{config.out_channels} outputs; pass the same --width and --depth, and a spec with its classes.")
+        return bundle.s1, bundle.mean, bundle.std, bundle.s2.state_dict()
+    if opts.condition or opts.sampling == "uncertain":
+        s1 = load_stage_weights(Path(out_dir) / "s1" / "best.pt", opts.width, opts.depth,
+                                out_channels=output_channels(spec))
+        return s1, None, None, None
+    return None, None, None, None
+
+
 def train_stage(spec, opts, out_dir, resume=False, quiet=False):
     """Train one stage on the spec's train split; returns {"best_dice", "epochs", "seconds", ...}."""
     if opts.stage not in STAGES:
         raise InputError(f"stage must be one of {STAGES}, got {opts.stage!r}.")
+    if opts.stage == "s1" and (opts.condition or opts.init_from):
+        raise InputError("--condition and --init-from apply to stage 2 only (--stage s2).")
     stage_dir = Path(out_dir) / opts.stage
     stage_dir.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(opts.seed)
     train_samples, val_samples = split_train_val(spec.split("train"), opts.val_fraction, opts.seed)
     images = load_images(spec, train_samples, 3)
-    mean, std = channel_stats(images)
+    val_images = load_images(spec, val_samples, 3)
+    s1, mean, std, init_state = stage2_start(spec, opts, out_dir) if opts.stage == "s2" else (None,) * 4
+    if mean is None:
+        mean, std = channel_stats(images)
     weights = None
-    if opts.stage == "s2" and opts.sampling == "uncertain":
-        s1 = load_stage_weights(Path(out_dir) / "s1" / "best.pt", opts.width, opts.depth)
+    if opts.sampling == "uncertain" and opts.stage == "s2":
         weights = uncertainty_weights(s1, images, mean, std, opts.s1_scale)
+    in_channels, net_mean, net_std = 3, mean, std
+    if opts.condition:
+        images = with_stage1(s1, images, mean, std, opts.s1_scale)
+        val_images = with_stage1(s1, val_images, mean, std, opts.s1_scale)
+        extra = s1.config.out_channels
+        in_channels, net_mean, net_std = 3 + extra, tuple(mean) + (0.5,) * extra, tuple(std) + (0.5,) * extra
     sampler = CropSampler(opts, images, spec.augment, weights)
-    views = validation_views(load_images(spec, val_samples, 3), opts.seed)
-    model = UNet(UNetConfig(in_channels=3, out_channels=1, depth=opts.depth, width=opts.width))
+    views = validation_views(val_images, opts.seed)
+    model = UNet(UNetConfig(in_channels=in_channels, out_channels=output_channels(spec), depth=opts.depth,
+                            width=opts.width))
+    if init_state is not None:
+        widen_first_conv(model, init_state, in_channels - 3)
     model = model.to(memory_format=torch.channels_last).train()
     optimizer = torch.optim.Adam(model.parameters(), lr=opts.lr)
     start, best, spent = (_resume(stage_dir / "last.pt", model, optimizer) if resume and (stage_dir / "last.pt").exists()
@@ -305,9 +418,9 @@ def train_stage(spec, opts, out_dir, resume=False, quiet=False):
         bar = tqdm(range(opts.steps_per_epoch), desc=f"{opts.stage} epoch {epoch + 1}/{opts.epochs}",
                    disable=quiet or None, leave=False)
         for _ in bar:
-            losses.append(train_step(model, optimizer, *sampler.batch(rng), mean, std, opts))
+            losses.append(train_step(model, optimizer, *sampler.batch(rng), net_mean, net_std, opts))
             bar.set_postfix(loss=f"{np.mean(losses[-20:]):.4f}")
-        val_dice = validate(model, views, mean, std, opts)
+        val_dice = validate(model, views, net_mean, net_std, opts)
         spent += time.perf_counter() - t0
         if val_dice > best:
             best = val_dice
@@ -319,41 +432,60 @@ def train_stage(spec, opts, out_dir, resume=False, quiet=False):
         if not quiet:
             print(f"{opts.stage} epoch {epoch + 1}: loss {row['loss']:.4f} val Dice {val_dice:.4f} "
                   f"(best {best:.4f}) {spent / 60:.1f} min", flush=True)
-    summary = {"stage": opts.stage, "best_val_dice": best, "seconds": round(spent, 1), "mean": mean, "std": std,
+    summary = {"stage": opts.stage, "best_val_dice": best, "out_channels": output_channels(spec), "seconds": round(spent, 1), "mean": mean, "std": std,
                "options": dataclasses.asdict(opts), "train_ids": [s.id for s in train_samples],
                "val_ids": [s.id for s in val_samples]}
     (stage_dir / "summary.json").write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
     return summary
 
 
-def load_stage_weights(path, width, depth):
+def load_stage_weights(path, width, depth, in_channels=3, out_channels=1):
     """A U-Net with the best weights of a stage's run folder."""
     if not Path(path).is_file():
         raise InputError(f"{path} does not exist; train stage 1 first (iterseg train --stage s1).")
-    model = UNet(UNetConfig(in_channels=3, out_channels=1, depth=depth, width=width))
+    model = UNet(UNetConfig(in_channels=in_channels, out_channels=out_channels, depth=depth, width=width))
     model.load_state_dict(torch.load(path, map_location="cpu", weights_only=True)["model"])
     return model.eval()
 
 
 def assemble_bundle(spec, out_dir, name, command=None):
-    """Write ``out_dir/<name>.pt`` from the best S1 and S2 weights of a run folder; returns its path."""
+    """Write ``out_dir/<name>.pt`` from the best weights of a run folder; returns its path.
+
+    S2 trained with ``init_from`` takes S1 (and mean/std) from that bundle and keeps its S2 as the
+    reference network of the baseline; otherwise both stages come from the run folder."""
     out_dir = Path(out_dir)
-    summaries = {}
-    for stage in STAGES:
-        path = out_dir / stage / "summary.json"
-        if not path.is_file():
-            raise InputError(f"{path} does not exist; train stage {stage} first.")
-        summaries[stage] = json.loads(path.read_text(encoding="utf-8"))
-    models = {stage: load_stage_weights(out_dir / stage / "best.pt", summaries[stage]["options"]["width"],
-                                        summaries[stage]["options"]["depth"]) for stage in STAGES}
+    s2_summary = _summary(out_dir, "s2")
+    s2_opts = s2_summary["options"]
+    outputs = s2_summary.get("out_channels", 1)
+    s2 = load_stage_weights(out_dir / "s2" / "best.pt", s2_opts["width"], s2_opts["depth"],
+                            3 + (outputs if s2_opts.get("condition") else 0), outputs)
+    reference = None
+    stages = {"s2": s2_summary}
+    if s2_opts.get("init_from"):
+        start = load_bundle(s2_opts["init_from"])
+        s1, mean, std, scale = start.s1, start.mean, start.std, start.s1_scale
+        reference = start.s2 if s2_opts.get("condition") else None
+        stages["s1"] = {"from_bundle": s2_opts["init_from"], **start.provenance.get("stages", {}).get("s1", {})}
+    else:
+        stages["s1"] = _summary(out_dir, "s1")
+        s1_opts = stages["s1"]["options"]
+        s1 = load_stage_weights(out_dir / "s1" / "best.pt", s1_opts["width"], s1_opts["depth"], 3, outputs)
+        mean, std, scale = tuple(s2_summary["mean"]), tuple(s2_summary["std"]), s1_opts["s1_scale"]
     provenance = {"dataset": spec.name, "spec": spec.path.name, "split": spec.split_rule.get("by") or "recorded test list",
                   "iterseg": __version__, "torch": torch.__version__, "command": command,
                   "created": time.strftime("%Y-%m-%d %H:%M:%S %Z"),
-                  "stages": {stage: {k: summaries[stage][k] for k in ("best_val_dice", "seconds", "options", "val_ids")}
-                             for stage in STAGES}}
-    bundle = Bundle(s1=models["s1"], s2=models["s2"], mean=tuple(summaries["s2"]["mean"]),
-                    std=tuple(summaries["s2"]["std"]), s1_scale=summaries["s1"]["options"]["s1_scale"],
-                    name=name, provenance=provenance)
+                  "stages": {stage: {k: v for k, v in summary.items() if k in
+                                     ("best_val_dice", "seconds", "options", "val_ids", "from_bundle")}
+                             for stage, summary in stages.items()}}
+    bundle = Bundle(s1=s1, s2=s2, mean=tuple(mean), std=tuple(std), s1_scale=scale, name=name,
+                    provenance=provenance, reference=reference, class_names=spec.class_names, palette=spec.palette)
     path = out_dir / f"{name}.pt"
     save_bundle(bundle, path, half=True)
     return path
+
+
+def _summary(out_dir, stage):
+    path = Path(out_dir) / stage / "summary.json"
+    if not path.is_file():
+        raise InputError(f"{path} does not exist; train stage {stage} first.")
+    return json.loads(path.read_text(encoding="utf-8"))

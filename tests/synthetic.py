@@ -79,3 +79,63 @@ def write_tiled(path, image, tile=(64, 64), pyramid=False):
     write_pyramid(path, image.shape, image.dtype, lambda level, y, x, h, w: levels[level][y:y + h, x:x + w],
                   tile=tile, levels=len(levels))
     return path
+
+
+CLASS_COLOURS = ((0, 0, 0), (220, 40, 40), (40, 200, 60), (60, 80, 230))  # background, then 3 classes
+CLASS_NAMES = ("background", "disc", "square", "bar")
+
+
+def class_pair(height, width, seed):
+    """(uint8 RGB image, uint8 (H, W) class ids 0-3): discs, squares and bars, each class drawn in
+    its own colour (plus noise) on a noisy background; a 2-pixel unlabelled frame (id 255)."""
+    rng = np.random.default_rng(seed)
+    ids = np.zeros((height, width), np.uint8)
+    for _ in range(2):
+        y, x = int(rng.integers(8, height - 8)), int(rng.integers(8, width - 8))
+        size = int(rng.integers(5, max(6, min(height, width) // 5)))
+        cv2.circle(ids, (x, y), size, 1, -1)
+        y2, x2 = int(rng.integers(0, height - size)), int(rng.integers(0, width - size))
+        ids[y2:y2 + size, x2:x2 + size] = 2
+        y3 = int(rng.integers(0, height - 4))
+        ids[y3:y3 + 4, int(rng.integers(0, width // 2)):] = 3
+    image = np.asarray(CLASS_COLOURS, np.float32)[ids] * 0.8 + rng.integers(20, 60, (height, width, 3))
+    ids[:2], ids[-2:], ids[:, :2], ids[:, -2:] = 255, 255, 255, 255
+    return np.clip(image, 0, 255).astype(np.uint8), ids
+
+
+MULTICLASS_SPEC = """name: shapes
+images: SHAPES/images/*.png
+match: 'SHAPES/images/(?P<id>img\\d+)'
+mask: SHAPES/masks/{id}.png
+classes:
+%s
+fov: null
+augment: {hflip: true, vflip: true, rotate90: true}
+split:
+  seed: 0
+  test_fraction: 0.25
+"""
+
+
+def write_multiclass_dataset(root, count=8, height=64, width=96, colours=True):
+    """A synthetic 4-class dataset under root/SHAPES and its spec root/shapes.yaml (masks colour-coded
+    with CLASS_COLOURS, or gray values 0-3 when ``colours`` is False; unlabelled frame white / 255)."""
+    (root / "SHAPES" / "images").mkdir(parents=True)
+    (root / "SHAPES" / "masks").mkdir(parents=True)
+    for i in range(count):
+        image, ids = class_pair(height, width, seed=i)
+        if colours:
+            mask = np.full((height, width, 3), 255, np.uint8)
+            labelled = ids != 255
+            mask[labelled] = np.asarray(CLASS_COLOURS, np.uint8)[ids[labelled]]
+            mask = mask[:, :, ::-1]  # OpenCV writes BGR
+        else:
+            mask = ids
+        cv2.imwrite(str(root / "SHAPES" / "images" / f"img{i}.png"), image[:, :, ::-1])
+        cv2.imwrite(str(root / "SHAPES" / "masks" / f"img{i}.png"), mask)
+    entries = "\n".join(f"  - {{name: {name}, colour: [{c[0]}, {c[1]}, {c[2]}]}}" if colours else
+                        f"  - {{name: {name}, value: {index}}}"
+                        for index, (name, c) in enumerate(zip(CLASS_NAMES, CLASS_COLOURS)))
+    spec = root / "shapes.yaml"
+    spec.write_text(MULTICLASS_SPEC % entries, encoding="utf-8")
+    return spec
