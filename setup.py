@@ -28,7 +28,8 @@ setup(
         "pyyaml>=6",
         "tqdm>=4.60",
         "fvcore>=0.1.5.post20221221",
-        "pillow>=9",  # indexed (palette) PNG masks of multi-class models, which OpenCV cannot write
+        "pillow>=9",
+        "torchao==0.18.0",  # int8: PyTorch 2 Export quantization (prepare_pt2e, X86InductorQuantizer) for torch 2.13  # indexed (palette) PNG masks of multi-class models, which OpenCV cannot write
     ],
     extras_require={
         # matplotlib draws the benchmark plots (tests/test_sweep.py checks them), hypothesis fuzzes the

@@ -18,6 +18,7 @@ from torch import nn
 
 from .errors import ModelError
 from .io import atomic_output
+from .quantize import float_state, int8_state
 from .runtime import Runner
 
 BUNDLE_FORMAT = "iterseg-bundle"
@@ -135,6 +136,7 @@ class Bundle:
     provenance: dict = field(default_factory=dict)
     reference: UNet | None = None
     palette: tuple | None = None
+    int8_ranges: dict | None = None
     _runners: dict = field(default_factory=dict, init=False, repr=False, compare=False)
     _runners_lock: threading.Lock = field(default_factory=threading.Lock, init=False, repr=False, compare=False)
 
@@ -189,6 +191,13 @@ class Bundle:
             return "s2"
         return "reference" if self.reference is not None else "s1+s2"
 
+    def networks(self):
+        """{"s1": S1, "s2": S2[, "reference": the reference network]}."""
+        found = {"s1": self.s1, "s2": self.s2}
+        if self.reference is not None:
+            found["reference"] = self.reference
+        return found
+
     def runners(self, precision="fp32", compile=False):
         """(S1, S2) prepared to run in ``precision`` (see runtime.py), made once per setting."""
         return self._prepared(precision, compile)[:2]
@@ -199,11 +208,15 @@ class Bundle:
 
     def _prepared(self, precision, compile):
         key = (precision, bool(compile))
+        if precision == "int8" and not self.int8_ranges:
+            raise ModelError(f"model {self.name!r} has no int8 calibration; make an int8 bundle with "
+                             f"`iterseg quantize --model {self.name} --spec SPEC --data-root DIR --out FILE` "
+                             "and predict with that file.")
         with self._runners_lock:
             if key not in self._runners:
-                s1, s2 = Runner(self.s1, precision, compile), Runner(self.s2, precision, compile)
-                reference = s2 if self.reference is None else Runner(self.reference, precision, compile)
-                self._runners[key] = (s1, s2, reference)
+                ranges = self.int8_ranges or {}
+                made = {name: Runner(net, precision, compile, ranges.get(name)) for name, net in self.networks().items()}
+                self._runners[key] = (made["s1"], made["s2"], made.get("reference", made["s2"]))
             return self._runners[key]
 
     @property
@@ -222,18 +235,26 @@ class Bundle:
                 "s2": dataclasses.asdict(self.s2.config), "reference": reference, "mean": list(self.mean),
                 "std": list(self.std), "s1_scale": self.s1_scale, "class_names": list(self.class_names),
                 "palette": [list(colour) for colour in self.palette], "conditioned": self.conditioned,
+                "int8": bool(self.int8_ranges),
                 "baseline": self.baseline_kind, "provenance": self.provenance}
 
 
 def save_bundle(bundle, path, half=True):
-    """Write ``bundle`` to ``path`` (weights as float16 when ``half``; batch-norm counters kept as is)."""
+    """Write ``bundle`` to ``path`` (weights as float16 when ``half``; batch-norm counters kept as is;
+    an int8 bundle's convolution weights as int8, see quantize.int8_state)."""
     def tensors(model):
         state = model.state_dict()
+        if bundle.int8_ranges:
+            return {k: v.contiguous() for k, v in int8_state(state).items()}
         return {k: (v.half() if half and v.is_floating_point() else v).contiguous() for k, v in state.items()}
     payload = {"format": BUNDLE_FORMAT, "version": BUNDLE_VERSION, "meta": json.dumps(bundle.meta()),
                "s1": tensors(bundle.s1), "s2": tensors(bundle.s2)}
     if bundle.reference is not None:
         payload["reference"] = tensors(bundle.reference)
+    if bundle.int8_ranges:
+        payload["int8_ranges"] = {name: {f"{i}.{end}": t.float().contiguous() for i, pair in enumerate(ranges)
+                                         for end, t in zip(("min", "max"), pair)}
+                                  for name, ranges in bundle.int8_ranges.items()}
     with atomic_output(path) as tmp:
         torch.save(payload, tmp)
 
@@ -286,6 +307,21 @@ def _build(config_dict, state, where):
     return model
 
 
+def _weights(state, int8):
+    """A stored state dict as float tensors (an int8 bundle's int8 weights times their scales)."""
+    if not int8 or not isinstance(state, dict):
+        return state
+    return float_state(state)
+
+
+def _ranges(stored):
+    """{network: [(min, max)]} from the file's {network: {"<i>.min": t, "<i>.max": t}}."""
+    if not isinstance(stored, dict):
+        raise KeyError("int8_ranges")
+    return {name: [(values[f"{i}.min"], values[f"{i}.max"]) for i in range(len(values) // 2)]
+            for name, values in stored.items()}
+
+
 def read_bundle(path):
     """Load a bundle file written by ``save_bundle``; raises ModelError with what is wrong."""
     path = Path(path)
@@ -295,14 +331,16 @@ def read_bundle(path):
     payload = _read_payload(path)
     try:
         meta = json.loads(payload["meta"])
-        s1 = _build(meta["s1"], payload["s1"], f"{path} (S1)")
-        s2 = _build(meta["s2"], payload["s2"], f"{path} (S2)")
-        reference = (_build(meta["reference"], payload.get("reference"), f"{path} (reference)")
+        int8 = bool(meta.get("int8"))
+        s1 = _build(meta["s1"], _weights(payload["s1"], int8), f"{path} (S1)")
+        s2 = _build(meta["s2"], _weights(payload["s2"], int8), f"{path} (S2)")
+        reference = (_build(meta["reference"], _weights(payload.get("reference"), int8), f"{path} (reference)")
                      if meta.get("reference") else None)
         return Bundle(s1=s1, s2=s2, mean=tuple(meta["mean"]), std=tuple(meta["std"]),
                       s1_scale=float(meta["s1_scale"]), class_names=tuple(meta["class_names"]),
                       name=meta.get("name", path.stem), provenance=meta.get("provenance", {}),
-                      reference=reference, palette=meta.get("palette"))
+                      reference=reference, palette=meta.get("palette"),
+                      int8_ranges=_ranges(payload.get("int8_ranges")) if int8 else None)
     except (KeyError, TypeError, json.JSONDecodeError) as exc:
         raise ModelError(f"{path}: damaged bundle metadata ({exc!r}); re-export the bundle.") from None
 

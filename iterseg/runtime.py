@@ -6,7 +6,11 @@ Glossary
 Precisions
     fp32     the network as trained, float32 throughout (the reference)
     bf16     bfloat16 autocast with channels_last tensors: on CPUs with AVX-512 BF16 or AMX units
-             several times faster; probabilities differ from fp32 by a few 1e-3
+             several times faster; probabilities differ from fp32 by a few 1e-3. On CPUs without
+             them (AVX2 only) bf16 is emulated and many times SLOWER than fp32.
+    int8     an int8 bundle's networks (quantize.py: PT2E quantization, calibrated ranges), always
+             compiled by torch.compile, which lowers them to oneDNN int8 kernels; the first call
+             of each input shape compiles (tens of seconds on a 2-core CPU)
 """
 import copy
 
@@ -14,7 +18,7 @@ import torch
 
 from .errors import InputError
 
-PRECISIONS = ("fp32", "bf16")
+PRECISIONS = ("fp32", "bf16", "int8")
 
 
 def check_precision(precision):
@@ -32,15 +36,30 @@ class Runner:
     pays for long runs over images of one size (see benchmarks/README.md).
     """
 
-    def __init__(self, model, precision="fp32", compile=False):
+    def __init__(self, model, precision="fp32", compile=False, int8_ranges=None):
         self.config = model.config
         self.precision = check_precision(precision)
         if precision == "bf16":
             model = copy.deepcopy(model).to(memory_format=torch.channels_last)
+        if precision == "int8":
+            from .quantize import int8_network
+            model, compile = int8_network(model, int8_ranges), True
         self.network = torch.compile(model, dynamic=False) if compile else model
 
     def __call__(self, x):
+        if self.precision == "int8":
+            return self._int8(x)
         if self.precision == "fp32":
             return self.network(x)
         with torch.autocast("cpu", dtype=torch.bfloat16):
             return self.network(x.contiguous(memory_format=torch.channels_last)).float()
+
+    def _int8(self, x):
+        """The exported int8 graph takes sides of at least two size multiples (torch.export
+        specialises a side of one multiple): a one-multiple side is mirrored to two and cropped back."""
+        multiple = self.config.size_multiple
+        height, width = x.shape[2:]
+        pad_h, pad_w = multiple if height == multiple else 0, multiple if width == multiple else 0
+        if pad_h or pad_w:
+            x = torch.nn.functional.pad(x, (0, pad_w, 0, pad_h), mode="reflect" if min(height, width) > 1 else "replicate")
+        return self.network(x)[:, :, :height, :width]

@@ -1,0 +1,263 @@
+"""int8 post-training quantization for x86 CPUs: PyTorch 2 Export quantization (torchao's PT2E flow
+with X86InductorQuantizer: uint8 activations per tensor, int8 weights per output channel), lowered
+by torch.compile (Inductor) to oneDNN int8 kernels.
+
+``calibrate_bundle`` folds batch norm into the convolutions, stores the convolution weights as int8
+with a float scale per output channel (``int8_state``; what an int8 bundle file holds), runs each
+network on a few training images and records the range of every activation the quantizer observes.
+``int8_network`` rebuilds the quantized network from the bundle alone: the weight observers see the
+stored weights, the activation observers get the recorded ranges. (The quantizer re-quantizes the
+stored int8 weights with its own per-channel scale, which can move a weight by one step.)
+
+Glossary
+    ranges   [(min_val, max_val)] float32 scalar tensors, one pair per activation observer of the
+             prepared network, in ``named_modules`` order
+    x        float32 (N, C, h, w) normalised batch, h and w multiples of the U-Net's size multiple
+"""
+import dataclasses
+import functools
+import logging
+import warnings
+
+import numpy as np
+import torch
+from torch import nn
+
+from .errors import ModelError
+
+log = logging.getLogger(__name__)
+ACTIVATION_EPS = 2 ** -12  # the quantizer's default minimum scale
+CALIBRATION_CROP = 256     # S2 (and the reference network) calibrate on crops of this side
+
+
+@functools.lru_cache(maxsize=1)
+def _pt2e():
+    """torchao's PT2E modules, imported on first use (importing them costs about a second)."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        for noisy in ("torchao", "torch.utils._pytree"):  # notes on optional CUDA kernels and enum registration
+            logging.getLogger(noisy).setLevel(logging.ERROR)
+        from torchao.quantization.pt2e.observer import MinMaxObserver
+        from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e, prepare_pt2e
+        import torchao.quantization.pt2e.quantizer.x86_inductor_quantizer as x86
+    return MinMaxObserver, prepare_pt2e, convert_pt2e, x86
+
+
+def has_vnni():
+    """True when the CPU has VNNI int8 dot products (without them the quantizer keeps activations
+    to 7 bits, ``reduce_range``, so that the u8 x s8 multiply-adds cannot saturate)."""
+    try:
+        flags = open("/proc/cpuinfo", encoding="utf-8").read()
+    except OSError:
+        return False
+    return "avx512_vnni" in flags or "avx_vnni" in flags
+
+
+def quantizer():
+    """X86InductorQuantizer with min/max activation observers (their state is two numbers, which
+    is what the bundle stores)."""
+    observer, _, _, x86 = _pt2e()
+    config = x86.get_default_x86_inductor_quantization_config(reduce_range=not has_vnni())
+    activation = dataclasses.replace(config.input_activation,
+                                     observer_or_fake_quant_ctr=observer.with_args(eps=ACTIVATION_EPS))
+    result = x86.X86InductorQuantizer()
+    result.set_global(dataclasses.replace(config, input_activation=activation, output_activation=activation))
+    return result
+
+
+# --- batch norm folding -----------------------------------------------------------------------------
+
+def fold_batch_norm(model):
+    """A U-Net without batch norm computing the same function as ``model`` (eval mode): each
+    convolution's weights and bias absorb the batch norm that follows it."""
+    from .models import UNet  # models imports runtime, which imports this module lazily
+    config = dataclasses.replace(model.config, norm="none")
+    folded = UNet(config).eval()
+    state = {}
+    source = dict(model.named_modules())
+    for name, module in folded.named_modules():
+        if not isinstance(module, (nn.Conv2d, nn.ConvTranspose2d)):
+            continue
+        original = source[name] if name in source else None
+        if model.config.norm == "batch" and isinstance(module, nn.Conv2d) and name != "head":
+            conv, norm = _conv_and_norm(model, name)
+            scale = norm.weight / torch.sqrt(norm.running_var + norm.eps)
+            state[f"{name}.weight"] = conv.weight * scale[:, None, None, None]
+            state[f"{name}.bias"] = norm.bias - norm.running_mean * scale
+        else:
+            state[f"{name}.weight"] = original.weight
+            state[f"{name}.bias"] = original.bias
+    folded.load_state_dict({k: v.detach().clone() for k, v in state.items()})
+    return folded
+
+
+def _conv_and_norm(model, folded_name):
+    """The (conv, batch norm) pair of ``model`` that the folded network's conv ``folded_name`` replaces.
+    Folded double convs hold [conv, relu, conv, relu]; the originals [conv, bn, relu, conv, bn, relu]."""
+    parent, index = folded_name.rsplit(".", 1)
+    sequence = model.get_submodule(parent)
+    position = {0: 0, 2: 3}[int(index)]
+    return sequence[position], sequence[position + 1]
+
+
+# --- the quantized network ---------------------------------------------------------------------------
+
+def prepare(model):
+    """The float network exported (batch, height and width dynamic) with quantizer observers inserted."""
+    _, prepare_pt2e, _, _ = _pt2e()
+    if model.config.norm != "none":
+        raise ModelError("int8 needs networks with batch norm folded in (quantize.fold_batch_norm).")
+    multiple = model.config.size_multiple
+    example = torch.zeros(2, model.config.in_channels, 2 * multiple, 2 * multiple)
+    dims = {0: torch.export.Dim("batch", min=1, max=1024),
+            2: multiple * torch.export.Dim("rows", min=1, max=65536 // multiple),
+            3: multiple * torch.export.Dim("cols", min=1, max=65536 // multiple)}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        exported = torch.export.export(model.eval(), (example,), dynamic_shapes={"x": dims}).module()
+        return prepare_pt2e(exported, quantizer())
+
+
+def activation_observers(prepared):
+    """The activation observers of a prepared network (per-tensor: scalar ranges), in a fixed order."""
+    return [module for _, module in prepared.named_modules()
+            if hasattr(module, "min_val") and getattr(module, "ch_axis", None) is None]
+
+
+def calibrate(model, batches):
+    """Activation ranges after running ``model`` (folded, float) on ``batches`` (x tensors)."""
+    prepared = prepare(model)
+    with torch.no_grad():
+        for x in batches:
+            prepared(x)
+    return [(o.min_val.detach().clone(), o.max_val.detach().clone()) for o in activation_observers(prepared)]
+
+
+def int8_network(model, ranges):
+    """The quantized network of ``model`` (folded, float weights) with the activation observers set
+    to ``ranges``: a module x -> float32 logits running int8 convolutions (once compiled)."""
+    _, _, convert_pt2e, _ = _pt2e()
+    prepared = prepare(model)
+    found = activation_observers(prepared)
+    if len(found) != len(ranges):
+        raise ModelError(f"the bundle's int8 calibration ({len(ranges)} observers) does not fit this network as "
+                         f"torch/torchao prepare it ({len(found)}); calibrate again with `iterseg quantize`.")
+    multiple = model.config.size_multiple
+    with torch.no_grad():  # the weight observers see the weights
+        prepared(torch.zeros(1, model.config.in_channels, 2 * multiple, 2 * multiple))
+    for observer, (low, high) in zip(found, ranges):
+        observer.min_val, observer.max_val = low.clone(), high.clone()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return convert_pt2e(prepared)
+
+
+# --- int8 weights on disk ----------------------------------------------------------------------------
+
+def _weight_scale(weight):
+    """Per-output-channel symmetric scale onto [-127, 127]: the largest weight maps to exactly 127
+    steps, so storing stored weights again gives the same int8 values (the round trip is stable)."""
+    amax = weight.abs().flatten(1).amax(dim=1)
+    return torch.clamp(amax / 127, min=ACTIVATION_EPS).float()
+
+
+def int8_state(state):
+    """How an int8 bundle stores a network: every convolution weight (not the transposed ones, which
+    the quantizer leaves in float) as int8 values plus a float32 '<name>.int8_scale' per output
+    channel; the other tensors as float16."""
+    out = {}
+    for key, value in state.items():
+        if key.endswith(".weight") and value.ndim == 4 and not key.startswith("up."):
+            scale = _weight_scale(value.float())
+            steps = torch.round(value.float() / scale[:, None, None, None])
+            out[key] = torch.clamp(steps, -127, 127).to(torch.int8)
+            out[key + ".int8_scale"] = scale
+        else:
+            out[key] = value.half() if value.is_floating_point() else value
+    return out
+
+
+def float_state(state):
+    """Inverse of ``int8_state``: int8 weights times their scales, as float32."""
+    out = {}
+    for key, value in state.items():
+        if key.endswith(".int8_scale"):
+            continue
+        scale = state.get(key + ".int8_scale")
+        out[key] = value.float() * scale[:, None, None, None] if scale is not None else (
+            value.float() if value.is_floating_point() else value)
+    return out
+
+
+def as_stored(model):
+    """``model`` with the weights an int8 bundle file will hold (``float_state(int8_state(...))``):
+    calibrating this copy makes the network loaded from the file exactly the calibrated one."""
+    stored = type(model)(model.config).eval()
+    stored.load_state_dict(float_state(int8_state(model.state_dict())))
+    return stored
+
+
+# --- calibrating a bundle ----------------------------------------------------------------------------
+
+def calibration_batches(images, bundle, stage1_probs, network, seed=0, crops_per_image=4):
+    """Normalised x tensors for calibrating one of the bundle's networks on ``images`` (float32
+    (H, W, C) in [0, 1]): S1 sees each image downscaled as predict does; S2 and the reference see
+    ``crops_per_image`` seeded CALIBRATION_CROP crops at full resolution (S2 with the stage-1
+    probabilities as extra channels when it is conditioned)."""
+    from .stage1 import resize, stage1_size
+    import cv2
+    rng = np.random.default_rng(seed)
+    multiple = network.config.size_multiple
+    batches = []
+    for image, probs in zip(images, stage1_probs):
+        if network is bundle.s1:
+            h1, w1 = stage1_size(*image.shape[:2], bundle.s1_scale)
+            small = resize(image, h1, w1, cv2.INTER_AREA)
+            h, w = h1 // multiple * multiple or multiple, w1 // multiple * multiple or multiple
+            batches.append(_normalise(small[:h, :w][None], bundle.mean, bundle.std))
+            continue
+        inputs, mean, std = image, bundle.mean, bundle.std
+        if network is bundle.s2 and bundle.conditioned:
+            inputs = np.concatenate([image, probs.transpose(1, 2, 0)], axis=2)
+            mean, std = bundle.s2_mean, bundle.s2_std
+        side = min(CALIBRATION_CROP, image.shape[0] // multiple * multiple, image.shape[1] // multiple * multiple)
+        crops = []
+        for _ in range(crops_per_image):
+            y = int(rng.integers(0, image.shape[0] - side + 1))
+            x = int(rng.integers(0, image.shape[1] - side + 1))
+            crops.append(inputs[y:y + side, x:x + side])
+        batches.append(_normalise(np.stack(crops), mean, std))
+    return batches
+
+
+def _normalise(crops, mean, std):
+    x = (crops - np.float32(mean)) / np.float32(std)
+    return torch.from_numpy(np.ascontiguousarray(x.transpose(0, 3, 1, 2), dtype=np.float32))
+
+
+def calibrate_bundle(bundle, images, provenance=None):
+    """An int8 bundle: ``bundle`` with batch norm folded and every network's quantizer ranges
+    calibrated on ``images`` (float32 (H, W, C) in [0, 1], a few training images)."""
+    from .models import Bundle
+    from .stage1 import stage1
+    folded = {name: as_stored(fold_batch_norm(net)) for name, net in bundle.networks().items()}
+    stage1_probs = [stage1(bundle.s1, image, bundle.s1_scale, bundle.mean, bundle.std)[0] for image in images]
+    ranges = {}
+    for name, network in bundle.networks().items():
+        batches = calibration_batches(images, bundle, stage1_probs, network)
+        ranges[name] = calibrate(folded[name], batches)
+    info = {**(provenance or {}), "images": len(images), "torch": torch.__version__,
+            "reduce_range": not has_vnni(), "observer": "min/max per tensor (activations), per channel (weights)"}
+    return Bundle(s1=folded["s1"], s2=folded["s2"], reference=folded.get("reference"), mean=bundle.mean,
+                  std=bundle.std, s1_scale=bundle.s1_scale, class_names=bundle.class_names, palette=bundle.palette,
+                  name=bundle.name, provenance={**bundle.provenance, "int8": info}, int8_ranges=ranges)
+
+
+def calibration_images(spec, count, seed=0):
+    """float32 (H, W, C) images in [0, 1]: ``count`` training images of ``spec``, drawn with ``seed``."""
+    from .data import read_sample
+    from .prepare import as_float_image
+    samples = spec.split("train")
+    chosen = np.random.default_rng(seed).choice(len(samples), min(count, len(samples)), replace=False)
+    return [as_float_image(read_sample(spec, samples[i])[0], 3)[0] for i in sorted(chosen)], [
+        samples[i].id for i in sorted(chosen)]
