@@ -15,6 +15,8 @@ STYLES = {  # (method, precision) -> matplotlib style
     ("sliding/half", "fp32"): dict(color="C6", marker="P", markersize=5, label="sliding, stride L/2 + NMS"),
     ("sliding/half-R3", "fp32"): dict(color="C7", marker="X", markersize=5, linestyle=":",
                                       label="sliding, 3 rounds"),
+    ("conditioned/mean", "fp32"): dict(color="C9", marker="*", markersize=7, linewidth=2,
+                                       label="two-stage, S2 conditioned on S1"),
 }
 
 

@@ -191,6 +191,14 @@ class Bundle:
             return "s2"
         return "reference" if self.reference is not None else "s1+s2"
 
+    def unconditioned(self):
+        """The same bundle with the reference network as S2 (what it was before conditioning); a
+        bundle that is not conditioned, or has no reference, is returned as it is."""
+        if not self.conditioned or self.reference is None:
+            return self
+        return dataclasses.replace(self, s2=self.reference, reference=None, int8_ranges=None,
+                                   name=f"{self.name} (unconditioned)")
+
     def networks(self):
         """{"s1": S1, "s2": S2[, "reference": the reference network]}."""
         found = {"s1": self.s1, "s2": self.s2}

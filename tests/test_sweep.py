@@ -91,3 +91,31 @@ def test_merge_adds_groups_to_an_earlier_result(tmp_path):
     assert main(common + ["--groups", "sliding", "--merge"]) == 0
     merged = json.loads((tmp_path / "out" / "syn.json").read_text())["rows"]
     assert merged[:len(first)] == first and {r["method"] for r in merged[len(first):]} == {"sliding/half", "sliding/half-R3"}
+
+
+def test_conditioned_group_compares_the_two_s2_of_one_bundle(tmp_path):
+    from iterseg.models import Bundle, UNet
+    from synthetic import SMALL
+    plain = small_bundle()
+    s2 = UNet(SMALL.__class__(**{**SMALL.__dict__, "in_channels": 4}))
+    conditioned = Bundle(s1=plain.s1, s2=s2, mean=plain.mean, std=plain.std, reference=plain.s2, name="c")
+    spec = write_dataset(tmp_path)
+    save_bundle(conditioned, tmp_path / "c.pt", half=False)
+    save_bundle(plain, tmp_path / "p.pt", half=False)
+    common = ["--spec", str(spec), "--data-root", str(tmp_path), "--patches", "0,2", "--grid", "4",
+              "--precisions", "fp32"]
+    assert main(common + ["--model", str(tmp_path / "p.pt"), "--groups", "core", "--out", str(tmp_path / "p")]) == 0
+    assert main(common + ["--model", str(tmp_path / "p.pt"), "--groups", "conditioned", "--out", str(tmp_path / "x")]) != 0
+    assert main(common + ["--model", str(tmp_path / "c.pt"), "--groups", "core,conditioned",
+                          "--out", str(tmp_path / "c")]) == 0
+    plain_rows, rows = rows_of(tmp_path / "p"), rows_of(tmp_path / "c")
+    # the core curves of the conditioned bundle are those of its unconditioned self
+    core = [{k: v for k, v in r.items() if k != "seconds"} for r in rows if r["method"] != "conditioned/mean"]
+    assert core == [{k: v for k, v in r.items() if k != "seconds"} for r in plain_rows]
+    ours = [r for r in rows if r["method"] == "conditioned/mean"]
+    images = {r["image"] for r in rows}
+    assert len(ours) == len(images) == 2 and {r["patches"] for r in ours} == {2}
+    one_shot = {r["image"]: r for r in rows if r["method"] == "two-stage/mean" and r["patches"] == 2}
+    assert all(r["macs_ratio"] > one_shot[r["image"]]["macs_ratio"] for r in ours)
+    report = json.loads((tmp_path / "c" / "syn.json").read_text())
+    assert "conditioned/mean minus one-shot" in report["findings"]["per_patches"][1]
