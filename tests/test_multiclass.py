@@ -129,3 +129,20 @@ def test_evaluate_refuses_a_model_with_other_classes(trained):
     root, spec_path, _ = trained
     with pytest.raises(iterseg.InputError, match="4"):
         evaluate(iterseg.load("untrained"), load_spec(spec_path, root))
+
+
+def test_shipped_kitti_semantic_spec_maps_label_ids_and_ignores_void(tmp_path):
+    import cv2
+    images = tmp_path / "KITTI" / "data_semantics" / "training" / "image_2"
+    masks = tmp_path / "KITTI" / "data_semantics" / "training" / "semantic"
+    images.mkdir(parents=True)
+    masks.mkdir(parents=True)
+    labels = np.array([[7, 8, 0], [26, 33, 9]], np.uint8).repeat(4, 0).repeat(4, 1)  # 0 and 9 are void
+    for i in range(4):
+        cv2.imwrite(str(images / f"{i:06d}_10.png"), np.zeros((8, 12, 3), np.uint8))
+        cv2.imwrite(str(masks / f"{i:06d}_10.png"), labels)
+    spec = load_spec("kitti_semantic", tmp_path)
+    assert spec.num_classes == 19 and spec.class_names[13] == "car" and spec.palette is None
+    _, target, fov = read_sample(spec, spec.split("all")[0])
+    assert fov.tolist() == ((labels != 0) & (labels != 9)).tolist()
+    assert target[fov].tolist() == [{7: 0, 8: 1, 26: 13, 33: 18}[v] for v in labels[fov]]
