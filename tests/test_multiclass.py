@@ -146,3 +146,19 @@ def test_shipped_kitti_semantic_spec_maps_label_ids_and_ignores_void(tmp_path):
     _, target, fov = read_sample(spec, spec.split("all")[0])
     assert fov.tolist() == ((labels != 0) & (labels != 9)).tolist()
     assert target[fov].tolist() == [{7: 0, 8: 1, 26: 13, 33: 18}[v] for v in labels[fov]]
+
+
+def test_streamed_multiclass_writes_class_ids_equal_to_in_memory(trained, tmp_path):
+    import tifffile
+    from synthetic import write_tiled
+    _, _, bundle_path = trained
+    image, _ = class_pair(128, 192, seed=102)
+    write_tiled(tmp_path / "big.tif", image, tile=(32, 32))
+    assert main(["predict", str(tmp_path / "big.tif"), "--model", str(bundle_path), "--stream", "always",
+                 "--patches", "4", "--out", str(tmp_path / "out"), "--quiet"]) == 0
+    streamed = tifffile.imread(tmp_path / "out" / "big.mask.tif")
+    in_memory = iterseg.load(bundle_path).predict(image, patches=4).mask
+    assert streamed.dtype == np.uint8
+    np.testing.assert_array_equal(streamed, in_memory)
+    report = json.loads((tmp_path / "out" / "big.report.json").read_text())
+    assert report["options"]["score"] == "margin"
