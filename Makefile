@@ -11,7 +11,7 @@ BENCH_INSTALLED := $(VENV)/.bench-installed
 DATA ?= $(or $(ITERSEG_DATA),../shared/data)
 SAMPLE := iterseg/samples/IMD002.jpg
 
-.PHONY: demo test bench bench-sweeps bench-gigapixel install clean
+.PHONY: demo test bench bench-sweeps bench-int8 bench-gigapixel install clean
 
 $(INSTALLED): setup.py
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -41,6 +41,12 @@ bench: $(BENCH_INSTALLED)
 # the FLOP/Dice sweeps of all three datasets (about an hour; HRF alone about 45 minutes)
 bench-sweeps: $(BENCH_INSTALLED)
 	for d in drive ph2 hrf; do $(BIN)/python -m benchmarks.sweep --spec $$d --model $$d --data-root $(DATA) || exit 1; done
+
+# int8 against fp32 and bf16 on each dataset: bundle size, seconds per image, Dice (about 25 minutes)
+bench-int8: $(BENCH_INSTALLED)
+	$(BIN)/python -m benchmarks.int8 --spec ph2 --model ph2 --data-root $(DATA) --images 20
+	$(BIN)/python -m benchmarks.int8 --spec drive --model drive --data-root $(DATA) --images 20
+	$(BIN)/python -m benchmarks.int8 --spec hrf --model hrf --data-root $(DATA) --images 4 --bf16-images 0
 
 # streaming: 5000^2, 10000^2 and 20000^2 synthetic pyramidal BigTIFFs (written once into /tmp; about 3 minutes)
 bench-gigapixel: $(BENCH_INSTALLED)

@@ -19,11 +19,13 @@ import functools
 import logging
 import warnings
 
+import cv2
 import numpy as np
 import torch
 from torch import nn
 
 from .errors import ModelError
+from .stage1 import resize, stage1, stage1_size
 
 log = logging.getLogger(__name__)
 ACTIVATION_EPS = 2 ** -12  # the quantizer's default minimum scale
@@ -70,21 +72,18 @@ def quantizer():
 def fold_batch_norm(model):
     """A U-Net without batch norm computing the same function as ``model`` (eval mode): each
     convolution's weights and bias absorb the batch norm that follows it."""
-    from .models import UNet  # models imports runtime, which imports this module lazily
-    config = dataclasses.replace(model.config, norm="none")
-    folded = UNet(config).eval()
+    folded = type(model)(dataclasses.replace(model.config, norm="none")).eval()
     state = {}
-    source = dict(model.named_modules())
     for name, module in folded.named_modules():
         if not isinstance(module, (nn.Conv2d, nn.ConvTranspose2d)):
             continue
-        original = source[name] if name in source else None
         if model.config.norm == "batch" and isinstance(module, nn.Conv2d) and name != "head":
             conv, norm = _conv_and_norm(model, name)
             scale = norm.weight / torch.sqrt(norm.running_var + norm.eps)
             state[f"{name}.weight"] = conv.weight * scale[:, None, None, None]
             state[f"{name}.bias"] = norm.bias - norm.running_mean * scale
-        else:
+        else:  # transposed convolutions and the head have no batch norm; "none" networks neither
+            original = model.get_submodule(name)
             state[f"{name}.weight"] = original.weight
             state[f"{name}.bias"] = original.bias
     folded.load_state_dict({k: v.detach().clone() for k, v in state.items()})
@@ -204,8 +203,6 @@ def calibration_batches(images, bundle, stage1_probs, network, seed=0, crops_per
     (H, W, C) in [0, 1]): S1 sees each image downscaled as predict does; S2 and the reference see
     ``crops_per_image`` seeded CALIBRATION_CROP crops at full resolution (S2 with the stage-1
     probabilities as extra channels when it is conditioned)."""
-    from .stage1 import resize, stage1_size
-    import cv2
     rng = np.random.default_rng(seed)
     multiple = network.config.size_multiple
     batches = []
@@ -238,8 +235,7 @@ def _normalise(crops, mean, std):
 def calibrate_bundle(bundle, images, provenance=None):
     """An int8 bundle: ``bundle`` with batch norm folded and every network's quantizer ranges
     calibrated on ``images`` (float32 (H, W, C) in [0, 1], a few training images)."""
-    from .models import Bundle
-    from .stage1 import stage1
+    from .models import Bundle  # models imports this module
     folded = {name: as_stored(fold_batch_norm(net)) for name, net in bundle.networks().items()}
     stage1_probs = [stage1(bundle.s1, image, bundle.s1_scale, bundle.mean, bundle.std)[0] for image in images]
     ranges = {}
