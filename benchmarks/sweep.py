@@ -248,7 +248,8 @@ def run_sweep(args):
             "precisions": list(args.precisions), "seed": args.seed, "machine": machine(),
             "created": time.strftime("%Y-%m-%d %H:%M:%S"), "seconds": time.perf_counter() - started,
             "macs_convention": "fvcore: 1 multiply-accumulate = 1 flop",
-            "summary": summary, "findings": findings(summary, args.patches), "rows": rows}
+            "summary": summary, "findings": findings(summary, args.patches), "rows": rows,
+            "earlier_runs": earlier_runs(args, spec.name)}
 
 
 METHOD_ORDER = list(GROUPS)
@@ -262,6 +263,18 @@ def kept_rows(args, dataset):
             raise SystemExit(f"--merge without the core group needs {path} from an earlier run")
         return []
     return [row for row in json.loads(path.read_text())["rows"] if group_of(row["method"]) not in args.groups]
+
+
+def earlier_runs(args, dataset):
+    """With --merge: when and on what machine the kept rows were measured (their seconds are that
+    machine's), as recorded in the existing result file."""
+    path = args.out / f"{dataset}.json"
+    if not args.merge or not path.is_file():
+        return []
+    previous = json.loads(path.read_text())
+    kept = sorted({group_of(r["method"]) for r in previous["rows"]} - set(args.groups))
+    return previous.get("earlier_runs", []) + [{"groups": kept, "created": previous["created"],
+                                                "machine": previous["machine"]}]
 
 
 def parse_args(argv):

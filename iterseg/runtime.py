@@ -41,10 +41,13 @@ class Runner:
         self.precision = check_precision(precision)
         if precision == "bf16":
             model = copy.deepcopy(model).to(memory_format=torch.channels_last)
+        dynamic = False  # float networks: one compilation per input shape
         if precision == "int8":
             from .quantize import int8_network
-            model, compile = int8_network(model, int8_ranges), True
-        self.network = torch.compile(model, dynamic=False) if compile else model
+            # int8 needs the compiler for its kernels; after a second input shape it compiles one
+            # graph for all shapes (images of many sizes would otherwise recompile each time)
+            model, compile, dynamic = int8_network(model, int8_ranges), True, None
+        self.network = torch.compile(model, dynamic=dynamic) if compile else model
 
     def __call__(self, x):
         if self.precision == "int8":

@@ -358,9 +358,10 @@ def stage2_start(spec, opts, out_dir):
     """(S1 network, its mean, std, the S2 initial state dict or None) for training S2: S1 from
     ``opts.init_from`` (a bundle) or from ``out_dir/s1``; mean/std None = computed from the images."""
     if opts.init_from:
-        bundle = load_bundle(opts.init_from)
+        bundle = load_bundle(opts.init_from).unconditioned()  # a conditioned bundle: its reference S2
         if bundle.conditioned:
-            raise InputError(f"--init-from {opts.init_from}: its S2 is already conditioned; pass an unconditioned bundle.")
+            raise InputError(f"--init-from {opts.init_from}: its S2 is conditioned and it holds no unconditioned "
+                             "reference network to start from; pass an unconditioned bundle.")
         config = bundle.s2.config
         if (config.width, config.depth, config.out_channels) != (opts.width, opts.depth, output_channels(spec)):
             raise InputError(f"--init-from {opts.init_from}: its S2 has width {config.width}, depth {config.depth} and "
@@ -462,7 +463,7 @@ def assemble_bundle(spec, out_dir, name, command=None):
     reference = None
     stages = {"s2": s2_summary}
     if s2_opts.get("init_from"):
-        start = load_bundle(s2_opts["init_from"])
+        start = load_bundle(s2_opts["init_from"]).unconditioned()
         s1, mean, std, scale = start.s1, start.mean, start.std, start.s1_scale
         reference = start.s2 if s2_opts.get("condition") else None
         stages["s1"] = {"from_bundle": s2_opts["init_from"], **start.provenance.get("stages", {}).get("s1", {})}

@@ -36,9 +36,12 @@ def test_baseline_option_and_quiet(tmp_path, image_path, bundle_path, capsys):
 
 
 def test_flops_prints_the_cost_table(capsys):
-    assert main(["flops", "--size", "2048x2048", "--patches", "16"]) == 0
+    assert main(["flops", "--size", "2048x2048", "--patches", "16", "--model", "untrained"]) == 0
     out = capsys.readouterr().out
-    assert "ratio" in out and "7.81 %" in out and "1 multiply-accumulate = 1 flop" in out
+    assert "ratio" in out and "7.81 %" in out and "1 multiply-accumulate = 1 flop" in out  # 1/64 + 1/16
+    # the default model's S2 also takes the stage-1 probability: its first convolution costs a little more
+    assert main(["flops", "--size", "2048x2048", "--patches", "16"]) == 0
+    assert "ratio             7.83 %" in capsys.readouterr().out
 
 
 @pytest.mark.parametrize("argv, message", [

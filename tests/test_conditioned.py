@@ -111,6 +111,12 @@ def test_training_a_conditioned_s2_from_a_bundle(tmp_path, capsys):
     assert cond.provenance["stages"]["s2"]["options"]["condition"] is True
     image = blob_image(48, 64, seed=2)
     assert iterseg.load(tmp_path / "cond" / "syn-c.pt").predict(image, patches=2).mask.shape == (48, 64)
+    # a conditioned bundle can start another run: its reference S2 is the starting point
+    assert main(["train", "--stage", "s2", "--condition", "--init-from", str(tmp_path / "cond" / "syn-c.pt"),
+                 "--out", str(tmp_path / "again"), "--name", "syn-c"] + common) == 0
+    again = read_bundle(tmp_path / "again" / "syn-c.pt")
+    for (name, x), (_, y) in zip(plain.s2.state_dict().items(), again.reference.state_dict().items()):
+        torch.testing.assert_close(x, y, msg=name)
 
 
 def test_conditioning_flags_are_refused_for_stage1(tmp_path):

@@ -22,7 +22,9 @@ RESULTS = Path(__file__).resolve().parents[1] / "benchmarks" / "results" / "eval
 @pytest.mark.parametrize("name", SHIPPED)
 def test_bundle_is_shipped_small_and_trained(name):
     path = WEIGHTS_DIR / f"{name}.pt"
-    assert path.is_file() and path.stat().st_size <= 10 * 2 ** 20
+    # float16 weights: 7.5 MB for S1 + S2, 11.3 MB when a conditioned S2 brings the reference network
+    # of the baseline; an int8 copy (`iterseg quantize`) is about half
+    assert path.is_file() and path.stat().st_size <= 12 * 2 ** 20
     bundle = iterseg.load(name).bundle
     assert not bundle.untrained and bundle.provenance["dataset"] == name
     assert bundle.provenance["stages"]["s2"]["best_val_dice"] > 0.5
