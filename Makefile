@@ -35,12 +35,14 @@ test: $(INSTALLED)
 bench: $(BENCH_INSTALLED)
 	ITERSEG_DATA=$(DATA) $(BIN)/python -m pytest benchmarks/ --benchmark-only -s \
 		--benchmark-columns=median,min,max,rounds --benchmark-json=benchmarks/results/speed.json
-	if [ -d "$(DATA)/DRIVE" ]; then $(BIN)/python -m benchmarks.sweep --spec drive --model drive --data-root $(DATA); \
+	if [ -d "$(DATA)/DRIVE" ]; then $(BIN)/python -m benchmarks.sweep --spec drive --model drive --data-root $(DATA) \
+		--groups core,iterative,sliding,conditioned; \
 	else echo "skipping the DRIVE sweep: no datasets at $(DATA) (set DATA=... or ITERSEG_DATA)"; fi
 
 # the FLOP/Dice sweeps of all three datasets (about an hour; HRF alone about 45 minutes)
 bench-sweeps: $(BENCH_INSTALLED)
-	for d in drive ph2 hrf; do $(BIN)/python -m benchmarks.sweep --spec $$d --model $$d --data-root $(DATA) || exit 1; done
+	for d in drive ph2 hrf; do $(BIN)/python -m benchmarks.sweep --spec $$d --model $$d --data-root $(DATA) \
+		--groups core,iterative,sliding,conditioned || exit 1; done
 
 # int8 against fp32 and bf16 on each dataset: bundle size, seconds per image, Dice (about 25 minutes)
 bench-int8: $(BENCH_INSTALLED)

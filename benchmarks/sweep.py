@@ -36,7 +36,7 @@ import numpy as np
 import iterseg
 from iterseg.data import load_spec, read_sample
 from iterseg.evaluate import METRICS
-from iterseg.flops import count_macs
+from iterseg.flops import baseline_macs, count_macs
 from iterseg.io import atomic_output
 from iterseg.kernels import grid_windows
 from iterseg.metrics import scores
@@ -64,7 +64,7 @@ def run_downscaled(seg, image, max_macs, precision):
     bundle = seg.bundle
     image, _ = as_float_image(image, bundle.in_channels)
     height, width = image.shape[:2]
-    s2 = bundle.runners(precision)[1]
+    s2 = bundle.baseline_runner(precision)  # the full-resolution model of the baseline
     scale = downscale_scale(s2.config, height, width, max_macs)
     probs, small_hw = stage1(s2, image, scale, bundle.mean, bundle.std)
     mask = probs[0] >= 0.5 if probs.shape[0] == 1 else probs.argmax(axis=0) > 0
@@ -107,7 +107,7 @@ def sweep_image(seg, index, sample_id, image, target, fov, args, conditioned=Non
         core_methods(seg, image, size, args, add)
         for n in args.patches:
             macs = next(r for r in rows if r["method"] == "two-stage/mean" and r["patches"] == n
-                        and r["precision"] == "fp32")["macs_ratio"] * count_macs(seg.bundle.s2.config, height, width)
+                        and r["precision"] == "fp32")["macs_ratio"] * baseline_macs(seg.bundle, height, width)
             mask, ratio, seconds = run_downscaled(seg, image, macs, "fp32")
             rows.append(_row(sample_id, "downscale", "fp32", n, mask, target, fov, ratio, seconds))
             if n:

@@ -30,7 +30,7 @@ def monai_probs(seg, image, precision="fp32"):
     pixels, _ = as_float_image(image, bundle.in_channels)
     pixels = (pixels - np.float32(bundle.mean)) / np.float32(bundle.std)
     x = torch.from_numpy(np.ascontiguousarray(pixels.transpose(2, 0, 1)))[None]
-    network = bundle.runners(precision)[1]
+    network = bundle.baseline_runner(precision)  # the full-resolution model of the baseline
     with torch.inference_mode():
         out = inferers.sliding_window_inference(x, ROI, SW_BATCH, lambda batch: torch.sigmoid(network(batch)),
                                                 overlap=OVERLAP, mode="gaussian")
