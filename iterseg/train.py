@@ -374,6 +374,38 @@ def stage2_start(spec, opts, out_dir):
     return None, None, None, None
 
 
+@dataclass
+class StageData:
+    """What one stage trains on: images (float32 (H, W, C'), C' = 3, plus K' stage-1 channels for a
+    conditioned S2) with targets and fov; the normalisation of the image channels (the bundle's) and of
+    the network's inputs; S2 crop-centre weights (or None); S2's initial state (or None)."""
+    images: list
+    val_images: list
+    image_norm: tuple
+    input_norm: tuple
+    crop_weights: list | None = None
+    init_state: dict | None = None
+
+
+def stage_data(spec, opts, out_dir, train_samples, val_samples):
+    """Load and prepare a stage's images (see StageData)."""
+    images = load_images(spec, train_samples, 3)
+    val_images = load_images(spec, val_samples, 3)
+    s1, mean, std, init_state = stage2_start(spec, opts, out_dir) if opts.stage == "s2" else (None,) * 4
+    if mean is None:
+        mean, std = channel_stats(images)
+    weights = None
+    if opts.sampling == "uncertain" and opts.stage == "s2":
+        weights = uncertainty_weights(s1, images, mean, std, opts.s1_scale)
+    input_norm = (tuple(mean), tuple(std))
+    if opts.condition:
+        images = with_stage1(s1, images, mean, std, opts.s1_scale)
+        val_images = with_stage1(s1, val_images, mean, std, opts.s1_scale)
+        extra = (0.5,) * s1.config.out_channels
+        input_norm = (tuple(mean) + extra, tuple(std) + extra)
+    return StageData(images, val_images, (tuple(mean), tuple(std)), input_norm, weights, init_state)
+
+
 def train_stage(spec, opts, out_dir, resume=False, quiet=False):
     """Train one stage on the spec's train split; returns {"best_dice", "epochs", "seconds", ...}."""
     if opts.stage not in STAGES:
@@ -384,26 +416,15 @@ def train_stage(spec, opts, out_dir, resume=False, quiet=False):
     stage_dir.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(opts.seed)
     train_samples, val_samples = split_train_val(spec.split("train"), opts.val_fraction, opts.seed)
-    images = load_images(spec, train_samples, 3)
-    val_images = load_images(spec, val_samples, 3)
-    s1, mean, std, init_state = stage2_start(spec, opts, out_dir) if opts.stage == "s2" else (None,) * 4
-    if mean is None:
-        mean, std = channel_stats(images)
-    weights = None
-    if opts.sampling == "uncertain" and opts.stage == "s2":
-        weights = uncertainty_weights(s1, images, mean, std, opts.s1_scale)
-    in_channels, net_mean, net_std = 3, mean, std
-    if opts.condition:
-        images = with_stage1(s1, images, mean, std, opts.s1_scale)
-        val_images = with_stage1(s1, val_images, mean, std, opts.s1_scale)
-        extra = s1.config.out_channels
-        in_channels, net_mean, net_std = 3 + extra, tuple(mean) + (0.5,) * extra, tuple(std) + (0.5,) * extra
-    sampler = CropSampler(opts, images, spec.augment, weights)
-    views = validation_views(val_images, opts.seed)
-    model = UNet(UNetConfig(in_channels=in_channels, out_channels=output_channels(spec), depth=opts.depth,
+    data = stage_data(spec, opts, out_dir, train_samples, val_samples)
+    sampler = CropSampler(opts, data.images, spec.augment, data.crop_weights)
+    views = validation_views(data.val_images, opts.seed)
+    net_mean, net_std = data.input_norm
+    mean, std = data.image_norm
+    model = UNet(UNetConfig(in_channels=len(net_mean), out_channels=output_channels(spec), depth=opts.depth,
                             width=opts.width))
-    if init_state is not None:
-        widen_first_conv(model, init_state, in_channels - 3)
+    if data.init_state is not None:
+        widen_first_conv(model, data.init_state, len(net_mean) - 3)
     model = model.to(memory_format=torch.channels_last).train()
     optimizer = torch.optim.Adam(model.parameters(), lr=opts.lr)
     start, best, spent = (_resume(stage_dir / "last.pt", model, optimizer) if resume and (stage_dir / "last.pt").exists()
@@ -433,8 +454,9 @@ def train_stage(spec, opts, out_dir, resume=False, quiet=False):
         if not quiet:
             print(f"{opts.stage} epoch {epoch + 1}: loss {row['loss']:.4f} val Dice {val_dice:.4f} "
                   f"(best {best:.4f}) {spent / 60:.1f} min", flush=True)
-    summary = {"stage": opts.stage, "best_val_dice": best, "out_channels": output_channels(spec), "seconds": round(spent, 1), "mean": mean, "std": std,
-               "options": dataclasses.asdict(opts), "train_ids": [s.id for s in train_samples],
+    summary = {"stage": opts.stage, "best_val_dice": best, "out_channels": output_channels(spec),
+               "seconds": round(spent, 1), "mean": mean, "std": std, "options": dataclasses.asdict(opts),
+               "train_ids": [s.id for s in train_samples],
                "val_ids": [s.id for s in val_samples]}
     (stage_dir / "summary.json").write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
     return summary
