@@ -7,7 +7,8 @@ image (up to --images) runs two-stage (N_p = 16, default grid) and the baseline 
 turn, so all precisions see the same machine load; seconds are the median over images after the
 first, whose time (int8: torch.compile of each input shape) is reported apart. bf16 runs on the first
 --bf16-images only: on CPUs without AVX-512 BF16 or AMX it is emulated and many times slower.
-Results are merged into <out>/int8.json and int8.md (one entry per dataset).
+Results are merged into <out>/int8.json and int8.md, one entry per dataset and CPU capability
+(AVX2, AVX512, ...), so runs on different machines stand side by side.
 """
 import argparse
 import json
@@ -94,21 +95,27 @@ def summarise(rows):
     return out
 
 
+def entry_key(entry):
+    """Key of a result in int8.json: the dataset and the CPU capability torch used, e.g. 'drive (AVX2)'."""
+    return f"{entry['dataset']} ({entry['machine'].get('cpu_capability', '?')})"
+
+
 def markdown(results):
-    lines = ["| dataset | precision | bundle MB | method | images | Dice | Dice - fp32 | s / image (median) | first image s |",
-             "|---|---|---|---|---|---|---|---|---|"]
+    lines = ["| dataset | CPU | precision | bundle MB | method | images | Dice | Dice - fp32 | s / image (median) | first image s |",
+             "|---|---|---|---|---|---|---|---|---|---|"]
     for entry in results.values():
         sizes = entry["bundle_mb"]
+        cpu = entry["machine"].get("cpu_capability", "?")
         for s in entry["summary"]:
             size = sizes["int8"] if s["precision"] == "int8" else sizes["fp16"]
-            lines.append(f"| {entry['dataset']} | {s['precision']} | {size:.1f} | {s['method']} | {s['images']} | "
+            lines.append(f"| {entry['dataset']} | {cpu} | {s['precision']} | {size:.1f} | {s['method']} | {s['images']} | "
                          f"{s['dice']:.4f} | {s['dice_change']:+.4f} | {s['seconds']:.3f} | {s['first_seconds']:.1f} |")
     lines.append("")
     for entry in results.values():
         fp32 = {s["method"]: s["seconds"] for s in entry["summary"] if s["precision"] == "fp32"}
         ratios = ", ".join(f"{s['precision']} {s['method']} {fp32[s['method']] / s['seconds']:.2f}x"
                            for s in entry["summary"] if s["precision"] != "fp32")
-        lines.append(f"- {entry['dataset']}: speed against fp32: {ratios}; bundle float32 "
+        lines.append(f"- {entry_key(entry)}: speed against fp32: {ratios}; bundle float32 "
                      f"{entry['bundle_mb']['fp32']:.1f} MB; calibration {entry['calibration_seconds']:.0f} s; "
                      f"CPU {entry['machine']['cpu']} ({entry['machine'].get('cpu_capability', '?')})")
     return "\n".join(lines)
@@ -129,7 +136,7 @@ def main(argv=None):
     entry = measure(args)
     path = args.out / "int8.json"
     results = json.loads(path.read_text()) if path.is_file() else {}
-    results[entry["dataset"]] = entry
+    results[entry_key(entry)] = entry
     args.out.mkdir(parents=True, exist_ok=True)
     with atomic_output(path) as tmp:
         tmp.write_text(json.dumps(results, indent=1) + "\n", encoding="utf-8")

@@ -1,6 +1,8 @@
 """benchmarks/int8.py end to end on a synthetic dataset (one image per precision, tiny network)."""
 import json
 
+import torch
+
 from benchmarks.int8 import main
 from iterseg.models import save_bundle
 
@@ -13,9 +15,10 @@ def test_int8_benchmark_writes_sizes_dice_and_seconds(tmp_path):
     assert main(["--spec", str(spec), "--model", str(tmp_path / "small.pt"), "--data-root", str(tmp_path),
                  "--images", "2", "--bf16-images", "1", "--calibration-images", "2", "--patches", "2",
                  "--out", str(tmp_path / "out")]) == 0
-    entry = json.loads((tmp_path / "out" / "int8.json").read_text())["syn"]
+    cpu = torch.backends.cpu.get_cpu_capability()
+    entry = json.loads((tmp_path / "out" / "int8.json").read_text())[f"syn ({cpu})"]
     assert entry["bundle_mb"]["int8"] < entry["bundle_mb"]["fp16"] < entry["bundle_mb"]["fp32"]
     found = {(s["precision"], s["method"]): s for s in entry["summary"]}
     assert found[("fp32", "baseline")]["dice_change"] == 0 and found[("bf16", "two-stage")]["images"] == 1
     assert found[("int8", "two-stage")]["images"] == 2
-    assert "| syn | int8 |" in (tmp_path / "out" / "int8.md").read_text()
+    assert f"| syn | {cpu} | int8 |" in (tmp_path / "out" / "int8.md").read_text()
