@@ -19,7 +19,7 @@ from torch import nn
 from .errors import ModelError
 from .io import atomic_output
 from .quantize import float_state, int8_state
-from .runtime import Runner
+from .runtime import Runner, warn_if_emulated
 
 BUNDLE_FORMAT = "iterseg-bundle"
 BUNDLE_VERSION = 1
@@ -222,6 +222,7 @@ class Bundle:
                              "and predict with that file.")
         with self._runners_lock:
             if key not in self._runners:
+                warn_if_emulated(precision)
                 ranges = self.int8_ranges or {}
                 made = {name: Runner(net, precision, compile, ranges.get(name)) for name, net in self.networks().items()}
                 self._runners[key] = (made["s1"], made["s2"], made.get("reference", made["s2"]))

@@ -25,6 +25,7 @@ import torch
 from torch import nn
 
 from .errors import ModelError
+from .runtime import has_vnni
 from .stage1 import resize, stage1, stage1_size
 
 log = logging.getLogger(__name__)
@@ -43,16 +44,6 @@ def _pt2e():
         from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e, prepare_pt2e
         import torchao.quantization.pt2e.quantizer.x86_inductor_quantizer as x86
     return MinMaxObserver, prepare_pt2e, convert_pt2e, x86
-
-
-def has_vnni():
-    """True when the CPU has VNNI int8 dot products (without them the quantizer keeps activations
-    to 7 bits, ``reduce_range``, so that the u8 x s8 multiply-adds cannot saturate)."""
-    try:
-        flags = open("/proc/cpuinfo", encoding="utf-8").read()
-    except OSError:
-        return False
-    return "avx512_vnni" in flags or "avx_vnni" in flags
 
 
 def quantizer():

@@ -6,6 +6,7 @@ import pytest
 import torch
 
 import iterseg
+from iterseg import runtime
 from iterseg.cli import main
 from iterseg.errors import InputError
 
@@ -63,3 +64,20 @@ def test_compiled_networks_give_the_eager_result(bundle):
     eager = iterseg.two_stage(image, bundle, patches=3, patch_size=32)
     compiled = iterseg.two_stage(image, bundle, patches=3, patch_size=32, compile=True)
     np.testing.assert_allclose(compiled.probs, eager.probs, atol=1e-5)
+
+
+@pytest.mark.parametrize("flags, warned", [
+    ({"avx2", "fma"}, True),                     # x86 without bf16 units: emulated
+    ({"avx512f", "avx512_bf16"}, False),
+    ({"avx512f", "amx_bf16"}, False),
+    (set(), False),                              # features unknown (no /proc/cpuinfo flags): say nothing
+])
+def test_bf16_on_a_cpu_without_bf16_units_warns_once(monkeypatch, tmp_path, image_path, bundle_path, capsys,
+                                                     flags, warned):
+    monkeypatch.setattr(runtime, "cpu_flags", lambda: frozenset(flags))
+    assert main(["predict", str(image_path), "--model", str(bundle_path), "--precision", "bf16",
+                 "--baseline", "--out", str(tmp_path)]) == 0
+    assert capsys.readouterr().err.count("bf16 is emulated") == (1 if warned else 0)
+    assert main(["predict", str(image_path), "--model", str(bundle_path), "--precision", "fp32",
+                 "--overwrite", "--out", str(tmp_path)]) == 0
+    assert "bf16 is emulated" not in capsys.readouterr().err
