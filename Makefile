@@ -48,7 +48,7 @@ bench-sweeps: $(BENCH_INSTALLED)
 bench-int8: $(BENCH_INSTALLED)
 	$(BIN)/python -m benchmarks.int8 --spec ph2 --model ph2 --data-root $(DATA) --images 20
 	$(BIN)/python -m benchmarks.int8 --spec drive --model drive --data-root $(DATA) --images 20
-	$(BIN)/python -m benchmarks.int8 --spec hrf --model hrf --data-root $(DATA) --images 4 --bf16-images 0
+	$(BIN)/python -m benchmarks.int8 --spec hrf --model hrf --data-root $(DATA) --images 4 --emulated-bf16-images 0
 
 # streaming: 5000^2, 10000^2 and 20000^2 synthetic pyramidal BigTIFFs (written once into /tmp; about 3 minutes)
 bench-gigapixel: $(BENCH_INSTALLED)

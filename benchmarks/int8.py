@@ -5,8 +5,9 @@
 The int8 bundle is calibrated here as `iterseg quantize` does (8 training images, seed 0). Every test
 image (up to --images) runs two-stage (N_p = 16, default grid) and the baseline in each precision in
 turn, so all precisions see the same machine load; seconds are the median over images after the
-first, whose time (int8: torch.compile of each input shape) is reported apart. bf16 runs on the first
---bf16-images only: on CPUs without AVX-512 BF16 or AMX it is emulated and many times slower.
+first, whose time (int8: torch.compile of each input shape) is reported apart. On CPUs without bf16
+units (AVX-512 BF16 or AMX) bf16 is emulated and many times slower: there it runs on the first
+--emulated-bf16-images only.
 Results are merged into <out>/int8.json and int8.md, one entry per dataset and CPU capability
 (AVX2, AVX512, ...), so runs on different machines stand side by side.
 """
@@ -24,6 +25,7 @@ from iterseg.io import atomic_output
 from iterseg.metrics import dice
 from iterseg.models import load_bundle, save_bundle
 from iterseg.quantize import calibrate_bundle, calibration_images
+from iterseg.runtime import lacks_bf16_units
 
 from .timing import machine
 
@@ -58,11 +60,12 @@ def measure(args):
     segmenters = {"fp32": iterseg.Segmenter(bundle, precision="fp32"),
                   "bf16": iterseg.Segmenter(bundle, precision="bf16"),
                   "int8": iterseg.Segmenter(int8, precision="int8")}
+    bf16_images = args.emulated_bf16_images if lacks_bf16_units() else args.images
     rows = []
     for index, sample in enumerate(spec.split("test")[:args.images]):
         image, target, fov = read_sample(spec, sample)
         for precision, segmenter in segmenters.items():
-            if precision == "bf16" and index >= args.bf16_images:
+            if precision == "bf16" and index >= bf16_images:
                 continue
             for method in METHODS:
                 result, seconds = run_one(segmenter, image, method, args.patches)
@@ -128,7 +131,8 @@ def main(argv=None):
     parser.add_argument("--model", required=True)
     parser.add_argument("--data-root", default=None)
     parser.add_argument("--images", type=int, default=20, help="test images (default 20)")
-    parser.add_argument("--bf16-images", type=int, default=3, help="of which bf16 runs on the first N (default 3)")
+    parser.add_argument("--emulated-bf16-images", type=int, default=3,
+                        help="on a CPU without bf16 units, bf16 runs on the first N only (default 3)")
     parser.add_argument("--calibration-images", type=int, default=8)
     parser.add_argument("--patches", type=int, default=16)
     parser.add_argument("--out", type=Path, default=RESULTS)

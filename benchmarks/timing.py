@@ -6,6 +6,8 @@ import time
 
 import torch
 
+from iterseg.runtime import BF16_UNITS, VNNI_UNITS, cpu_flags
+
 
 def cpu_name():
     """The CPU model from /proc/cpuinfo where there is one, else the architecture."""
@@ -19,21 +21,14 @@ def cpu_name():
     return platform.processor() or platform.machine()
 
 
-def cpu_flags():
-    """The CPU features that decide bf16 and int8 speed: AVX-512 BF16, AMX, VNNI."""
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8") as info:
-            flags = next((line.split(":", 1)[1].split() for line in info if line.startswith("flags")), [])
-    except OSError:
-        return []
-    return sorted(f for f in flags if f in ("avx512f", "avx512_bf16", "amx_bf16", "amx_int8", "avx512_vnni", "avx_vnni"))
+SPEED_FLAGS = {"avx512f", *BF16_UNITS, "amx_int8", *VNNI_UNITS}  # the features that decide bf16 and int8 speed
 
 
 def machine():
     """What the numbers were measured on, recorded with every result."""
     return {"cpu": cpu_name(), "cores": os.cpu_count(), "cpu_capability": torch.backends.cpu.get_cpu_capability(),
-            "cpu_flags": cpu_flags(), "torch_threads": torch.get_num_threads(), "torch": torch.__version__,
-            "python": platform.python_version()}
+            "cpu_flags": sorted(cpu_flags() & SPEED_FLAGS), "torch_threads": torch.get_num_threads(),
+            "torch": torch.__version__, "python": platform.python_version()}
 
 
 def interleaved_medians(functions, rounds=5, warmup=1):

@@ -3,17 +3,19 @@ import json
 
 import torch
 
+from benchmarks import int8 as int8_bench
 from benchmarks.int8 import main
 from iterseg.models import save_bundle
 
 from synthetic import small_bundle, write_dataset
 
 
-def test_int8_benchmark_writes_sizes_dice_and_seconds(tmp_path):
+def test_int8_benchmark_writes_sizes_dice_and_seconds(tmp_path, monkeypatch):
+    monkeypatch.setattr(int8_bench, "lacks_bf16_units", lambda: True)  # bf16 on the first image only
     spec = write_dataset(tmp_path)
     save_bundle(small_bundle(), tmp_path / "small.pt")
     assert main(["--spec", str(spec), "--model", str(tmp_path / "small.pt"), "--data-root", str(tmp_path),
-                 "--images", "2", "--bf16-images", "1", "--calibration-images", "2", "--patches", "2",
+                 "--images", "2", "--emulated-bf16-images", "1", "--calibration-images", "2", "--patches", "2",
                  "--out", str(tmp_path / "out")]) == 0
     cpu = torch.backends.cpu.get_cpu_capability()
     entry = json.loads((tmp_path / "out" / "int8.json").read_text())[f"syn ({cpu})"]
