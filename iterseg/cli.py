@@ -231,8 +231,9 @@ def _add_train(commands):
     train.add_argument("--condition", action="store_true",
                        help="S2 also sees the stage-1 probabilities of its window (a conditioned S2)")
     train.add_argument("--init-from", default=None, metavar="MODEL",
-                       help="S2 only: take S1 from this bundle and start S2 from its S2 (with --condition, the "
-                            "new input channel starts at zero and that S2 stays the baseline's reference)")
+                       help="S2 only: take S1 from this bundle and start S2 from its S2 (with --condition, an "
+                            "unconditioned S2 gains the new input channels at zero and stays the baseline's reference "
+                            "network; a conditioned S2 without one is fine-tuned as it is)")
     train.add_argument("--no-bf16", action="store_true", help="train in float32 (slower on CPU)")
     train.add_argument("--resume", action="store_true", help="continue from <out>/<stage>/last.pt")
     train.add_argument("--max-minutes", type=float, default=None, help="stop a stage after this much training time")

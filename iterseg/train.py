@@ -222,12 +222,14 @@ def with_stage1(s1_model, images, mean, std, scale):
     return out
 
 
-def widen_first_conv(model, state, extra):
-    """Load an unconditioned S2's ``state`` into ``model`` (whose first convolution takes ``extra``
-    more input channels): the new input weights start at zero, so training starts from the same output."""
+def load_start_state(model, state):
+    """Load a starting S2's ``state`` into ``model``. Where ``model``'s first convolution takes more
+    input channels (a conditioned S2 started from an unconditioned one), the new inputs' weights start
+    at zero, so training starts from the same output."""
     key = "inc.0.weight"
     weight = state[key]
-    padded = torch.zeros(weight.shape[0], weight.shape[1] + extra, *weight.shape[2:], dtype=weight.dtype)
+    inputs = model.state_dict()[key].shape[1]
+    padded = torch.zeros(weight.shape[0], inputs, *weight.shape[2:], dtype=weight.dtype)
     padded[:, :weight.shape[1]] = weight
     model.load_state_dict({**state, key: padded})
     return model
@@ -358,10 +360,11 @@ def stage2_start(spec, opts, out_dir):
     """(S1 network, its mean, std, the S2 initial state dict or None) for training S2: S1 from
     ``opts.init_from`` (a bundle) or from ``out_dir/s1``; mean/std None = computed from the images."""
     if opts.init_from:
-        bundle = load_bundle(opts.init_from).unconditioned()  # a conditioned bundle: its reference S2
-        if bundle.conditioned:
-            raise InputError(f"--init-from {opts.init_from}: its S2 is conditioned and it holds no unconditioned "
-                             "reference network to start from; pass an unconditioned bundle.")
+        bundle = load_bundle(opts.init_from).unconditioned()  # a conditioned bundle: its reference S2, if any
+        if bundle.conditioned and not opts.condition:
+            raise InputError(f"--init-from {opts.init_from}: its S2 is conditioned and it keeps no unconditioned "
+                             "reference network to start from; add --condition to fine-tune its conditioned S2, "
+                             "or pass an unconditioned bundle.")
         config = bundle.s2.config
         if (config.width, config.depth, config.out_channels) != (opts.width, opts.depth, output_channels(spec)):
             raise InputError(f"--init-from {opts.init_from}: its S2 has width {config.width}, depth {config.depth} and "
@@ -424,7 +427,7 @@ def train_stage(spec, opts, out_dir, resume=False, quiet=False):
     model = UNet(UNetConfig(in_channels=len(net_mean), out_channels=output_channels(spec), depth=opts.depth,
                             width=opts.width))
     if data.init_state is not None:
-        widen_first_conv(model, data.init_state, len(net_mean) - 3)
+        load_start_state(model, data.init_state)
     model = model.to(memory_format=torch.channels_last).train()
     optimizer = torch.optim.Adam(model.parameters(), lr=opts.lr)
     start, best, spent = (_resume(stage_dir / "last.pt", model, optimizer) if resume and (stage_dir / "last.pt").exists()
@@ -474,8 +477,9 @@ def load_stage_weights(path, width, depth, in_channels=3, out_channels=1):
 def assemble_bundle(spec, out_dir, name, command=None):
     """Write ``out_dir/<name>.pt`` from the best weights of a run folder; returns its path.
 
-    S2 trained with ``init_from`` takes S1 (and mean/std) from that bundle and keeps its S2 as the
-    reference network of the baseline; otherwise both stages come from the run folder."""
+    S2 trained with ``init_from`` takes S1 (and mean/std) from that bundle; a conditioned S2 started
+    from an unconditioned one keeps that as the reference network of the baseline (one fine-tuned
+    from a conditioned S2 without a reference has none). Otherwise both stages come from the run folder."""
     out_dir = Path(out_dir)
     s2_summary = _summary(out_dir, "s2")
     s2_opts = s2_summary["options"]
@@ -487,7 +491,7 @@ def assemble_bundle(spec, out_dir, name, command=None):
     if s2_opts.get("init_from"):
         start = load_bundle(s2_opts["init_from"]).unconditioned()
         s1, mean, std, scale = start.s1, start.mean, start.std, start.s1_scale
-        reference = start.s2 if s2_opts.get("condition") else None
+        reference = start.s2 if s2_opts.get("condition") and not start.conditioned else None
         stages["s1"] = {"from_bundle": s2_opts["init_from"], **start.provenance.get("stages", {}).get("s1", {})}
     else:
         stages["s1"] = _summary(out_dir, "s1")

@@ -1,5 +1,7 @@
 """A conditioned S2 sees the stage-1 probabilities of its window: what it is fed (by hand), the
 baseline it is compared with, the file format, streaming, and training one from a bundle."""
+import dataclasses
+
 import numpy as np
 import pytest
 import torch
@@ -117,6 +119,17 @@ def test_training_a_conditioned_s2_from_a_bundle(tmp_path, capsys):
     again = read_bundle(tmp_path / "again" / "syn-c.pt")
     for (name, x), (_, y) in zip(plain.s2.state_dict().items(), again.reference.state_dict().items()):
         torch.testing.assert_close(x, y, msg=name)
+    # without a reference (as shipped) the conditioned S2 itself is fine-tuned, and the baseline is S1 + S2
+    lean = tmp_path / "lean.pt"
+    save_bundle(dataclasses.replace(cond, reference=None), lean, half=False)
+    assert main(["train", "--stage", "s2", "--init-from", str(lean), "--out", str(tmp_path / "r"), "--name", "x"]
+                + common) == 2
+    assert "add --condition" in capsys.readouterr().err
+    assert main(["train", "--stage", "s2", "--condition", "--init-from", str(lean), "--lr", "1e-12",
+                 "--out", str(tmp_path / "tuned"), "--name", "syn-t"] + common) == 0
+    tuned = read_bundle(tmp_path / "tuned" / "syn-t.pt")
+    assert tuned.baseline_kind == "s1+s2" and tuned.reference is None
+    torch.testing.assert_close(tuned.s2.state_dict()["inc.0.weight"], cond.s2.state_dict()["inc.0.weight"])
 
 
 def test_conditioning_flags_are_refused_for_stage1(tmp_path):
