@@ -10,6 +10,8 @@ BENCH_INSTALLED := $(VENV)/.bench-installed
 # the real datasets (PH2, DRIVE, HRF); benchmarks that need them skip when the folder is missing
 DATA ?= $(or $(ITERSEG_DATA),../shared/data)
 SAMPLE := iterseg/samples/IMD002.jpg
+UNCONDITIONED := runs/unconditioned
+UNCONDITIONED_COMMIT := 24a5261^
 
 .PHONY: demo test bench bench-sweeps bench-int8 bench-gigapixel install clean
 
@@ -32,17 +34,23 @@ test: $(INSTALLED)
 	$(BIN)/python -m pytest
 
 # speed suites (about 7 minutes) then the FLOP/Dice sweep on DRIVE (about 3 minutes); see benchmarks/README.md
-bench: $(BENCH_INSTALLED)
+bench: $(BENCH_INSTALLED) $(UNCONDITIONED)/drive.pt
 	ITERSEG_DATA=$(DATA) $(BIN)/python -m pytest benchmarks/ --benchmark-only -s \
 		--benchmark-columns=median,min,max,rounds --benchmark-json=benchmarks/results/speed.json
 	if [ -d "$(DATA)/DRIVE" ]; then $(BIN)/python -m benchmarks.sweep --spec drive --model drive --data-root $(DATA) \
-		--groups core,iterative,sliding,conditioned; \
+		--unconditioned $(UNCONDITIONED)/drive.pt --groups core,iterative,sliding,conditioned; \
 	else echo "skipping the DRIVE sweep: no datasets at $(DATA) (set DATA=... or ITERSEG_DATA)"; fi
 
 # the FLOP/Dice sweeps of all three datasets (about an hour; HRF alone about 45 minutes)
-bench-sweeps: $(BENCH_INSTALLED)
+bench-sweeps: $(BENCH_INSTALLED) $(UNCONDITIONED)/drive.pt $(UNCONDITIONED)/ph2.pt $(UNCONDITIONED)/hrf.pt
 	for d in drive ph2 hrf; do $(BIN)/python -m benchmarks.sweep --spec $$d --model $$d --data-root $(DATA) \
-		--groups core,iterative,sliding,conditioned || exit 1; done
+		--unconditioned $(UNCONDITIONED)/$$d.pt --groups core,iterative,sliding,conditioned || exit 1; done
+
+# The sweeps' curves and baseline are those of the unconditioned S2 each shipped conditioned S2 was
+# fine-tuned from; the shipped bundles leave it out (10 MB limit), so it comes from the commit before.
+$(UNCONDITIONED)/%.pt:
+	mkdir -p $(UNCONDITIONED)
+	git show $(UNCONDITIONED_COMMIT):iterseg/weights/$*.pt > $@.part && mv $@.part $@
 
 # int8 against fp32 and bf16 on each dataset: bundle size, seconds per image, Dice (about 25 minutes)
 bench-int8: $(BENCH_INSTALLED)

@@ -37,6 +37,10 @@ def _panel(axis, report, metric, label):
                     axis.annotate(f"{ni}", (xi, yi), textcoords="offset points", xytext=(3, -10), fontsize=7)
     base = next(s for s in summary if s["method"] == "baseline" and s["precision"] == "fp32")
     axis.plot([base["macs_ratio"]], [base[metric]], "k*", markersize=12, label="baseline (full resolution)")
+    conditioned = next((s for s in summary if s["method"] == "conditioned/baseline"), None)
+    if conditioned:
+        axis.plot([conditioned["macs_ratio"]], [conditioned[metric]], "*", color="C9", markeredgecolor="k",
+                  markersize=12, label="conditioned baseline (S1 + conditioned S2, whole image)")
     axis.axhline(base[metric], color="k", linewidth=0.6, linestyle=":")
     axis.axhline(0.99 * base[metric], color="grey", linewidth=0.6, linestyle="--", label="99 % of baseline")
     axis.set_xscale("log")

@@ -16,8 +16,11 @@ Methods, all on the same images, MACs counted as in the reports (fvcore, 1 MAC =
     sliding/half-R3  the same, chosen in 3 rounds (overlapping candidates are re-scored)
     conditioned/mean the same N_p windows (score mean) refined by the bundle's conditioned S2, which
                      also sees the stage-1 probabilities (about 0.3 % more MACs per window)
-A conditioned bundle runs every other method with its reference network as S2 (Bundle.unconditioned):
-the curves it shares with an unconditioned bundle are that bundle's.
+    conditioned/baseline   the conditioned bundle's own baseline: stage 1, then its conditioned S2
+                     over the whole image (or its reference network, if it keeps one)
+With a conditioned model every other method runs the unconditioned bundle it was fine-tuned from:
+--unconditioned FILE, else the model's reference network as S2 (Bundle.unconditioned). Those curves
+are then that bundle's, and every MACs ratio is against its baseline (the unconditioned S2).
 With --precisions fp32,bf16 the baseline and two-stage/mean also run in bf16. --groups picks which
 methods run (core: everything above but the iterative and sliding ones) and --merge adds them to an
 existing result file instead of starting it anew.
@@ -32,6 +35,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+import torch
 
 import iterseg
 from iterseg.data import load_spec, read_sample
@@ -40,6 +44,7 @@ from iterseg.flops import baseline_macs, count_macs
 from iterseg.io import atomic_output
 from iterseg.kernels import grid_windows
 from iterseg.metrics import scores
+from iterseg.models import load_bundle
 from iterseg.prepare import as_float_image
 from iterseg.select import default_patch_size
 from iterseg.stage1 import stage1
@@ -97,22 +102,25 @@ def sweep_image(seg, index, sample_id, image, target, fov, args, conditioned=Non
     """Every method of the chosen groups at every N_p on one image: a list of rows."""
     height, width = image.shape[:2]
     size = default_patch_size(height, width, args.grid, seg.bundle.s2.config.size_multiple)
+    base_macs = baseline_macs(seg.bundle, height, width)  # the denominator of every row's MACs ratio
     rows = []
 
     def add(method, precision, n, result):
         rows.append(_row(sample_id, method, precision, n, result.mask, target, fov,
-                         result.macs["ratio"], result.seconds["total"]))
+                         result.macs["total"] / base_macs, result.seconds["total"]))
 
     if "core" in args.groups:
         core_methods(seg, image, size, args, add)
         for n in args.patches:
             macs = next(r for r in rows if r["method"] == "two-stage/mean" and r["patches"] == n
-                        and r["precision"] == "fp32")["macs_ratio"] * baseline_macs(seg.bundle, height, width)
+                        and r["precision"] == "fp32")["macs_ratio"] * base_macs
             mask, ratio, seconds = run_downscaled(seg, image, macs, "fp32")
             rows.append(_row(sample_id, "downscale", "fp32", n, mask, target, fov, ratio, seconds))
             if n:
                 windows = random_windows(height, width, size, n, seed=(args.seed, index, n))
                 add("random", "fp32", n, seg.predict(image, windows=windows, precision="fp32"))
+    if "conditioned" in args.groups:
+        add("conditioned/baseline", "fp32", None, conditioned.predict_baseline(image))
     for n in (n for n in args.patches if n):
         if "iterative" in args.groups:
             for rounds in (2, 3):
@@ -169,6 +177,9 @@ def findings(summary, patches):
                 if method == "conditioned/mean":
                     entry["conditioned_macs_ratio"] = other["macs_ratio"]
         out["per_patches"].append(entry)
+    conditioned_base = _point(summary, "conditioned/baseline")
+    if conditioned_base:
+        out["conditioned_baseline"] = {"dice": conditioned_base["dice"], "macs_ratio": conditioned_base["macs_ratio"]}
     reaching = [e["patches"] for e in out["per_patches"] if e["dice_vs_baseline"] >= 0.99]
     out["smallest_patches_at_99pct_of_baseline"] = min(reaching) if reaching else None
     out["beats_downscale_at_every_np"] = all(e["minus_downscale"] > 0 for e in out["per_patches"])
@@ -203,6 +214,10 @@ def markdown(report):
     lines += ["", f"- smallest N_p with Dice >= 99 % of the baseline's: {f['smallest_patches_at_99pct_of_baseline']}",
               f"- two-stage/mean beats equal-cost downscaling at every N_p: {f['beats_downscale_at_every_np']}",
               f"- two-stage/mean beats random windows at every N_p: {f['beats_random_at_every_np']}"]
+    if "conditioned_baseline" in f:
+        lines.append(f"- conditioned baseline (the conditioned bundle's own, over the whole image): Dice "
+                     f"{f['conditioned_baseline']['dice']:.4f} against {f['baseline_dice']:.4f}, at "
+                     f"{100 * f['conditioned_baseline']['macs_ratio']:.2f} % of the baseline's MACs")
     for method in BEYOND_ONE_SHOT:
         gains = [(e["patches"], e[f"{method} minus one-shot"]) for e in f["per_patches"]
                  if f"{method} minus one-shot" in e]
@@ -229,12 +244,34 @@ def write_outputs(report, out_dir):
         plot_sweep(report, tmp)
 
 
+def unconditioned_bundle(args, model):
+    """The bundle every method but the conditioned group runs: --unconditioned, else ``model``'s
+    bundle with its reference network as S2 (the bundle itself when it is not conditioned)."""
+    if not args.unconditioned:
+        found = model.bundle.unconditioned()
+    else:
+        found = load_bundle(args.unconditioned)
+        if found.conditioned or not same_weights(found.s1, model.bundle.s1):
+            raise iterseg.InputError(f"--unconditioned {args.unconditioned} must be an unconditioned bundle with the "
+                                     f"same stage 1 as {args.model} (the bundle its S2 was fine-tuned from).")
+    if found.conditioned:
+        raise iterseg.InputError(f"{args.model} has a conditioned S2 and no reference network: pass --unconditioned "
+                                 "FILE, the unconditioned bundle it was fine-tuned from, whose S2 the sweep's curves "
+                                 "and baseline use (a sweep of the conditioned S2 alone is not implemented).")
+    if "conditioned" in args.groups and not model.bundle.conditioned:
+        raise iterseg.InputError(f"--groups conditioned needs a model with a conditioned S2; {args.model} has none")
+    return found
+
+
+def same_weights(a, b):
+    first, second = a.state_dict(), b.state_dict()
+    return first.keys() == second.keys() and all(torch.equal(first[k], second[k]) for k in first)
+
+
 def run_sweep(args):
     spec = load_spec(args.spec, args.data_root)
     conditioned = iterseg.load(args.model)
-    if "conditioned" in args.groups and not conditioned.bundle.conditioned:
-        raise iterseg.InputError(f"--groups conditioned needs a model with a conditioned S2; {args.model} has none")
-    seg = iterseg.Segmenter(conditioned.bundle.unconditioned(), source=args.model)
+    seg = iterseg.Segmenter(unconditioned_bundle(args, conditioned), source=args.unconditioned or args.model)
     samples = spec.split(args.split)[:args.limit]
     rows, started = kept_rows(args, spec.name), time.perf_counter()
     for index, sample in enumerate(samples):
@@ -243,7 +280,8 @@ def run_sweep(args):
         print(f"  [{index + 1}/{len(samples)}] {sample.id} ({time.perf_counter() - started:.0f} s)",
               file=sys.stderr, flush=True)
     summary = summarise(sorted(rows, key=lambda r: METHOD_ORDER.index(group_of(r["method"]))))
-    return {"dataset": spec.name, "spec": str(args.spec), "model": args.model, "split": args.split,
+    return {"dataset": spec.name, "spec": str(args.spec), "model": args.model,
+            "unconditioned_model": args.unconditioned, "split": args.split,
             "images": len(samples), "grid": args.grid, "patches": list(args.patches),
             "precisions": list(args.precisions), "seed": args.seed, "machine": machine(),
             "created": time.strftime("%Y-%m-%d %H:%M:%S"), "seconds": time.perf_counter() - started,
@@ -292,7 +330,10 @@ def parse_args(argv):
     parser.add_argument("--seed", type=int, default=0, help="seed of the random windows")
     parser.add_argument("--groups", default=",".join(DEFAULT_GROUPS), type=lambda t: tuple(t.split(",")),
                         help=f"which methods to run: {', '.join(GROUPS)} (default {','.join(DEFAULT_GROUPS)}; "
-                             "conditioned needs a model with a conditioned S2)")
+                             "conditioned needs a conditioned model and --unconditioned or its reference)")
+    parser.add_argument("--unconditioned", default=None, metavar="FILE",
+                        help="for a conditioned model: the unconditioned bundle its S2 was fine-tuned from, which "
+                             "every method but the conditioned group runs (default: the model's reference network)")
     parser.add_argument("--merge", action="store_true",
                         help="keep the other groups' rows of the existing <out>/<dataset>.json")
     parser.add_argument("--limit", type=int, default=None, help="only the first N images")

@@ -15,6 +15,7 @@ import iterseg
 from iterseg.metrics import dice
 from iterseg.prepare import as_float_image
 from iterseg.select import default_patch_size
+from iterseg.stage1 import stage1
 
 from .conftest import sweep_findings
 from .timing import interleaved_medians, machine
@@ -25,10 +26,15 @@ ROI, OVERLAP, SW_BATCH = 512, 0.25, 4
 
 
 def monai_probs(seg, image, precision="fp32"):
-    """Foreground probabilities (H, W) of S2 through MONAI's sliding window with Gaussian blending."""
+    """Foreground probabilities (H, W) of the baseline's network through MONAI's sliding window with
+    Gaussian blending; a conditioned S2 gets the stage-1 probabilities as extra channels, as in the baseline."""
     bundle = seg.bundle
     pixels, _ = as_float_image(image, bundle.in_channels)
-    pixels = (pixels - np.float32(bundle.mean)) / np.float32(bundle.std)
+    mean, std = bundle.mean, bundle.std
+    if bundle.baseline_kind == "s1+s2":
+        probs = stage1(bundle.runners(precision)[0], pixels, bundle.s1_scale, mean, std)[0]
+        pixels, mean, std = np.concatenate([pixels, np.moveaxis(probs, 0, -1)], axis=2), bundle.s2_mean, bundle.s2_std
+    pixels = (pixels - np.float32(mean)) / np.float32(std)
     x = torch.from_numpy(np.ascontiguousarray(pixels.transpose(2, 0, 1)))[None]
     network = bundle.baseline_runner(precision)  # the full-resolution model of the baseline
     with torch.inference_mode():

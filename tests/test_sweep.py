@@ -1,4 +1,5 @@
 """The FLOP/Dice sweep of benchmarks/sweep.py end to end on a synthetic dataset."""
+import dataclasses
 import json
 
 import numpy as np
@@ -110,7 +111,7 @@ def test_conditioned_group_compares_the_two_s2_of_one_bundle(tmp_path):
                           "--out", str(tmp_path / "c")]) == 0
     plain_rows, rows = rows_of(tmp_path / "p"), rows_of(tmp_path / "c")
     # the core curves of the conditioned bundle are those of its unconditioned self
-    core = [{k: v for k, v in r.items() if k != "seconds"} for r in rows if r["method"] != "conditioned/mean"]
+    core = [{k: v for k, v in r.items() if k != "seconds"} for r in rows if not r["method"].startswith("conditioned/")]
     assert core == [{k: v for k, v in r.items() if k != "seconds"} for r in plain_rows]
     ours = [r for r in rows if r["method"] == "conditioned/mean"]
     images = {r["image"] for r in rows}
@@ -119,3 +120,36 @@ def test_conditioned_group_compares_the_two_s2_of_one_bundle(tmp_path):
     assert all(r["macs_ratio"] > one_shot[r["image"]]["macs_ratio"] for r in ours)
     report = json.loads((tmp_path / "c" / "syn.json").read_text())
     assert "conditioned/mean minus one-shot" in report["findings"]["per_patches"][1]
+
+
+def test_conditioned_model_without_reference_takes_the_unconditioned_bundle_from_a_file(tmp_path):
+    from iterseg.models import Bundle, UNet
+    from synthetic import SMALL
+    plain = small_bundle()
+    s2 = UNet(SMALL.__class__(**{**SMALL.__dict__, "in_channels": 4}))
+    with_reference = Bundle(s1=plain.s1, s2=s2, mean=plain.mean, std=plain.std, reference=plain.s2, name="c")
+    spec = write_dataset(tmp_path)
+    save_bundle(with_reference, tmp_path / "c.pt", half=False)
+    save_bundle(dataclasses.replace(with_reference, reference=None), tmp_path / "lean.pt", half=False)
+    save_bundle(plain, tmp_path / "p.pt", half=False)
+    save_bundle(dataclasses.replace(plain, s1=UNet(SMALL)), tmp_path / "other.pt", half=False)
+    common = ["--spec", str(spec), "--data-root", str(tmp_path), "--patches", "0,2", "--grid", "4",
+              "--precisions", "fp32", "--groups", "core,conditioned"]
+    assert main(common + ["--model", str(tmp_path / "c.pt"), "--out", str(tmp_path / "c")]) == 0
+    assert main(common + ["--model", str(tmp_path / "lean.pt"), "--out", str(tmp_path / "x")]) == 2  # no reference
+    assert main(common + ["--model", str(tmp_path / "lean.pt"), "--unconditioned", str(tmp_path / "other.pt"),
+                          "--out", str(tmp_path / "x")]) == 2  # another stage 1: other windows
+    assert main(common + ["--model", str(tmp_path / "lean.pt"), "--unconditioned", str(tmp_path / "p.pt"),
+                          "--out", str(tmp_path / "lean")]) == 0
+
+    def without_seconds(rows, method):
+        return [{k: v for k, v in r.items() if k != "seconds"} for r in rows if r["method"] != method]
+    kept, lean = rows_of(tmp_path / "c"), rows_of(tmp_path / "lean")
+    assert without_seconds(lean, "conditioned/baseline") == without_seconds(kept, "conditioned/baseline")
+    # its own baseline: stage 1 plus the conditioned S2 everywhere, costlier than the unconditioned S2
+    own = [r for r in lean if r["method"] == "conditioned/baseline"]
+    reference = [r for r in kept if r["method"] == "conditioned/baseline"]
+    assert len(own) == 2 and all(r["macs_ratio"] > 1.01 for r in own)
+    assert all(r["macs_ratio"] == 1 for r in reference)
+    report = json.loads((tmp_path / "lean" / "syn.json").read_text())
+    assert report["findings"]["conditioned_baseline"]["macs_ratio"] > 1.01
