@@ -22,9 +22,9 @@ RESULTS = Path(__file__).resolve().parents[1] / "benchmarks" / "results" / "eval
 @pytest.mark.parametrize("name", SHIPPED)
 def test_bundle_is_shipped_small_and_trained(name):
     path = WEIGHTS_DIR / f"{name}.pt"
-    # float16 weights: 7.5 MB for S1 + S2, 11.3 MB when a conditioned S2 brings the reference network
-    # of the baseline; an int8 copy (`iterseg quantize`) is about half
-    assert path.is_file() and path.stat().st_size <= 12 * 2 ** 20
+    # the house limit is 10 MB per bundle: float16 S1 + S2 are 7.5 MB (a reference network would add
+    # 3.7 MB, so the shipped conditioned bundles leave it out); an int8 copy is smaller still
+    assert path.is_file() and path.stat().st_size <= 10 * 10 ** 6
     bundle = iterseg.load(name).bundle
     assert not bundle.untrained and bundle.provenance["dataset"] == name
     assert bundle.provenance["stages"]["s2"]["best_val_dice"] > 0.5
