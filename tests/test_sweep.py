@@ -7,9 +7,9 @@ import pytest
 
 from benchmarks.sweep import downscale_scale, main, random_windows
 from iterseg.flops import count_macs
-from iterseg.models import save_bundle
+from iterseg.models import Bundle, UNet, save_bundle
 
-from synthetic import small_bundle, write_dataset
+from synthetic import SMALL, small_bundle, write_dataset
 
 
 @pytest.fixture(scope="module")
@@ -94,15 +94,20 @@ def test_merge_adds_groups_to_an_earlier_result(tmp_path):
     assert merged[:len(first)] == first and {r["method"] for r in merged[len(first):]} == {"sliding/half", "sliding/half-R3"}
 
 
-def test_conditioned_group_compares_the_two_s2_of_one_bundle(tmp_path):
-    from iterseg.models import Bundle, UNet
-    from synthetic import SMALL
+def write_conditioned(folder):
+    """A synthetic dataset, an unconditioned bundle p.pt and a conditioned one c.pt (random S2 taking
+    the image and the S1 probability; p's S2 as its reference network) in ``folder``; returns
+    (spec path, the unconditioned bundle, the conditioned one)."""
     plain = small_bundle()
     s2 = UNet(SMALL.__class__(**{**SMALL.__dict__, "in_channels": 4}))
     conditioned = Bundle(s1=plain.s1, s2=s2, mean=plain.mean, std=plain.std, reference=plain.s2, name="c")
-    spec = write_dataset(tmp_path)
-    save_bundle(conditioned, tmp_path / "c.pt", half=False)
-    save_bundle(plain, tmp_path / "p.pt", half=False)
+    save_bundle(conditioned, folder / "c.pt", half=False)
+    save_bundle(plain, folder / "p.pt", half=False)
+    return write_dataset(folder), plain, conditioned
+
+
+def test_conditioned_group_compares_the_two_s2_of_one_bundle(tmp_path):
+    spec, _, _ = write_conditioned(tmp_path)
     common = ["--spec", str(spec), "--data-root", str(tmp_path), "--patches", "0,2", "--grid", "4",
               "--precisions", "fp32"]
     assert main(common + ["--model", str(tmp_path / "p.pt"), "--groups", "core", "--out", str(tmp_path / "p")]) == 0
@@ -123,15 +128,8 @@ def test_conditioned_group_compares_the_two_s2_of_one_bundle(tmp_path):
 
 
 def test_conditioned_model_without_reference_takes_the_unconditioned_bundle_from_a_file(tmp_path):
-    from iterseg.models import Bundle, UNet
-    from synthetic import SMALL
-    plain = small_bundle()
-    s2 = UNet(SMALL.__class__(**{**SMALL.__dict__, "in_channels": 4}))
-    with_reference = Bundle(s1=plain.s1, s2=s2, mean=plain.mean, std=plain.std, reference=plain.s2, name="c")
-    spec = write_dataset(tmp_path)
-    save_bundle(with_reference, tmp_path / "c.pt", half=False)
+    spec, plain, with_reference = write_conditioned(tmp_path)
     save_bundle(dataclasses.replace(with_reference, reference=None), tmp_path / "lean.pt", half=False)
-    save_bundle(plain, tmp_path / "p.pt", half=False)
     save_bundle(dataclasses.replace(plain, s1=UNet(SMALL)), tmp_path / "other.pt", half=False)
     common = ["--spec", str(spec), "--data-root", str(tmp_path), "--patches", "0,2", "--grid", "4",
               "--precisions", "fp32", "--groups", "core,conditioned"]
