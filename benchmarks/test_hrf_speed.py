@@ -12,10 +12,12 @@ import pytest
 import torch
 
 import iterseg
+from iterseg.infer import gather_boxes
 from iterseg.metrics import dice
 from iterseg.prepare import as_float_image
 from iterseg.select import default_patch_size
 from iterseg.stage1 import stage1
+from iterseg.stage2 import s2_feed
 
 from .conftest import sweep_findings
 from .timing import interleaved_medians, machine
@@ -30,10 +32,11 @@ def monai_probs(seg, image, precision="fp32"):
     Gaussian blending; a conditioned S2 gets the stage-1 probabilities as extra channels, as in the baseline."""
     bundle = seg.bundle
     pixels, _ = as_float_image(image, bundle.in_channels)
-    mean, std = bundle.mean, bundle.std
-    if bundle.baseline_kind == "s1+s2":
-        probs = stage1(bundle.runners(precision)[0], pixels, bundle.s1_scale, mean, std)[0]
-        pixels, mean, std = np.concatenate([pixels, np.moveaxis(probs, 0, -1)], axis=2), bundle.s2_mean, bundle.s2_std
+    gather, mean, std = gather_boxes, bundle.mean, bundle.std
+    if bundle.baseline_kind == "s1+s2":  # the network's input as the pipeline builds it
+        gather, mean, std = s2_feed(bundle, stage1(bundle.runners(precision)[0], pixels, bundle.s1_scale,
+                                                   bundle.mean, bundle.std)[0])
+    pixels = gather(pixels, np.array([[0, 0, *pixels.shape[:2]]]))[0]
     pixels = (pixels - np.float32(mean)) / np.float32(std)
     x = torch.from_numpy(np.ascontiguousarray(pixels.transpose(2, 0, 1)))[None]
     network = bundle.baseline_runner(precision)  # the full-resolution model of the baseline
