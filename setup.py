@@ -15,7 +15,7 @@ setup(
     long_description_content_type="text/markdown",
     license="MIT",
     python_requires=">=3.10",
-    packages=["iterseg", "iterseg.kernels", "iterseg.data_specs"],
+    packages=["iterseg", "iterseg.model", "iterseg.disk", "iterseg.training", "iterseg.kernels", "iterseg.data_specs"],
     package_dir={"iterseg": "iterseg", "iterseg.kernels": "kernels", "iterseg.data_specs": "data_specs"},
     package_data={"iterseg": ["weights/*.pt", "weights/*.md", "samples/*"], "iterseg.data_specs": ["*.yaml"]},
     install_requires=[

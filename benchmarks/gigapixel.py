@@ -15,7 +15,7 @@ import sys
 import time
 from pathlib import Path
 
-from iterseg.io import atomic_output
+from iterseg.disk.outputs import atomic_output
 
 from .synthetic_tiff import write_synthetic_tiff
 from .timing import machine

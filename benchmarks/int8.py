@@ -21,11 +21,11 @@ from pathlib import Path
 
 import iterseg
 from iterseg.data import load_spec, read_sample
-from iterseg.io import atomic_output
+from iterseg.disk.outputs import atomic_output
 from iterseg.metrics import dice
-from iterseg.models import load_bundle, save_bundle
-from iterseg.quantize import calibrate_bundle, calibration_images
-from iterseg.runtime import lacks_bf16_units
+from iterseg.model.cpu import lacks_bf16_units
+from iterseg.model.store import load_bundle, save_bundle
+from iterseg.training.calibrate import calibrate_bundle, calibration_images
 
 from .timing import machine
 

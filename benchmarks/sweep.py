@@ -39,12 +39,12 @@ import torch
 
 import iterseg
 from iterseg.data import load_spec, read_sample
+from iterseg.disk.outputs import atomic_output
 from iterseg.evaluate import METRICS
 from iterseg.flops import baseline_macs, count_macs
-from iterseg.io import atomic_output
 from iterseg.kernels import grid_windows
 from iterseg.metrics import scores
-from iterseg.models import load_bundle
+from iterseg.model.store import load_bundle
 from iterseg.prepare import as_float_image
 from iterseg.select import default_patch_size
 from iterseg.stage1 import stage1

@@ -9,7 +9,7 @@ import numpy as np
 import torch
 
 import iterseg
-from iterseg.runtime import Runner
+from iterseg.model.runtime import Runner
 
 from .test_pipeline_speed import synthetic_image
 from .timing import interleaved_medians, machine

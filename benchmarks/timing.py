@@ -6,7 +6,7 @@ import time
 
 import torch
 
-from iterseg.runtime import BF16_UNITS, VNNI_UNITS, cpu_flags
+from iterseg.model.cpu import BF16_UNITS, VNNI_UNITS, cpu_flags
 
 
 def cpu_name():

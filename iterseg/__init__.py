@@ -1,15 +1,38 @@
 """iterseg: two-stage segmentation of high-resolution images.
 
-Stage 1 segments the image at 1/8 scale; the least certain windows of its probability map are
-refined at full resolution by stage 2 in one batch. See ``pipeline.py`` for the method.
+Stage 1 segments the whole image at low resolution; the windows of its probability map that most
+need it are refined at full resolution by stage 2, in batches, and merged back; fvcore counts what
+both stages cost against the full-resolution baseline. The method lives in ``iterseg/engine/``,
+one file per step; ``api.py`` is the public entry point.
+
+Names used everywhere: *window* = a square region stage 2 refines; *tile* = the storage unit of a
+TIFF, nothing else; *source* = where pixels come from; *coarse map* = stage-1 probabilities;
+*score* = how much a window needs refining (higher = more); *budget* = MACs allowed; *baseline* =
+the full-resolution network over the whole image; *patches* (N_p) = how many windows are refined.
+
+The public names are imported on first use, so that ``iterseg --help`` answers without loading torch.
 """
-__version__ = "0.1.0"
+import importlib
 
-from .errors import InputError, IterSegError, ModelError
-from .models import Bundle, UNet, UNetConfig, available_models, load_bundle, read_bundle, save_bundle
-from .pipeline import Result, Segmenter, baseline, load, two_stage
-from .stream import TiledResult, two_stage_tiled
+__version__ = "0.2.0"
 
-__all__ = ["load", "Segmenter", "Result", "two_stage", "baseline", "two_stage_tiled", "TiledResult", "Bundle", "UNet", "UNetConfig",
-           "load_bundle", "read_bundle", "save_bundle", "available_models", "IterSegError",
-           "InputError", "ModelError", "__version__"]
+_PUBLIC = {
+    "load": "api", "Segmenter": "api", "Result": "api", "two_stage": "api", "baseline": "api",
+    "Bundle": "model.bundle", "UNet": "model.unet", "UNetConfig": "model.unet",
+    "load_bundle": "model.store", "read_bundle": "model.store", "save_bundle": "model.store",
+    "available_models": "model.store",
+    "IterSegError": "errors", "InputError": "errors", "ModelError": "errors",
+}
+__all__ = sorted(_PUBLIC) + ["__version__"]
+
+
+def __getattr__(name):
+    if name in _PUBLIC:
+        value = getattr(importlib.import_module(f".{_PUBLIC[name]}", __name__), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module 'iterseg' has no attribute {name!r}")
+
+
+def __dir__():
+    return __all__

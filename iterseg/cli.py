@@ -15,13 +15,13 @@ from .data import DATA_ROOT_ENV, builtin_specs, load_spec
 from .errors import InputError, IterSegError
 from .evaluate import evaluate, markdown_table, write_report
 from .files import STREAM_MODES, expand_inputs, output_folder, predict_file, predict_files
-from .models import DEFAULT_MODEL, available_models, load_bundle, save_bundle
+from .model.runtime import PRECISIONS
+from .model.store import DEFAULT_MODEL, available_models, load_bundle, save_bundle
 from .pipeline import load
-from .quantize import calibrate_bundle, calibration_images
 from .report import summary
-from .runtime import PRECISIONS
 from .select import SCORES
 from .train import TrainOptions, assemble_bundle, train_stage
+from .training.calibrate import calibrate_bundle, calibration_images
 
 log = logging.getLogger("iterseg")
 

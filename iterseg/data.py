@@ -11,7 +11,7 @@ masks, as KITTI and street-scene datasets use) that marks it. Mask pixels that m
 ignored: left out of training and of every metric.
 
 Glossary
-    image    (H, W[, C]) array as read from disk (see io.py)
+    image    (H, W[, C]) array as read from disk (see disk/images.py)
     target   bool (H, W) foreground of the mask (binary), or uint8 (H, W) class ids (multi-class)
     fov      bool (H, W) pixels to evaluate (field of view, minus ignored pixels), or None for every pixel
 """
@@ -24,8 +24,8 @@ from pathlib import Path
 import numpy as np
 import yaml
 
+from .disk.images import read_image
 from .errors import InputError
-from .io import read_image
 
 DATA_ROOT_ENV = "ITERSEG_DATA"
 SPLITS = ("train", "test")

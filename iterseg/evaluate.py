@@ -13,8 +13,8 @@ import time
 import numpy as np
 
 from .data import read_sample
+from .disk.outputs import atomic_output
 from .errors import InputError
-from .io import atomic_output
 from .metrics import class_counts, scores
 
 METRICS = ("dice", "iou", "boundary_f1")

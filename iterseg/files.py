@@ -18,12 +18,12 @@ from pathlib import Path
 
 import tifffile
 
+from .disk.images import check_image_file, quiet_tifffile, read_image
+from .disk.outputs import atomic_output, write_json, write_mask, write_overlay, write_probs
+from .disk.tiff import TiledImage, tiled_reason
 from .errors import InputError, IterSegError
-from .io import (atomic_output, check_image_file, quiet_tifffile, read_image, write_json, write_mask,
-                 write_overlay, write_probs)
 from .report import result_report
 from .stream import overview, write_mask_tiff, write_probs_tiff
-from .tiled import TiledImage, tiled_reason
 from .timer import Timer, peak_rss_mb
 
 log = logging.getLogger(__name__)

@@ -11,7 +11,7 @@ import warnings
 import torch
 
 from .infer import align_up
-from .models import UNet
+from .model.unet import UNet
 from .stage1 import stage1_size
 
 CONVENTION = "fvcore: 1 multiply-accumulate = 1 flop"

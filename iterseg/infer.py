@@ -12,6 +12,7 @@ image would give it, when the context reaches the network's receptive radius.
 import numpy as np
 import torch
 
+from .disk.tiff import mirror_index
 from .kernels import grid_windows
 
 
@@ -22,15 +23,6 @@ def align_up(value, multiple):
 def logits_to_probs(logits):
     """(N, K, h, w) logits -> probabilities: sigmoid if K == 1 else softmax over K."""
     return torch.sigmoid(logits) if logits.shape[1] == 1 else torch.softmax(logits, dim=1)
-
-
-def mirror_index(index, length):
-    """Map integer positions (any range) into [0, length) by mirroring at the edges (no edge repeat)."""
-    if length == 1:
-        return np.zeros_like(index)
-    period = 2 * (length - 1)
-    folded = np.mod(index, period)
-    return np.where(folded >= length, period - folded, folded)
 
 
 def gather_boxes(image, boxes):

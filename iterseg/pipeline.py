@@ -16,16 +16,16 @@ from pathlib import Path
 
 import numpy as np
 
+from .disk.images import read_image
 from .errors import InputError
 from .flops import baseline_cost, baseline_macs, count_macs, cost_report
 from .infer import auto_batch_size, context_boxes, gather_boxes, paste_cores, run_cores, run_whole
-from .io import read_image
 from .kernels import grid_windows, warm_up
-from .models import DEFAULT_MODEL, load_bundle
+from .model.runtime import check_precision
+from .model.store import DEFAULT_MODEL, load_bundle
 from .prepare import as_float_image
 from .options import check_options, check_round_options, check_windows
 from .rounds import Blender, RoundPlan, next_windows, refine_notes, threshold_priority, window_limit
-from .runtime import check_precision
 from .select import default_patch_size, window_scores
 from .stage1 import stage1, stage1_size
 from .stage2 import refine, s2_feed
@@ -83,7 +83,7 @@ def two_stage(image, bundle, patches=None, patch_size=None, score=None, stride=N
     rounds: choose the windows in R rounds, re-scoring the merged map after each. threshold: refine only
     windows less certain than this score. windows: refine exactly these (int64 (N, 4), equal sizes;
     scores NaN). batch_size: windows per network call (default infer.auto_batch_size). precision,
-    compile: see runtime.py. Returns a Result; ``options["rounds_log"]`` lists each round's windows and MACs.
+    compile: see model/runtime.py. Returns a Result; ``options["rounds_log"]`` lists each round's windows and MACs.
     """
     timer = Timer()
     s1, s2 = bundle.runners(check_precision(precision), compile)
@@ -231,5 +231,5 @@ class Segmenter:
 
 def load(name_or_path=DEFAULT_MODEL, precision="fp32", compile=False):
     """A Segmenter for an embedded model name (default 'ph2') or a bundle file path, running its
-    networks in ``precision`` ('fp32' or 'bf16'), optionally through torch.compile (runtime.py)."""
+    networks in ``precision`` ('fp32' or 'bf16'), optionally through torch.compile (model/runtime.py)."""
     return Segmenter(load_bundle(name_or_path), source=name_or_path, precision=precision, compile=compile)

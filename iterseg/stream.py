@@ -1,7 +1,7 @@
 """Two-stage segmentation of tiled TIFFs in bounded memory: cost grows with the refined area.
 
 Glossary
-    source        TiledImage (tiled.py): level-0 regions read tile by tile, pyramid levels
+    source        TiledImage (disk/tiff.py): level-0 regions read tile by tile, pyramid levels
     view          float32 (h1, w1, C) in [0, 1]: the image at stage-1 scale
     probs_small   float32 (K, h1, w1) stage-1 probabilities at stage-1 scale (never upsampled whole)
     windows       int64 (N, 4) (y, x, h, w) in level-0 pixels, in selection order
@@ -17,17 +17,17 @@ import cv2
 import numpy as np
 from tqdm import tqdm
 
+from .disk.tiff import TiledImage, mirror_index, pyramid_tiles, write_pyramid
 from .errors import InputError
 from .flops import baseline_macs, count_macs, cost_report
-from .infer import align_up, auto_batch_size, context_boxes, mirror_index, run_cores, run_whole
+from .infer import align_up, auto_batch_size, context_boxes, run_cores, run_whole
 from .kernels import grid_starts, grid_windows, margin_map, uncertainty_map
+from .model.runtime import check_precision
 from .options import check_options, check_round_options
 from .prepare import as_float_image
 from .rounds import RoundPlan, next_windows, refine_notes, threshold_priority, window_limit
-from .runtime import check_precision
 from .select import default_patch_size
 from .stage1 import resize, stage1_size
-from .tiled import TiledImage, pyramid_tiles, write_pyramid
 from .timer import Timer
 
 STRIP_ROWS = 512            # level-0 rows read at a time to build the stage-1 view without a pyramid

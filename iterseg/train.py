@@ -33,11 +33,13 @@ from tqdm import tqdm
 
 from . import __version__
 from .data import read_sample
+from .disk.outputs import atomic_output
 from .errors import InputError
 from .infer import run_whole
-from .io import atomic_output
 from .metrics import class_ious, dice, mean_iou
-from .models import Bundle, UNet, UNetConfig, load_bundle, save_bundle
+from .model.bundle import Bundle
+from .model.store import load_bundle, save_bundle
+from .model.unet import UNet, UNetConfig
 from .prepare import as_float_image
 from .stage1 import resize, stage1
 

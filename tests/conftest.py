@@ -3,7 +3,7 @@ import cv2
 import pytest
 import torch
 
-from iterseg.models import save_bundle
+from iterseg.model.store import save_bundle
 from synthetic import blob_image, small_bundle
 
 

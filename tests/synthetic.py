@@ -3,7 +3,8 @@ import cv2
 import numpy as np
 import torch
 
-from iterseg.models import UNetConfig, untrained_bundle
+from iterseg.model.store import untrained_bundle
+from iterseg.model.unet import UNetConfig
 
 SMALL = UNetConfig(in_channels=3, out_channels=1, depth=2, width=4)
 
@@ -71,7 +72,7 @@ def write_dataset(root, count=8, height=96, width=128):
 
 def write_tiled(path, image, tile=(64, 64), pyramid=False):
     """Write ``image`` (H, W[, C]) as a tiled BigTIFF; with ``pyramid``, levels made by INTER_AREA halving."""
-    from iterseg.tiled import pyramid_shapes, write_pyramid
+    from iterseg.disk.tiff import pyramid_shapes, write_pyramid
     levels = [image]
     if pyramid:
         for h, w in pyramid_shapes(image.shape[0], image.shape[1], tile)[1:]:

@@ -16,7 +16,7 @@ from PIL import Image
 import iterseg
 from iterseg import files
 from iterseg.cli import main
-from iterseg.models import save_bundle
+from iterseg.model.store import save_bundle
 
 from synthetic import blob_image, small_bundle
 

@@ -9,7 +9,9 @@ import torch
 import iterseg
 from iterseg.cli import main
 from iterseg.flops import count_macs
-from iterseg.models import Bundle, UNet, read_bundle, save_bundle
+from iterseg.model.bundle import Bundle
+from iterseg.model.store import read_bundle, save_bundle
+from iterseg.model.unet import UNet
 from iterseg.stage1 import stage1_size
 
 from synthetic import SMALL, blob_image, small_bundle, write_dataset, write_tiled

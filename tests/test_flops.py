@@ -5,7 +5,8 @@ import torch
 
 import iterseg
 from iterseg.flops import CONVENTION, _reference_count, count_macs
-from iterseg.models import UNet, UNetConfig
+from iterseg.model.store import untrained_bundle
+from iterseg.model.unet import UNet, UNetConfig
 
 from synthetic import blob_image, small_bundle
 
@@ -48,7 +49,7 @@ def test_scaled_count_equals_a_direct_trace():
 
 
 def test_default_geometry_on_a_square_image_costs_1_64_plus_1_16():
-    seg = iterseg.Segmenter(iterseg.models.untrained_bundle())
+    seg = iterseg.Segmenter(untrained_bundle())
     macs = seg.macs(2048, 2048, patches=16)
     assert macs["ratio"] == pytest.approx(1 / 64 + 1 / 16, rel=0.02)
     assert macs["convention"] == CONVENTION == "fvcore: 1 multiply-accumulate = 1 flop"

@@ -5,7 +5,7 @@ import torch
 
 from benchmarks import int8 as int8_bench
 from benchmarks.int8 import main
-from iterseg.models import save_bundle
+from iterseg.model.store import save_bundle
 
 from synthetic import small_bundle, write_dataset
 

@@ -4,8 +4,9 @@ import numpy as np
 import pytest
 import tifffile
 
+from iterseg.disk.images import read_image
+from iterseg.disk.outputs import atomic_output, overlay, write_json, write_mask, write_probs
 from iterseg.errors import InputError
-from iterseg.io import atomic_output, overlay, read_image, write_json, write_mask, write_probs
 
 
 @pytest.mark.parametrize("suffix", [".png", ".bmp", ".ppm", ".tif"])

@@ -7,7 +7,8 @@ import torch
 
 import iterseg
 from iterseg.errors import ModelError
-from iterseg.models import UNet, UNetConfig, read_bundle, save_bundle
+from iterseg.model.store import read_bundle, save_bundle
+from iterseg.model.unet import UNet, UNetConfig
 
 from synthetic import small_bundle
 

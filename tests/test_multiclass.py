@@ -11,7 +11,9 @@ from iterseg.cli import main
 from iterseg.data import load_spec, read_sample
 from iterseg.evaluate import evaluate
 from iterseg.metrics import class_ious, mean_iou
-from iterseg.models import default_palette, read_bundle, save_bundle, untrained_bundle, UNetConfig
+from iterseg.model.bundle import default_palette
+from iterseg.model.store import read_bundle, save_bundle, untrained_bundle
+from iterseg.model.unet import UNetConfig
 
 from synthetic import CLASS_COLOURS, CLASS_NAMES, class_pair, write_multiclass_dataset
 

@@ -9,8 +9,9 @@ import torch
 
 import iterseg
 from iterseg.cli import main
-from iterseg.models import read_bundle, save_bundle
-from iterseg.quantize import calibrate_bundle, float_state, fold_batch_norm, int8_state
+from iterseg.model.quantize import float_state, fold_batch_norm, int8_state
+from iterseg.model.store import read_bundle, save_bundle
+from iterseg.training.calibrate import calibrate_bundle
 
 from synthetic import blob_image, small_bundle, write_dataset
 

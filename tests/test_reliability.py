@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 import iterseg
 from iterseg import files
 from iterseg.cli import main
-from iterseg.io import read_image
+from iterseg.disk.images import read_image
 from iterseg.kernels import lowest_k, lowest_k_reference, window_means, window_means_reference
 
 from synthetic import blob_image

@@ -6,7 +6,7 @@ import pytest
 
 import iterseg
 from iterseg.cli import main
-from iterseg.models import Bundle
+from iterseg.model.bundle import Bundle
 from iterseg.rounds import Blender, overlap_fraction, ramp_weights, suppress
 from iterseg.select import window_scores
 

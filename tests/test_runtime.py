@@ -6,9 +6,9 @@ import pytest
 import torch
 
 import iterseg
-from iterseg import runtime
 from iterseg.cli import main
 from iterseg.errors import InputError
+from iterseg.model import cpu
 
 from synthetic import blob_image
 
@@ -74,7 +74,7 @@ def test_compiled_networks_give_the_eager_result(bundle):
 ])
 def test_bf16_on_a_cpu_without_bf16_units_warns_once(monkeypatch, tmp_path, image_path, bundle_path, capsys,
                                                      flags, warned):
-    monkeypatch.setattr(runtime, "cpu_flags", lambda: frozenset(flags))
+    monkeypatch.setattr(cpu, "cpu_flags", lambda: frozenset(flags))
     assert main(["predict", str(image_path), "--model", str(bundle_path), "--precision", "bf16",
                  "--baseline", "--out", str(tmp_path)]) == 0
     assert capsys.readouterr().err.count("bf16 is emulated") == (1 if warned else 0)

@@ -7,7 +7,9 @@ import pytest
 
 from benchmarks.sweep import downscale_scale, main, random_windows
 from iterseg.flops import count_macs
-from iterseg.models import Bundle, UNet, save_bundle
+from iterseg.model.bundle import Bundle
+from iterseg.model.store import save_bundle
+from iterseg.model.unet import UNet
 
 from synthetic import SMALL, small_bundle, write_dataset
 

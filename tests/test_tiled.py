@@ -3,9 +3,9 @@ import numpy as np
 import pytest
 import tifffile
 
+from iterseg.disk.tiff import TiledImage, pyramid_shapes, pyramid_tiles, tiled_reason, write_pyramid
 from iterseg.errors import InputError
 from iterseg.infer import gather_boxes
-from iterseg.tiled import TiledImage, pyramid_shapes, pyramid_tiles, tiled_reason, write_pyramid
 
 from synthetic import blob_image, write_tiled
 

@@ -7,7 +7,7 @@ import torch
 import iterseg
 from iterseg.cli import main
 from iterseg.data import load_spec
-from iterseg.models import UNet, UNetConfig
+from iterseg.model.unet import UNet, UNetConfig
 from iterseg.train import CropSampler, TrainOptions, load_images, train_stage, train_step
 
 from synthetic import write_dataset

@@ -11,7 +11,7 @@ import pytest
 import iterseg
 from iterseg.data import load_spec, read_sample
 from iterseg.metrics import dice
-from iterseg.models import WEIGHTS_DIR
+from iterseg.model.store import WEIGHTS_DIR
 
 from test_data import SHARED, needs_shared
 

@@ -13,43 +13,17 @@ Precisions
              of each input shape compiles (tens of seconds on a 2-core CPU)
 """
 import copy
-import functools
 import logging
 
 import torch
 
-from .errors import InputError
+from ..errors import InputError
+from .cpu import lacks_bf16_units
+from .quantize import int8_network
 
 log = logging.getLogger(__name__)
 
 PRECISIONS = ("fp32", "bf16", "int8")
-BF16_UNITS = ("avx512_bf16", "amx_bf16")  # x86 flags of CPUs that compute bfloat16 in hardware
-VNNI_UNITS = ("avx512_vnni", "avx_vnni")  # x86 flags of CPUs with int8 dot products
-
-
-@functools.lru_cache(maxsize=1)
-def cpu_flags():
-    """The CPU's feature flags as /proc/cpuinfo names them (frozenset); empty where there is no such
-    file or no x86 ``flags`` line (macOS, ARM), i.e. where the features are unknown."""
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8") as info:
-            line = next((line for line in info if line.startswith("flags")), "")
-    except OSError:
-        return frozenset()
-    return frozenset(line.split(":", 1)[1].split()) if ":" in line else frozenset()
-
-
-def has_vnni():
-    """True when the CPU has VNNI int8 dot products; without them the int8 quantizer keeps
-    activations to 7 bits (``reduce_range``) so that u8 x s8 multiply-adds cannot saturate."""
-    return any(flag in cpu_flags() for flag in VNNI_UNITS)
-
-
-def lacks_bf16_units():
-    """True on an x86 CPU known to have no bf16 units, where bf16 autocast is emulated several
-    times slower than fp32 (measured 6-9x on an AVX2 EPYC); False where they exist or are unknown."""
-    flags = cpu_flags()
-    return bool(flags) and not any(flag in flags for flag in BF16_UNITS)
 
 
 def warn_if_emulated(precision):
@@ -81,7 +55,6 @@ class Runner:
             model = copy.deepcopy(model).to(memory_format=torch.channels_last)
         dynamic = False  # float networks: one compilation per input shape
         if precision == "int8":
-            from .quantize import int8_network
             # int8 needs the compiler for its kernels; after a second input shape it compiles one
             # graph for all shapes (images of many sizes would otherwise recompile each time)
             model, compile, dynamic = int8_network(model, int8_ranges), True, None

@@ -14,9 +14,18 @@ from pathlib import Path
 import numpy as np
 import tifffile
 
-from .errors import InputError
-from .infer import mirror_index
-from .io import TIFF_SUFFIXES, atomic_output, quiet_tifffile
+from ..errors import InputError
+from .images import TIFF_SUFFIXES, quiet_tifffile
+from .outputs import atomic_output
+
+
+def mirror_index(index, length):
+    """Map integer positions (any range) into [0, length) by mirroring at the edges (no edge repeat)."""
+    if length == 1:
+        return np.zeros_like(index)
+    period = 2 * (length - 1)
+    folded = np.mod(index, period)
+    return np.where(folded >= length, period - folded, folded)
 
 
 def tiled_reason(path):

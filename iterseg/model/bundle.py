@@ -1,0 +1,161 @@
+"""The model bundle: S1 + S2 (+ the baseline's reference network) and everything needed to use
+them (normalisation, stage-1 scale, class names and colours, int8 calibration); file format in store.py."""
+import dataclasses
+import threading
+from dataclasses import dataclass, field
+
+from ..errors import ModelError
+from .runtime import Runner, warn_if_emulated
+from .unet import UNet
+
+
+def default_palette(num_classes):
+    """K distinct RGB colours: black and white for a binary model, else the PASCAL VOC palette
+    (class 0 black, then the bit-interleaved colours street-scene tools also use)."""
+    if num_classes == 2:
+        return ((0, 0, 0), (255, 255, 255))
+    colours = []
+    for index in range(num_classes):
+        rgb, value = [0, 0, 0], index
+        for bit in range(8):
+            for channel in range(3):
+                rgb[channel] |= ((value >> channel) & 1) << (7 - bit)
+            value >>= 3
+        colours.append(tuple(rgb))
+    return tuple(colours)
+
+
+@dataclass
+class Bundle:
+    """Stage-1 and stage-2 networks plus what is needed to feed them.
+
+    mean, std: per input channel, for images scaled to [0, 1] (uint8 / 255, uint16 / 65535).
+    s1_scale: stage 1 sees the image resized by this factor. class_names: one per output class
+    (two for a binary model, whose network has a single sigmoid output). palette: an RGB triple per
+    class, for colour masks (default: ``default_palette``).
+
+    A *conditioned* S2 takes the stage-1 probabilities of its window (K' = S1's output channels,
+    mapped to [-1, 1]) as extra input channels after the image's. ``reference`` is then the
+    unconditioned full-resolution network the baseline runs; without one, the baseline of a
+    conditioned bundle is stage 1 plus S2 over the whole image (see ``baseline_kind``).
+    """
+    s1: UNet
+    s2: UNet
+    mean: tuple
+    std: tuple
+    s1_scale: float = 0.125
+    class_names: tuple = ("background", "foreground")
+    name: str = "unnamed"
+    provenance: dict = field(default_factory=dict)
+    reference: UNet | None = None
+    palette: tuple | None = None
+    int8_ranges: dict | None = None
+    _runners: dict = field(default_factory=dict, init=False, repr=False, compare=False)
+    _runners_lock: threading.Lock = field(default_factory=threading.Lock, init=False, repr=False, compare=False)
+
+    def __post_init__(self):
+        for network in (self.s1, self.s2, self.reference):
+            if network is not None:
+                network.eval()
+        c = self.in_channels
+        if self.s2.config.in_channels not in (c, c + self.s1.config.out_channels):
+            raise ModelError(f"bundle {self.name!r}: S2 must take the image's {c} channels, or those plus "
+                             f"S1's {self.s1.config.out_channels} output channels (a conditioned S2).")
+        if self.reference is not None and self.reference.config.in_channels != c:
+            raise ModelError(f"bundle {self.name!r}: the reference network must take the image's {c} channels.")
+        if len(self.mean) != c or len(self.std) != c:
+            raise ModelError(f"bundle {self.name!r}: mean and std need {c} values each.")
+        if not 0 < self.s1_scale <= 1:
+            raise ModelError(f"bundle {self.name!r}: s1_scale must be in (0, 1], got {self.s1_scale}.")
+        outputs = {net.config.out_channels for net in (self.s1, self.s2, self.reference) if net is not None}
+        if len(outputs) != 1 or len(self.class_names) != max(2, outputs.pop()):
+            raise ModelError(f"bundle {self.name!r}: class names do not match the networks' outputs.")
+        self.palette = tuple(tuple(int(v) for v in colour) for colour in
+                             (self.palette or default_palette(len(self.class_names))))
+        if len(self.palette) != len(self.class_names) or any(
+                len(colour) != 3 or not all(0 <= v <= 255 for v in colour) for colour in self.palette):
+            raise ModelError(f"bundle {self.name!r}: the palette needs one RGB triple (0-255) per class.")
+
+    @property
+    def in_channels(self):
+        """Image channels the bundle takes (C)."""
+        return self.s1.config.in_channels
+
+    @property
+    def conditioned(self):
+        """True when S2 also takes the stage-1 probabilities of its window."""
+        return self.s2.config.in_channels > self.in_channels
+
+    @property
+    def s2_mean(self):
+        """Normalisation of S2's input channels: the image's, then (0.5, ...) for the S1 channels."""
+        return tuple(self.mean) + (0.5,) * (self.s2.config.in_channels - self.in_channels)
+
+    @property
+    def s2_std(self):
+        return tuple(self.std) + (0.5,) * (self.s2.config.in_channels - self.in_channels)
+
+    @property
+    def baseline_kind(self):
+        """What ``baseline`` runs: 's2' (S2 over the whole image; an unconditioned bundle),
+        'reference' (the bundle's unconditioned reference network) or 's1+s2' (stage 1, then the
+        conditioned S2 over the whole image)."""
+        if not self.conditioned:
+            return "s2"
+        return "reference" if self.reference is not None else "s1+s2"
+
+    def unconditioned(self):
+        """The same bundle with the reference network as S2 (what it was before conditioning); a
+        bundle that is not conditioned, or has no reference, is returned as it is."""
+        if not self.conditioned or self.reference is None:
+            return self
+        return dataclasses.replace(self, s2=self.reference, reference=None, int8_ranges=None,
+                                   name=f"{self.name} (unconditioned)")
+
+    def networks(self):
+        """{"s1": S1, "s2": S2[, "reference": the reference network]}."""
+        found = {"s1": self.s1, "s2": self.s2}
+        if self.reference is not None:
+            found["reference"] = self.reference
+        return found
+
+    def runners(self, precision="fp32", compile=False):
+        """(S1, S2) prepared to run in ``precision`` (see runtime.py), made once per setting."""
+        return self._prepared(precision, compile)[:2]
+
+    def baseline_runner(self, precision="fp32", compile=False):
+        """The full-resolution network of the baseline (the reference, else S2), prepared like ``runners``."""
+        return self._prepared(precision, compile)[2]
+
+    def _prepared(self, precision, compile):
+        key = (precision, bool(compile))
+        if precision == "int8" and not self.int8_ranges:
+            raise ModelError(f"model {self.name!r} has no int8 calibration; make an int8 bundle with "
+                             f"`iterseg quantize --model {self.name} --spec SPEC --data-root DIR --out FILE` "
+                             "and predict with that file.")
+        with self._runners_lock:
+            if key not in self._runners:
+                warn_if_emulated(precision)
+                ranges = self.int8_ranges or {}
+                made = {name: Runner(net, precision, compile, ranges.get(name)) for name, net in self.networks().items()}
+                self._runners[key] = (made["s1"], made["s2"], made.get("reference", made["s2"]))
+            return self._runners[key]
+
+    @property
+    def num_classes(self):
+        """Number of classes K (2 for a binary model)."""
+        return len(self.class_names)
+
+    @property
+    def untrained(self):
+        return bool(self.provenance.get("untrained", False))
+
+    def meta(self):
+        """Everything but the weights, as JSON-ready values."""
+        reference = None if self.reference is None else dataclasses.asdict(self.reference.config)
+        return {"name": self.name, "s1": dataclasses.asdict(self.s1.config),
+                "s2": dataclasses.asdict(self.s2.config), "reference": reference, "mean": list(self.mean),
+                "std": list(self.std), "s1_scale": self.s1_scale, "class_names": list(self.class_names),
+                "palette": [list(colour) for colour in self.palette], "conditioned": self.conditioned,
+                "int8": bool(self.int8_ranges),
+                "baseline": self.baseline_kind, "provenance": self.provenance}

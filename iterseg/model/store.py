@@ -1,0 +1,159 @@
+"""The bundle file format: writing and reading bundles, and the embedded models by name.
+
+A bundle file is ``torch.save`` of a dict holding only tensors, strings and numbers, and is read
+with ``torch.load(weights_only=True)``, which refuses anything that would run code when unpickled.
+"""
+import json
+import warnings
+from pathlib import Path
+
+import torch
+
+from ..disk.outputs import atomic_output
+from ..errors import ModelError
+from .bundle import Bundle
+from .quantize import float_state, int8_state
+from .unet import UNet, UNetConfig
+
+BUNDLE_FORMAT = "iterseg-bundle"
+BUNDLE_VERSION = 1
+WEIGHTS_DIR = Path(__file__).parent.parent / "weights"
+DEFAULT_MODEL = "ph2"  # used when no model is named: the embedded PH2 lesion model
+
+
+def save_bundle(bundle, path, half=True):
+    """Write ``bundle`` to ``path`` (weights as float16 when ``half``; batch-norm counters kept as is;
+    an int8 bundle's convolution weights as int8, see quantize.int8_state)."""
+    def tensors(model):
+        state = model.state_dict()
+        if bundle.int8_ranges:
+            return {k: v.contiguous() for k, v in int8_state(state).items()}
+        return {k: (v.half() if half and v.is_floating_point() else v).contiguous() for k, v in state.items()}
+    payload = {"format": BUNDLE_FORMAT, "version": BUNDLE_VERSION, "meta": json.dumps(bundle.meta()),
+               "s1": tensors(bundle.s1), "s2": tensors(bundle.s2)}
+    if bundle.reference is not None:
+        payload["reference"] = tensors(bundle.reference)
+    if bundle.int8_ranges:
+        payload["int8_ranges"] = {name: {f"{i}.{end}": t.float().contiguous() for i, pair in enumerate(ranges)
+                                         for end, t in zip(("min", "max"), pair)}
+                                  for name, ranges in bundle.int8_ranges.items()}
+    with atomic_output(path) as tmp:
+        torch.save(payload, tmp)
+
+
+def _read_payload(path):
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", UserWarning)  # torch's notes on foreign pickle protocols
+            payload = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # torch raises many types for damaged or unsafe files
+        if "Weights only load failed" in str(exc):
+            raise ModelError(f"refused to load {path}: it holds pickled Python objects, which could run code "
+                             "when loaded (nothing was run); iterseg reads only bundles of plain tensors, "
+                             "written by iterseg.save_bundle.") from None
+        first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise ModelError(f"{path} is not a readable iterseg model bundle ({first_line[:200]}); "
+                         "pass a file written by iterseg.save_bundle or an embedded model name.") from None
+    if not isinstance(payload, dict) or payload.get("format") != BUNDLE_FORMAT:
+        raise ModelError(f"{path} is not an iterseg model bundle (no '{BUNDLE_FORMAT}' header).")
+    if payload.get("version") != BUNDLE_VERSION:
+        raise ModelError(f"{path} has bundle version {payload.get('version')}; this iterseg reads "
+                         f"version {BUNDLE_VERSION}. Upgrade iterseg or re-export the bundle.")
+    return payload
+
+
+def _mismatch(model, state):
+    """What differs between a network's parameters and a state dict, in a few words (or None)."""
+    expected = model.state_dict()
+    missing = [k for k in expected if k not in state]
+    unexpected = [k for k in state if k not in expected]
+    reshaped = [k for k in expected if k in state and tuple(state[k].shape) != tuple(expected[k].shape)]
+    parts = [f"{len(keys)} {what} (e.g. {keys[0]})" for keys, what in
+             ((missing, "tensors missing"), (unexpected, "unexpected tensors"), (reshaped, "of another shape"))
+             if keys]
+    return ", ".join(parts) or None
+
+
+def _build(config_dict, state, where):
+    try:
+        model = UNet(UNetConfig(**config_dict))
+    except (TypeError, ValueError) as exc:
+        raise ModelError(f"{where}: the architecture in the bundle is invalid ({exc}); re-export the bundle.") from None
+    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        raise ModelError(f"{where}: the weights are not a dict of tensors; re-export the bundle.")
+    problem = _mismatch(model, state)
+    if problem:
+        raise ModelError(f"{where}: the weights do not fit the architecture the bundle declares ({problem}); "
+                         "the file was written for another network: re-export it with iterseg.save_bundle.")
+    model.load_state_dict({k: v.float() if v.is_floating_point() else v for k, v in state.items()})
+    return model
+
+
+def _weights(state, int8):
+    """A stored state dict as float tensors (an int8 bundle's int8 weights times their scales)."""
+    if not int8 or not isinstance(state, dict):
+        return state
+    return float_state(state)
+
+
+def _ranges(stored):
+    """{network: [(min, max)]} from the file's {network: {"<i>.min": t, "<i>.max": t}}."""
+    if not isinstance(stored, dict):
+        raise KeyError("int8_ranges")
+    return {name: [(values[f"{i}.min"], values[f"{i}.max"]) for i in range(len(values) // 2)]
+            for name, values in stored.items()}
+
+
+def read_bundle(path):
+    """Load a bundle file written by ``save_bundle``; raises ModelError with what is wrong."""
+    path = Path(path)
+    if not path.is_file():
+        raise ModelError(f"model file {path} does not exist; pass an existing bundle file or one of "
+                         f"the embedded names: {', '.join(available_models())}.")
+    payload = _read_payload(path)
+    try:
+        meta = json.loads(payload["meta"])
+        int8 = bool(meta.get("int8"))
+        s1 = _build(meta["s1"], _weights(payload["s1"], int8), f"{path} (S1)")
+        s2 = _build(meta["s2"], _weights(payload["s2"], int8), f"{path} (S2)")
+        reference = (_build(meta["reference"], _weights(payload.get("reference"), int8), f"{path} (reference)")
+                     if meta.get("reference") else None)
+        return Bundle(s1=s1, s2=s2, mean=tuple(meta["mean"]), std=tuple(meta["std"]),
+                      s1_scale=float(meta["s1_scale"]), class_names=tuple(meta["class_names"]),
+                      name=meta.get("name", path.stem), provenance=meta.get("provenance", {}),
+                      reference=reference, palette=meta.get("palette"),
+                      int8_ranges=_ranges(payload.get("int8_ranges")) if int8 else None)
+    except (KeyError, TypeError, json.JSONDecodeError) as exc:
+        raise ModelError(f"{path}: damaged bundle metadata ({exc!r}); re-export the bundle.") from None
+
+
+def untrained_bundle(config=None, seed=0):
+    """A bundle with random weights (fixed seed): for testing the engine, its masks mean nothing."""
+    config = config or UNetConfig()
+    with torch.random.fork_rng():
+        torch.manual_seed(seed)
+        s1, s2 = UNet(config), UNet(config)
+    mean, std = (0.5,) * config.in_channels, (0.25,) * config.in_channels
+    names = ("background", "foreground") if config.out_channels == 1 else tuple(
+        f"class{i}" for i in range(config.out_channels))
+    return Bundle(s1=s1, s2=s2, mean=mean, std=std, class_names=names, name="untrained",
+                  provenance={"untrained": True, "note": f"random weights, seed {seed}"})
+
+
+def available_models():
+    """Names accepted by ``load_bundle``: the embedded bundle files plus 'untrained'."""
+    return sorted([p.stem for p in WEIGHTS_DIR.glob("*.pt")] + ["untrained"])
+
+
+def load_bundle(name_or_path):
+    """An embedded model by name ('untrained', ...) or a bundle file by path."""
+    text = str(name_or_path)
+    if text == "untrained":
+        return untrained_bundle()
+    embedded = WEIGHTS_DIR / f"{text}.pt"
+    if embedded.is_file():
+        return read_bundle(embedded)
+    if Path(text).suffix or "/" in text or Path(text).exists():
+        return read_bundle(Path(text))
+    raise ModelError(f"unknown model {text!r}; valid names: {', '.join(available_models())}, "
+                     "or a path to a bundle file.")
