@@ -81,14 +81,32 @@ def window_means(prob, size, stride=None):
     n_rows = len(grid_starts(H, size, stride)) and likewise for columns.
     """
     prob = as_float_map(prob)
-    height, width = prob.shape
+    return window_means_by_rows(lambda top, bottom: prob[top:bottom], prob.shape, size, stride, prob.shape[0])
+
+
+def window_means_by_rows(rows, shape, size, stride=None, strip_rows=512):
+    """``window_means`` of an (H, W) map that is produced a strip of rows at a time, so that the map
+    never has to exist whole (a streamed image's merged probabilities).
+
+    rows(top, bottom) returns the map's rows top .. bottom-1 as (bottom - top, W) floats; it is asked
+    for consecutive strips of at most about ``strip_rows`` rows (split where windows start or end).
+    The float64 sums do not depend on how the rows are grouped: the result equals
+    ``window_means`` of the whole map to the last bit.
+    """
+    height, width = shape
     ys = grid_starts(height, size, stride)
     xs = grid_starts(width, size, stride)
     win_h, win_w = min(size, height), min(size, width)
     bounds = _stripe_bounds(height, ys, win_h)
-    with PARALLEL_LOCK:
-        stripe_sums = _stripe_column_sums(prob, bounds)
-    return _sums_to_means(stripe_sums, bounds, ys, win_h, xs, win_w)
+    sums = np.empty((len(bounds) - 1, width), dtype=np.float64)
+    first = 0
+    while first < len(bounds) - 1:
+        last = max(first + 1, int(np.searchsorted(bounds, bounds[first] + strip_rows, side="right")) - 1)
+        strip = as_float_map(rows(int(bounds[first]), int(bounds[last])), "rows")
+        with PARALLEL_LOCK:
+            sums[first:last] = _stripe_column_sums(strip, bounds[first:last + 1] - bounds[first])
+        first = last
+    return _sums_to_means(sums, bounds, ys, win_h, xs, win_w)
 
 
 @njit(cache=True)

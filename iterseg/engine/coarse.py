@@ -1,0 +1,97 @@
+"""Stage 1 (the coarse map): the low-resolution network over the whole image, at stage-1 scale,
+and its bilinear upsampling to full resolution, whole or at any pixels.
+
+Glossary
+    probs    float32 (K, h1, w1) stage-1 probabilities at stage-1 scale (never logits)
+    shape    (H, W) of the full-resolution image; (h1, w1) = shape times s1_scale, rounded, >= 1
+    rows, cols  int arrays of full-resolution pixel positions (mirrored positions allowed)
+Upsampling follows OpenCV's INTER_LINEAR convention exactly; ``full`` calls OpenCV, ``at`` is its
+separable twin for a few pixels of a huge image (equal up to float rounding).
+"""
+from dataclasses import dataclass
+
+import cv2
+import numpy as np
+
+from ..disk.tiff import mirror_index
+from .cost import align_up, count_macs, stage1_size
+from .infer import run_whole
+from .source import gather_boxes
+
+# Stage 1 runs whole up to S1_WHOLE_PIXELS (about 0.75 GB of activations for the default U-Net) and
+# above it in equal tiles of at most S1_TILE pixels a side, each with receptive-field context.
+# Whole is much faster where it fits: a 1250^2 view took 2.9 s whole and 11.2 s in 1024 px tiles.
+S1_WHOLE_PIXELS = 1300 ** 2
+S1_TILE = 1024
+
+
+def linear_taps(positions, small, full):
+    """Bilinear source taps for full-resolution ``positions`` on an axis of ``full`` pixels resampled
+    from ``small``: (index0, index1, weight of index1), as cv2.resize INTER_LINEAR computes them."""
+    source = (np.asarray(positions, np.float64) + 0.5) * (small / full) - 0.5
+    index0 = np.floor(source).astype(np.int64)
+    frac = source - index0
+    frac[index0 < 0] = 0
+    index0 = np.clip(index0, 0, small - 1)
+    frac[index0 >= small - 1] = 0
+    return index0, np.minimum(index0 + 1, small - 1), frac.astype(np.float32)
+
+
+@dataclass
+class CoarseMap:
+    """Stage-1 probabilities ``probs`` (K, h1, w1) of an image of ``shape`` (H, W)."""
+    probs: np.ndarray
+    shape: tuple
+
+    def at(self, rows, cols):
+        """float32 (K, len(rows), len(cols)): the upsampled map at full-resolution ``rows`` x ``cols``."""
+        (h1, w1), (height, width) = self.probs.shape[1:], self.shape
+        r0, r1, rf = linear_taps(rows, h1, height)
+        c0, c1, cf = linear_taps(cols, w1, width)
+        block = self.probs[:, r0] * (1 - rf)[:, None] + self.probs[:, r1] * rf[:, None]
+        return np.ascontiguousarray(block[:, :, c0] * (1 - cf) + block[:, :, c1] * cf, dtype=np.float32)
+
+    def region(self, top, bottom, left, right):
+        """float32 (K, bottom - top, right - left) the upsampled map over a region."""
+        return self.at(np.arange(top, bottom), np.arange(left, right))
+
+    def full(self):
+        """float32 (K, H, W) the whole upsampled map (OpenCV)."""
+        height, width = self.shape
+        if self.probs.shape[1:] == (height, width):
+            return self.probs.copy()
+        up = cv2.resize(np.ascontiguousarray(self.probs.transpose(1, 2, 0)), (width, height),
+                        interpolation=cv2.INTER_LINEAR)
+        return np.ascontiguousarray(up.reshape(height, width, -1).transpose(2, 0, 1))
+
+    def at_boxes(self, boxes):
+        """float32 (N, h, w, K) the upsampled map inside equal-sized ``boxes`` (N, 4), mirrored past
+        the image's edges like the pixels a source reads there."""
+        height, width = self.shape
+        out = [self.at(mirror_index(y + np.arange(h), height), mirror_index(x + np.arange(w), width))
+               for y, x, h, w in np.asarray(boxes, np.int64)]
+        return np.stack(out).transpose(0, 2, 3, 1)
+
+
+def s1_tile(h1, w1):
+    """Tile side for a stage-1 view of h1 x w1 (None: run it whole): as few equal tiles as fit S1_TILE."""
+    if h1 * w1 <= S1_WHOLE_PIXELS:
+        return None
+    return max(-(-side // -(-side // S1_TILE)) for side in (h1, w1))
+
+
+def stage1(source, runner, bundle, progress=None):
+    """Run stage 1 on ``source``: (CoarseMap, MACs as run, the stage-1 view (h1, w1, C), notes).
+
+    runner: the bundle's S1 prepared for a precision (model/runtime.py). progress(n) is told of rows
+    read and tiles run."""
+    h1, w1 = stage1_size(source.shape, bundle.s1_scale)
+    view, note = source.view(h1, w1, progress)
+    tile = s1_tile(h1, w1)
+    probs, count, box_hw = run_whole(runner, lambda boxes: gather_boxes(view, boxes), (h1, w1), bundle.mean,
+                                     bundle.std, tile=tile, progress=progress)
+    notes = [note] if note else []
+    if tile:
+        notes.append(f"stage 1 ran in {count} tiles of {tile} px with receptive-field context "
+                     f"({align_up(runner.config.receptive_radius, runner.config.size_multiple)} px)")
+    return CoarseMap(probs, tuple(source.shape)), count * count_macs(runner.config, *box_hw), view, notes

@@ -1,0 +1,200 @@
+"""The one loop: stage 1 -> score -> select -> refine -> merge, in rounds, for every source
+(an image in memory or a tiled TIFF read tile by tile), and the full-resolution baseline.
+
+Glossary
+    source   engine/source.py: ArraySource or TiffSource (shape (H, W), view, read_boxes)
+    probs    float32 (H, W) foreground probabilities (binary) or (K, H, W) class probabilities
+    mask     uint8 (H, W) class ids (0/1 for binary)
+    windows  int64 (N, 4) of (y, x, h, w) in full-resolution pixels, in selection order
+    scores   float64 (N,) the refined windows' scores when chosen (higher = needed refining more;
+             NaN for windows given by the caller)
+    macs     engine/cost.py; seconds: {"stage1", "select", "stage2", "merge", "total"} wall-clock
+"""
+import functools
+import logging
+import math
+import sys
+from dataclasses import dataclass, field
+
+import numpy as np
+from tqdm import tqdm
+
+from ..timer import Timer
+from .coarse import stage1
+from .cost import baseline_cost, baseline_macs, count_macs, cost_report
+from .infer import auto_batch_size, box_shape, run_whole
+from .merge import Merger, take
+from .refine import refine, s2_reader
+from .scores import window_scores
+from .selection import candidates, next_windows, selection_notes, window_limit
+from .settings import check_windows
+
+log = logging.getLogger(__name__)
+
+# The baseline runs the whole image up to this many pixels (peak memory a few GB for the default
+# U-Net) and above it in tiles of BASELINE_TILE pixels with receptive-field context (same output).
+MAX_WHOLE_PIXELS = 4096 * 4096
+BASELINE_TILE = 2048
+
+
+@dataclass(eq=False)
+class Result:
+    """What one prediction produced. ``probs`` and ``mask`` are the full-resolution map, built from
+    ``merged`` on first use; for a huge streamed image use ``probs_at`` / ``mask_at`` instead."""
+    merged: Merger
+    windows: np.ndarray
+    scores: np.ndarray
+    macs: dict
+    seconds: dict
+    options: dict = field(default_factory=dict)
+    notes: list = field(default_factory=list)
+    view: np.ndarray | None = None
+    tiles_read: int | None = None
+
+    @property
+    def shape(self):
+        """(H, W) of the image."""
+        return self.merged.shape
+
+    @functools.cached_property
+    def probs(self):
+        """float32 (H, W) foreground probabilities, or (K, H, W) for K classes."""
+        full = self.merged.full()
+        return full[0] if len(full) == 1 else full
+
+    @functools.cached_property
+    def mask(self):
+        """uint8 (H, W) class ids (0/1 for binary)."""
+        return to_mask(self.merged.full())
+
+    def probs_at(self, rows, cols):
+        """float32 (K, len(rows), len(cols)) probabilities at ascending pixel ``rows`` x ``cols``."""
+        return self.merged.at(rows, cols)
+
+    def mask_at(self, rows, cols):
+        """uint8 (len(rows), len(cols)) class ids at ascending pixel ``rows`` x ``cols``."""
+        return to_mask(self.merged.at(rows, cols))
+
+
+def to_mask(probs):
+    """uint8 (h, w) class ids of probabilities (K, h, w): p >= 0.5 for binary, argmax otherwise."""
+    return (probs[0] >= 0.5).astype(np.uint8) if len(probs) == 1 else probs.argmax(axis=0).astype(np.uint8)
+
+
+def bar(total, desc, unit, show):
+    return tqdm(total=total, desc=desc, unit=unit, file=sys.stderr, disable=not show, leave=False,
+                dynamic_ncols=True)
+
+
+def merger_for(source, coarse, blended):
+    """A Merger over ``coarse``: upsampled once with OpenCV for an image in memory, pixel by pixel
+    on demand for a streamed one."""
+    if source.in_memory:
+        full = coarse.full()
+        return Merger(lambda rows, cols: take(full, rows, cols).copy(), source.shape, blended, dense=True)
+    return Merger(coarse.at, source.shape, blended)
+
+
+def two_stage(source, bundle, settings, windows=None, show_progress=False):
+    """Segment ``source`` with ``bundle``: stage 1 everywhere, stage 2 on the windows that score
+    highest, in ``settings.rounds`` rounds (engine/settings.py). windows: refine exactly these instead
+    (int64 (N, 4), equal sizes; their scores are NaN). Returns a Result."""
+    timer = Timer()
+    s1, s2 = bundle.runners(settings.precision, settings.compile)
+    plan = settings.plan(source.shape, s2.config.out_channels, s2.config.size_multiple)
+    if windows is not None:
+        windows = check_windows(windows, source.shape)
+    with timer("stage1"), bar(source.shape[0], "stage 1", "row", show_progress) as progress:
+        coarse, s1_macs, view, notes = stage1(source, s1, bundle, progress.update)
+    merger = merger_for(source, coarse, plan.blend)
+    if windows is None:
+        chosen, scores, box_hw, boxes, rounds_log, select_notes = refine_rounds(
+            source, bundle, s2, coarse, merger, plan, timer, show_progress, s1_macs)
+    else:
+        chosen, scores, box_hw, boxes, rounds_log, select_notes = refine_given(
+            source, bundle, s2, coarse, merger, plan, timer, show_progress, windows)
+    with timer("merge"):
+        if source.in_memory:
+            merger.full()
+    options = {**plan.report(), "batch_size": settings.batch_size or (auto_batch_size(*box_hw) if boxes else None),
+               "s1_input": list(view.shape[:2]), "s2_input": list(box_hw) if boxes else None,
+               "streamed": not source.in_memory, "rounds_log": rounds_log}
+    return Result(merged=merger, windows=chosen, scores=scores, macs=cost_report(bundle, source.shape, s1_macs,
+                  box_hw, boxes), seconds=timer.total(), options=options,
+                  notes=list(source.notes) + notes + select_notes, view=view, tiles_read=source.tiles_read)
+
+
+def refine_given(source, bundle, s2, coarse, merger, plan, timer, show, windows):
+    """Stage 2 on the caller's ``windows``; returns what ``refine_rounds`` returns."""
+    if not len(windows):
+        return windows, np.empty(0), None, 0, [], []
+    with timer("stage2"), bar(len(windows), "stage 2", "window", show) as progress:
+        window_probs, boxes = refine(s2, bundle, source, coarse, windows, plan.settings.context,
+                                     plan.settings.batch_size, progress.update)
+        merger.add(windows, window_probs)
+    box_hw = tuple(int(v) for v in boxes[0, 2:])
+    return windows, np.full(len(windows), np.nan), box_hw, len(boxes), [], []
+
+
+def refine_rounds(source, bundle, s2, coarse, merger, plan, timer, show, s1_macs):
+    """Choose and refine windows in ``plan.settings.rounds`` rounds, re-scoring the merged map after
+    each: (windows in order, their scores, box (h, w), number of boxes, log per round, notes)."""
+    settings, shape = plan.settings, source.shape
+    grid = candidates(shape, plan.size, plan.stride)
+    box_hw = box_shape(grid[0, 2:], settings.context, s2.config.size_multiple, shape)
+    window_macs = count_macs(s2.config, *box_hw)
+    limit = window_limit(settings.patches, plan.budget_macs(baseline_macs(bundle, shape)), s1_macs, window_macs)
+    refined = np.zeros(len(grid), bool)
+    chosen_all, scores_all, rounds_log = [], [], []
+    strip_rows = shape[0] if source.in_memory else 512
+    for round_index in range(settings.rounds):
+        remaining = limit - refined.sum()
+        if remaining <= 0:
+            break
+        take_now = remaining if math.isinf(remaining) else -(-int(remaining) // (settings.rounds - round_index))
+        with timer("select"):
+            scores = window_scores(merger.rows, shape, plan.size, plan.stride, settings.score, strip_rows).ravel()
+            chosen = next_windows(scores, refined, take_now, settings.threshold, grid, plan.max_overlap,
+                                  merger.windows)
+        if not len(chosen):
+            break
+        with timer("stage2"), bar(len(chosen), "stage 2", "window", show) as progress:
+            window_probs, _ = refine(s2, bundle, source, coarse, grid[chosen], settings.context,
+                                     settings.batch_size, progress.update)
+            merger.add(grid[chosen], window_probs)
+        refined[chosen] = True
+        chosen_all.append(chosen)
+        scores_all.append(scores[chosen])
+        rounds_log.append({"windows": grid[chosen].tolist(), "macs": int(len(chosen) * window_macs)})
+    order = np.concatenate(chosen_all) if chosen_all else np.empty(0, np.int64)
+    notes = selection_notes(settings, len(order), len(grid), limit)
+    return (grid[order], np.concatenate(scores_all) if scores_all else np.empty(0), box_hw, len(order),
+            rounds_log, notes)
+
+
+def baseline(source, bundle, settings, tile=None, batch_size=1):
+    """The full-resolution network over the whole ``source`` (Bundle.baseline_kind says which: S2,
+    the reference network of a conditioned bundle, or stage 1 then the conditioned S2). ``tile``
+    (pixels) processes it in tiles with receptive-field context, which leaves the output unchanged
+    up to float rounding; by default only images above MAX_WHOLE_PIXELS are tiled. Returns a Result."""
+    timer = Timer()
+    s1 = bundle.runners(settings.precision, settings.compile)[0]
+    network = bundle.baseline_runner(settings.precision, settings.compile)
+    shape = source.shape
+    if tile is None and shape[0] * shape[1] > MAX_WHOLE_PIXELS:
+        tile = BASELINE_TILE
+    coarse, view, notes = None, None, []
+    if bundle.baseline_kind == "s1+s2":
+        with timer("stage1"):
+            coarse, _, view, notes = stage1(source, s1, bundle)
+    read = s2_reader(source, coarse, bundle.baseline_kind == "s1+s2")
+    mean, std = (bundle.s2_mean, bundle.s2_std) if bundle.baseline_kind == "s1+s2" else (bundle.mean, bundle.std)
+    with timer("stage2"):
+        probs, _, _ = run_whole(network, read, shape, mean, std, tile=tile, batch_size=batch_size)
+    for name in ("stage1", "select", "merge"):
+        timer.seconds.setdefault(name, 0.0)
+    merged = Merger(lambda rows, cols: take(probs, rows, cols).copy(), shape, dense=True)
+    options = {"baseline": True, "kind": bundle.baseline_kind, "tile": tile, "precision": settings.precision}
+    return Result(merged=merged, windows=np.empty((0, 4), np.int64), scores=np.empty(0),
+                  macs=baseline_cost(bundle, shape), seconds=timer.total(), options=options,
+                  notes=list(source.notes) + notes, view=view, tiles_read=source.tiles_read)

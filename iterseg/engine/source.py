@@ -1,0 +1,267 @@
+"""Sources: where pixels come from. An image in memory, or a tiled TIFF read tile by tile; the
+engine sees both through the same three calls (``shape``, ``view``, ``read_boxes``).
+
+Pixels enter here and only here: one rule maps any dtype to [0, 1] (``unit_range``, decided once per
+image, never per strip or window) and one rule fits the channels to the model (``fit_channels``).
+
+Glossary
+    image    (H, W) or (H, W, C) array as read from disk: uint8, uint16, other integers, bool, floats
+    unit     float32 (h, w, C) in [0, 1] with C = the model's input channels: what networks are fed
+    boxes    int64 (N, 4) of (y, x, h, w) in full-resolution pixels, equal-sized; parts outside the
+             image are mirrored (as np.pad mode 'reflect')
+    view     float32 (h1, w1, C) unit image at stage-1 scale (INTER_AREA)
+"""
+from dataclasses import dataclass
+
+import cv2
+import numpy as np
+
+from ..disk.tiff import TiledImage, mirror_index
+from ..errors import InputError
+
+STRIP_ROWS = 512  # level-0 rows read at a time when a TIFF is scanned or shrunk without a pyramid
+
+
+@dataclass(frozen=True)
+class UnitRange:
+    """unit = (value - offset) * scale, clipped to [0, 1]; ``note`` says what was done, for the report."""
+    offset: float
+    scale: float
+    note: str | None = None
+
+    def apply(self, pixels):
+        unit = pixels.astype(np.float32)
+        if self.offset:
+            unit -= np.float32(self.offset)
+        if self.scale != 1:
+            unit *= np.float32(self.scale)
+        return np.clip(unit, 0.0, 1.0, out=unit)
+
+
+def needs_extent(dtype):
+    """True when the [0, 1] mapping of ``dtype`` depends on the image's minimum and maximum."""
+    return dtype not in (np.uint8, np.uint16, np.bool_)
+
+
+def unit_range(dtype, low=0.0, high=1.0):
+    """The one rule from stored values to [0, 1], given the image's extent ``low``..``high``:
+    uint8 / 255 and uint16 / 65535 always; other integers and floats by the smallest range that holds
+    them ([0, 1] as is, [0, 255] / 255, [0, 65535] / 65535 for integers), else rescaled from their own
+    minimum and maximum."""
+    dtype = np.dtype(dtype)
+    if dtype == np.uint8:
+        return UnitRange(0.0, 1 / 255)
+    if dtype == np.uint16:
+        return UnitRange(0.0, 1 / 65535, "uint16 image scaled by 1/65535 to [0, 1]")
+    if dtype == np.bool_:
+        return UnitRange(0.0, 1.0, "boolean image read as 0/1")
+    kind = "integer" if np.issubdtype(dtype, np.integer) else "float"
+    spans = (1.0, 255.0, 65535.0) if kind == "integer" else (1.0, 255.0)
+    for top in spans:
+        if low >= 0 and high <= top and (top > 1 or kind == "float"):
+            note = None if top == 1 else f"{dtype} image with values up to {high:g} scaled by 1/{top:g} to [0, 1]"
+            return UnitRange(0.0, 1 / top, note)
+    return UnitRange(low, 1 / max(high - low, 1e-12),
+                     f"{dtype} image with values in [{low:g}, {high:g}] rescaled to [0, 1]")
+
+
+def fit_channels(image, channels):
+    """(image (h, w, channels), note or None): ``image`` (h, w[, c]) with its channels fitted to the model."""
+    if image.ndim == 2:
+        image = image[:, :, None]
+    have = image.shape[2]
+    if have == channels:
+        return image, None
+    if have in (2, 4) and have - 1 == channels:
+        return image[:, :, :channels], "alpha channel dropped"
+    if have in (1, 2) and channels == 3:
+        return np.repeat(image[:, :, :1], 3, axis=2), "grayscale image repeated to 3 channels" + (
+            " (alpha dropped)" if have == 2 else "")
+    if have in (3, 4) and channels == 1:
+        weights = np.array([0.299, 0.587, 0.114], dtype=np.float32)
+        return (image[:, :, :3] @ weights)[:, :, None], "RGB image converted to gray (ITU-R BT.601 weights)" + (
+            " (alpha dropped)" if have == 4 else "")
+    raise InputError(f"image has {have} channels but the model takes {channels}; "
+                     "convert the image or use a model trained for this channel count.")
+
+
+def as_array(image):
+    """An image given as a NumPy array, a torch tensor or anything array-like, as a NumPy array."""
+    if hasattr(image, "detach") and hasattr(image, "cpu"):  # a torch tensor, on any device or dtype
+        try:
+            image = image.detach().cpu()
+            image = (image.float() if image.is_floating_point() else image).numpy()
+        except (RuntimeError, TypeError) as exc:
+            raise InputError(f"cannot read the tensor's values ({str(exc).splitlines()[0][:120]}); pass a "
+                             "CPU tensor or a NumPy array.") from None
+    try:
+        return np.asarray(image)
+    except (TypeError, ValueError) as exc:
+        raise InputError(f"cannot read the image as an array ({exc}); pass a NumPy array or a file path.") from None
+
+
+def check_image_shape(shape):
+    """InputError unless ``shape`` is (H, W) or (H, W, C) with C <= 4 and H, W >= 1."""
+    if len(shape) not in (2, 3) or shape[0] < 1 or shape[1] < 1:
+        raise InputError(f"image must be a non-empty (H, W) or (H, W, C) array, got shape {tuple(shape)}.")
+    if len(shape) == 3 and not 1 <= shape[2] <= 4:
+        raise InputError(f"image has {shape[2]} channels in its last axis; iterseg reads "
+                         "(H, W, C) with C <= 4: transpose a (C, H, W) array first.")
+
+
+def check_dtype(dtype):
+    if not (np.issubdtype(dtype, np.integer) or np.issubdtype(dtype, np.floating) or dtype == np.bool_):
+        raise InputError(f"unsupported image dtype {dtype}; use uint8, uint16 or float32.")
+
+
+def gather_boxes(array, boxes):
+    """Cut equal-sized ``boxes`` out of ``array`` (H, W, C) in one indexing operation: (N, h, w, C)."""
+    height, width = array.shape[:2]
+    rows = mirror_index(boxes[:, 0, None] + np.arange(int(boxes[0, 2])), height)
+    cols = mirror_index(boxes[:, 1, None] + np.arange(int(boxes[0, 3])), width)
+    return array[rows[:, :, None], cols[:, None, :]]
+
+
+def shrink(unit, height, width):
+    """``unit`` (h, w, C) resized to height x width with INTER_AREA (channel axis kept)."""
+    if unit.shape[:2] == (height, width):
+        return unit
+    return cv2.resize(unit, (width, height), interpolation=cv2.INTER_AREA).reshape(height, width, unit.shape[2])
+
+
+class ArraySource:
+    """An image in memory, converted to unit floats once."""
+    in_memory = True
+    tiles_read = None
+
+    def __init__(self, image, channels):
+        image = as_array(image)
+        check_image_shape(image.shape)
+        check_dtype(image.dtype)
+        if np.issubdtype(image.dtype, np.floating) and not np.isfinite(image).all():
+            raise InputError("image contains NaN or infinite values; replace them (e.g. np.nan_to_num) "
+                             "before segmenting.")
+        extent = (float(image.min()), float(image.max())) if needs_extent(image.dtype) else ()
+        scaling = unit_range(image.dtype, *extent)
+        unit, channel_note = fit_channels(scaling.apply(image), channels)
+        self.unit = np.ascontiguousarray(unit, dtype=np.float32)
+        self.shape = self.unit.shape[:2]
+        self.stored_shape = image.shape
+        self.notes = [note for note in (scaling.note, channel_note) if note]
+
+    def read_boxes(self, boxes):
+        return gather_boxes(self.unit, boxes)
+
+    def view(self, height, width, progress=None):
+        """(float32 (height, width, C) the image at stage-1 scale, note or None)."""
+        return shrink(self.unit, height, width), None
+
+    def close(self):
+        pass
+
+
+class TiffSource:
+    """A tiled (Big)TIFF read tile by tile: memory grows with what is read, not with the image."""
+    in_memory = False
+
+    def __init__(self, path, channels, progress=None):
+        self.tiff = TiledImage(path)
+        try:
+            check_dtype(self.tiff.dtype)
+            self.shape = self.tiff.shape[:2]
+            self.stored_shape = self.tiff.shape
+            self.channels = channels
+            extent = self._extent(progress) if needs_extent(self.tiff.dtype) else ()
+            self.scaling = unit_range(self.tiff.dtype, *extent)
+            _, channel_note = fit_channels(np.zeros((1, 1) + self.tiff.shape[2:], np.float32), channels)
+        except BaseException:
+            self.tiff.close()
+            raise
+        self.notes = [note for note in (self.scaling.note, channel_note) if note]
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+    def close(self):
+        self.tiff.close()
+
+    @property
+    def tiles_read(self):
+        return self.tiff.tiles_read
+
+    def _strips(self):
+        height, width = self.shape
+        for top in range(0, height, STRIP_ROWS):
+            yield top, self.tiff.read_region(top, 0, min(STRIP_ROWS, height - top), width)
+
+    def _extent(self, progress):
+        """(min, max) of the stored values, read strip by strip; InputError on NaN or infinity."""
+        low, high = np.inf, -np.inf
+        for top, strip in self._strips():
+            if np.issubdtype(strip.dtype, np.floating) and not np.isfinite(strip).all():
+                raise InputError(f"{self.tiff.path} contains NaN or infinite values near row {top}; replace "
+                                 "them before segmenting.")
+            low, high = min(low, float(strip.min())), max(high, float(strip.max()))
+            if progress:
+                progress(len(strip))
+        return low, high
+
+    def unit(self, pixels):
+        """Stored pixels (h, w[, c]) -> float32 (h, w, C) in [0, 1]."""
+        return fit_channels(self.scaling.apply(pixels), self.channels)[0]
+
+    def read_boxes(self, boxes):
+        return np.stack([self.unit(self.tiff.read_region(*map(int, box))) for box in boxes]).astype(np.float32)
+
+    def view(self, height, width, progress=None):
+        """(float32 (height, width, C) the image at stage-1 scale, note): from the smallest pyramid
+        level at least that large, else shrunk from level-0 strips (INTER_AREA, one strip in memory)."""
+        levels = [(shape[0], index) for index, shape in enumerate(self.tiff.level_shapes)
+                  if index and shape[0] >= height and shape[1] >= width]
+        if levels:
+            index = min(levels)[1]
+            view = shrink(self.unit(self.tiff.read_level(index)), height, width)
+            return view, f"stage 1 read pyramid level {index} ({width} x {height} after INTER_AREA)"
+        return self._view_from_strips(height, width, progress), None
+
+    def _view_from_strips(self, height, width, progress):
+        """INTER_AREA across each strip's columns with OpenCV, then across rows with the same area
+        weights, accumulated: cv2.resize INTER_AREA of the whole image up to float rounding."""
+        full_height = self.shape[0]
+        view = np.zeros((height, width, self.channels), np.float64)
+        for top, strip in self._strips():
+            rows = np.arange(top, top + len(strip))
+            narrow = shrink(self.unit(strip), len(rows), width)
+            weights, dest = area_weights(rows, height, full_height)
+            view[dest] += np.tensordot(weights, narrow, axes=(1, 0))
+            if progress:
+                progress(len(rows))
+        return view.astype(np.float32)
+
+
+def area_weights(rows, small, full):
+    """(dest rows, len(rows)) INTER_AREA weights of level-0 ``rows`` (a contiguous run) onto the
+    stage-1 rows they overlap, and those dest row indices."""
+    scale = full / small
+    first = int(rows[0] // scale)
+    last = min(small - 1, int((rows[-1] + 1 - 1e-9) // scale))
+    dest = np.arange(first, last + 1)
+    low = np.maximum(dest[:, None] * scale, rows[None, :])
+    high = np.minimum((dest[:, None] + 1) * scale, rows[None, :] + 1)
+    return np.clip(high - low, 0, None) / scale, dest
+
+
+def open_source(image, channels, stream=False, progress=None):
+    """A source for ``image``: a Source is returned as it is; a path with ``stream`` opens a
+    TiffSource; any other path is read whole; an array is wrapped in an ArraySource."""
+    if hasattr(image, "read_boxes"):
+        return image
+    if isinstance(image, (str, bytes)) or hasattr(image, "__fspath__"):
+        if stream:
+            return TiffSource(image, channels, progress)
+        from ..disk.images import read_image
+        return ArraySource(read_image(image), channels)
+    return ArraySource(image, channels)
