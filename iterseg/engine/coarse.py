@@ -80,16 +80,17 @@ def s1_tile(h1, w1):
     return max(-(-side // -(-side // S1_TILE)) for side in (h1, w1))
 
 
-def stage1(source, runner, bundle, progress=None):
+def stage1(source, runner, scale, mean, std, progress=None):
     """Run stage 1 on ``source``: (CoarseMap, MACs as run, the stage-1 view (h1, w1, C), notes).
 
-    runner: the bundle's S1 prepared for a precision (model/runtime.py). progress(n) is told of rows
+    runner: a network returning logits (the bundle's S1 prepared for a precision, model/runtime.py);
+    scale: the bundle's s1_scale; mean, std: its input normalisation. progress(n) is told of rows
     read and tiles run."""
-    h1, w1 = stage1_size(source.shape, bundle.s1_scale)
+    h1, w1 = stage1_size(source.shape, scale)
     view, note = source.view(h1, w1, progress)
     tile = s1_tile(h1, w1)
-    probs, count, box_hw = run_whole(runner, lambda boxes: gather_boxes(view, boxes), (h1, w1), bundle.mean,
-                                     bundle.std, tile=tile, progress=progress)
+    probs, count, box_hw = run_whole(runner, lambda boxes: gather_boxes(view, boxes), (h1, w1), mean, std,
+                                     tile=tile, progress=progress)
     notes = [note] if note else []
     if tile:
         notes.append(f"stage 1 ran in {count} tiles of {tile} px with receptive-field context "

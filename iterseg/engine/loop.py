@@ -105,7 +105,8 @@ def two_stage(source, bundle, settings, windows=None, show_progress=False):
     if windows is not None:
         windows = check_windows(windows, source.shape)
     with timer("stage1"), bar(source.shape[0], "stage 1", "row", show_progress) as progress:
-        coarse, s1_macs, view, notes = stage1(source, s1, bundle, progress.update)
+        coarse, s1_macs, view, notes = stage1(source, s1, bundle.s1_scale, bundle.mean, bundle.std,
+                                              progress.update)
     merger = merger_for(source, coarse, plan.blend)
     if windows is None:
         chosen, scores, box_hw, boxes, rounds_log, select_notes = refine_rounds(
@@ -186,7 +187,7 @@ def baseline(source, bundle, settings, tile=None, batch_size=1):
     coarse, view, notes = None, None, []
     if bundle.baseline_kind == "s1+s2":
         with timer("stage1"):
-            coarse, _, view, notes = stage1(source, s1, bundle)
+            coarse, _, view, notes = stage1(source, s1, bundle.s1_scale, bundle.mean, bundle.std)
     read = s2_reader(source, coarse, bundle.baseline_kind == "s1+s2")
     mean, std = (bundle.s2_mean, bundle.s2_std) if bundle.baseline_kind == "s1+s2" else (bundle.mean, bundle.std)
     with timer("stage2"):
