@@ -5,7 +5,7 @@ Glossary
     outputs  per image STEM: mask, probabilities, overlay and report, written atomically (the report
              last, so an existing report means the image is done)
     row      one line of the summary: image, status (done / skipped / failed), reason, cost, seconds
-Tiled TIFFs above STREAM_PIXELS are streamed (stream.py): their mask is a tiled pyramidal BigTIFF,
+Tiled TIFFs above STREAM_PIXELS are streamed (engine/source.TiffSource): their mask is a tiled pyramidal BigTIFF,
 their probabilities are written only on request and their overlay is at stage-1 scale.
 """
 import contextlib
@@ -19,11 +19,12 @@ from pathlib import Path
 import tifffile
 
 from .disk.images import check_image_file, quiet_tifffile, read_image
-from .disk.outputs import atomic_output, write_json, write_mask, write_overlay, write_probs
-from .disk.tiff import TiledImage, tiled_reason
+from .disk.outputs import (OUTPUT_TILE, atomic_output, overview, write_json, write_mask, write_mask_pyramid,
+                           write_overlay, write_probs, write_probs_pyramid)
+from .disk.tiff import TiledImage, pyramid_tiles, tiled_reason
+from .engine.loop import bar
 from .errors import InputError, IterSegError
 from .report import result_report
-from .stream import overview, write_mask_tiff, write_probs_tiff
 from .timer import Timer, peak_rss_mb
 
 log = logging.getLogger(__name__)
@@ -129,28 +130,32 @@ def class_palette(bundle):
     return bundle.palette if bundle.s2.config.out_channels > 1 else None
 
 
-def _predict_streamed(segmenter, path, outputs, options, show):
-    result = segmenter.predict_tiled(path, show_progress=show, **options)
-    timer = Timer()
-    with timer("write"):
-        foreground = write_mask_tiff(result, outputs["mask"], show)
-        if "probs" in outputs:
-            write_probs_tiff(result, outputs["probs"], show)
-        write_overlay(outputs["overlay"], *overview(result), palette=class_palette(segmenter.bundle))
-    shape = result.shape + ((result.view.shape[2],) if result.view.ndim == 3 else ())
-    return result, shape, foreground, timer.seconds["write"]
-
-
-def _predict_in_memory(segmenter, path, outputs, options, baseline):
+def _predict(segmenter, path, options, baseline, streamed, show):
+    """(Result, the image as read or None when streamed)."""
+    if streamed:
+        return segmenter.predict(path, stream=True, show_progress=show, **options), None
     image = read_image(path)
-    result = segmenter.predict_baseline(image) if baseline else segmenter.predict(image, **options)
-    timer = Timer()
-    with timer("write"):
-        palette = class_palette(segmenter.bundle)
-        write_mask(outputs["mask"], result.mask, palette)
+    return (segmenter.predict_baseline(image) if baseline else segmenter.predict(image, **options)), image
+
+
+def write_outputs(result, image, outputs, bundle, show):
+    """Write mask, probabilities (if asked for), overlay; returns the foreground fraction. A streamed
+    result (``image`` None) is written tile by tile as pyramidal TIFFs, its overlay at stage-1 scale."""
+    palette = class_palette(bundle)
+    if image is None:
+        tiles = pyramid_tiles(*result.shape, OUTPUT_TILE)
+        with bar(tiles, "writing mask", "tile", show) as progress:
+            foreground = write_mask_pyramid(outputs["mask"], result, bundle.num_classes, progress.update)
+        if "probs" in outputs:
+            with bar(tiles, "writing probabilities", "tile", show) as progress:
+                write_probs_pyramid(outputs["probs"], result, bundle.num_classes, progress.update)
+        write_overlay(outputs["overlay"], *overview(result), palette=palette)
+        return foreground
+    write_mask(outputs["mask"], result.mask, palette)
+    if "probs" in outputs:
         write_probs(outputs["probs"], result.probs)
-        write_overlay(outputs["overlay"], image, result.mask, result.windows, palette)
-    return result, image.shape, float((result.mask > 0).mean()), timer.seconds["write"]
+    write_overlay(outputs["overlay"], image, result.mask, result.windows, palette)
+    return float((result.mask > 0).mean())
 
 
 def predict_file(segmenter, path, out_dir, options, baseline=False, stream="auto", save_probs=False,
@@ -165,19 +170,27 @@ def _predict_file(segmenter, path, out_dir, options, baseline, stream, save_prob
     streamed, note = (False, None) if baseline else stream_decision(path, stream)
     log.debug("%s: %s%s", path, "streamed" if streamed else "read whole", f" ({note})" if note else "")
     outputs = output_paths(out_dir, Path(path).stem, streamed, save_probs)
-    if streamed:
-        result, shape, foreground, write_seconds = _predict_streamed(segmenter, path, outputs, options, show_progress)
-    else:
-        result, shape, foreground, write_seconds = _predict_in_memory(segmenter, path, outputs, options, baseline)
+    result, image = _predict(segmenter, path, options, baseline, streamed, show_progress)
+    timer = Timer()
+    with timer("write"):
+        foreground = write_outputs(result, image, outputs, segmenter.bundle, show_progress)
     if note:
         result.notes.append(note)
-    report = result_report(result, path, shape, model_info(segmenter), outputs, foreground)
-    report["seconds_writing"] = round(write_seconds, 4)
+    report = result_report(result, path, result_shape(result, image), model_info(segmenter), outputs, foreground)
+    report["seconds_writing"] = round(timer.seconds["write"], 4)
     report["peak_rss_mb"] = round(peak_rss_mb(), 1)
-    if streamed:
+    if result.tiles_read is not None:
         report["tiles_read"] = result.tiles_read
     write_json(outputs["report"], report)
     return report
+
+
+def result_shape(result, image):
+    """(H, W[, C]) of the image as stored."""
+    if image is not None:
+        return image.shape
+    channels = result.view.shape[2:] if result.view is not None else ()
+    return tuple(result.shape) + tuple(channels)
 
 
 def model_info(segmenter):

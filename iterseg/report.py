@@ -18,7 +18,7 @@ def result_report(result, image_path, image_shape, model, outputs, foreground_fr
         foreground_fraction = float((result.mask > 0).mean())
     extra = {}
     names = model.get("classes", ())
-    if len(names) > 2 and getattr(result, "mask", None) is not None:
+    if len(names) > 2 and not result.options.get("streamed"):  # a streamed mask is never built whole
         extra["class_fractions"] = class_fractions(result.mask, names)
     return {**extra,
         "iterseg": __version__,

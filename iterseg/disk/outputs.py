@@ -105,3 +105,56 @@ def write_json(path, report):
     """``report`` (JSON-ready dict) as indented JSON."""
     with atomic_output(path) as tmp:
         tmp.write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
+
+
+# --- large results, written tile by tile from result.mask_at / result.probs_at --------------------
+
+OUTPUT_TILE = (512, 512)
+
+
+def level_positions(start, count, level):
+    """Level-0 pixel at the centre of level-``level`` pixels start .. start+count (nearest sampling)."""
+    step = 2 ** level
+    return (start + np.arange(count)) * step + step // 2
+
+
+def write_mask_pyramid(path, result, classes, progress=None):
+    """The mask of ``result`` (anything with ``shape`` and ``mask_at(rows, cols)``) as a tiled
+    pyramidal BigTIFF (uint8; 0/255 for binary, class ids otherwise), written one tile at a time;
+    returns the foreground fraction at level 0. classes: the model's class count."""
+    from .tiff import write_pyramid
+    foreground = [0]
+
+    def region(level, y, x, h, w):
+        mask = result.mask_at(level_positions(y, h, level), level_positions(x, w, level))
+        if level == 0:
+            foreground[0] += int(np.count_nonzero(mask))
+        return mask * 255 if classes == 2 else mask
+
+    write_pyramid(path, result.shape, np.uint8, region, tile=OUTPUT_TILE, progress=progress)
+    return foreground[0] / (result.shape[0] * result.shape[1])
+
+
+def write_probs_pyramid(path, result, classes, progress=None):
+    """Probabilities (float32; the foreground's for binary, (H, W, K) for K classes) as a tiled
+    pyramidal BigTIFF written one tile at a time from ``result.probs_at``."""
+    from .tiff import write_pyramid
+
+    def region(level, y, x, h, w):
+        probs = result.probs_at(level_positions(y, h, level), level_positions(x, w, level))
+        return probs[0] if classes == 2 else np.moveaxis(probs, 0, -1)
+
+    shape = result.shape if classes == 2 else tuple(result.shape) + (classes,)
+    write_pyramid(path, shape, np.float32, region, tile=OUTPUT_TILE, photometric="minisblack", progress=progress)
+
+
+def overview(result):
+    """(image uint8 (h1, w1, C), mask (h1, w1), windows scaled) at stage-1 scale, for the overlay of
+    an image too large to draw whole; ``result.view`` is the stage-1 view in [0, 1]."""
+    height, width = result.shape
+    h1, w1 = result.view.shape[:2]
+    rows = ((np.arange(h1) + 0.5) * height / h1).astype(np.int64)
+    cols = ((np.arange(w1) + 0.5) * width / w1).astype(np.int64)
+    windows = np.round(np.asarray(result.windows) * np.array([h1 / height, w1 / width] * 2)).astype(np.int64)
+    image = np.clip(result.view * 255 + 0.5, 0, 255).astype(np.uint8)
+    return image, result.mask_at(rows, cols), windows
