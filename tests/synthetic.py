@@ -4,7 +4,8 @@ import numpy as np
 import torch
 
 from iterseg.model.store import untrained_bundle
-from iterseg.model.unet import UNetConfig
+from iterseg.model.bundle import Bundle
+from iterseg.model.unet import UNet, UNetConfig
 
 SMALL = UNetConfig(in_channels=3, out_channels=1, depth=2, width=4)
 
@@ -19,6 +20,16 @@ def small_bundle(**overrides):
                 module.running_mean.uniform_(-0.2, 0.2)
                 module.running_var.uniform_(0.5, 1.5)
     return bundle
+
+
+def conditioned_bundle(with_reference=True):
+    """small_bundle's S1 and a random S2 taking 3 image channels + the S1 probability (seed 5)."""
+    plain = small_bundle()
+    with torch.random.fork_rng():
+        torch.manual_seed(5)
+        s2 = UNet(SMALL.__class__(**{**SMALL.__dict__, "in_channels": 4}))
+    return Bundle(s1=plain.s1, s2=s2, mean=plain.mean, std=plain.std, name="cond",
+                  reference=plain.s2 if with_reference else None), plain
 
 
 def blob_image(height, width, seed=0, channels=3):

@@ -14,17 +14,7 @@ from iterseg.model.store import read_bundle, save_bundle
 from iterseg.model.unet import UNet
 from iterseg.stage1 import stage1_size
 
-from synthetic import SMALL, blob_image, small_bundle, write_dataset, write_tiled
-
-
-def conditioned_bundle(with_reference=True):
-    """small_bundle's S1 and a random S2 taking 3 image channels + the S1 probability (seed 5)."""
-    plain = small_bundle()
-    with torch.random.fork_rng():
-        torch.manual_seed(5)
-        s2 = UNet(SMALL.__class__(**{**SMALL.__dict__, "in_channels": 4}))
-    return Bundle(s1=plain.s1, s2=s2, mean=plain.mean, std=plain.std, name="cond",
-                  reference=plain.s2 if with_reference else None), plain
+from synthetic import SMALL, blob_image, conditioned_bundle, small_bundle, write_dataset, write_tiled
 
 
 def test_s2_is_fed_the_image_and_the_stage1_probabilities():
