@@ -41,13 +41,13 @@ import iterseg
 from iterseg.data import load_spec, read_sample
 from iterseg.disk.outputs import atomic_output
 from iterseg.evaluate import METRICS
-from iterseg.flops import baseline_macs, count_macs
+from iterseg.engine.coarse import stage1
+from iterseg.engine.cost import baseline_macs, count_macs
+from iterseg.engine.settings import default_window_side
+from iterseg.engine.source import ArraySource
 from iterseg.kernels import grid_windows
 from iterseg.metrics import scores
 from iterseg.model.store import load_bundle
-from iterseg.prepare import as_float_image
-from iterseg.select import default_patch_size
-from iterseg.stage1 import stage1
 
 from .timing import machine
 
@@ -67,13 +67,14 @@ def run_downscaled(seg, image, max_macs, precision):
     """(mask, MACs ratio, seconds) of S2 on the downscaled image, upsampled back."""
     start = time.perf_counter()
     bundle = seg.bundle
-    image, _ = as_float_image(image, bundle.in_channels)
-    height, width = image.shape[:2]
+    source = ArraySource(image, bundle.in_channels)
+    height, width = source.shape
     s2 = bundle.baseline_runner(precision)  # the full-resolution model of the baseline
     scale = downscale_scale(s2.config, height, width, max_macs)
-    probs, small_hw = stage1(s2, image, scale, bundle.mean, bundle.std)
+    coarse, macs, _, _ = stage1(source, s2, scale, bundle.mean, bundle.std)
+    probs = coarse.full()
     mask = probs[0] >= 0.5 if probs.shape[0] == 1 else probs.argmax(axis=0) > 0
-    ratio = count_macs(s2.config, *small_hw) / count_macs(s2.config, height, width)
+    ratio = macs / count_macs(s2.config, height, width)
     return mask, ratio, time.perf_counter() - start
 
 
@@ -101,8 +102,8 @@ def group_of(method):
 def sweep_image(seg, index, sample_id, image, target, fov, args, conditioned=None):
     """Every method of the chosen groups at every N_p on one image: a list of rows."""
     height, width = image.shape[:2]
-    size = default_patch_size(height, width, args.grid, seg.bundle.s2.config.size_multiple)
-    base_macs = baseline_macs(seg.bundle, height, width)  # the denominator of every row's MACs ratio
+    size = default_window_side((height, width), args.grid, seg.bundle.s2.config.size_multiple)
+    base_macs = baseline_macs(seg.bundle, (height, width))  # the denominator of every row's MACs ratio
     rows = []
 
     def add(method, precision, n, result):

@@ -12,12 +12,11 @@ import pytest
 import torch
 
 import iterseg
-from iterseg.infer import gather_boxes
+from iterseg.engine.coarse import stage1
+from iterseg.engine.refine import s2_reader
+from iterseg.engine.settings import default_window_side
+from iterseg.engine.source import ArraySource
 from iterseg.metrics import dice
-from iterseg.prepare import as_float_image
-from iterseg.select import default_patch_size
-from iterseg.stage1 import stage1
-from iterseg.stage2 import s2_feed
 
 from .conftest import sweep_findings
 from .timing import interleaved_medians, machine
@@ -31,12 +30,12 @@ def monai_probs(seg, image, precision="fp32"):
     """Foreground probabilities (H, W) of the baseline's network through MONAI's sliding window with
     Gaussian blending; a conditioned S2 gets the stage-1 probabilities as extra channels, as in the baseline."""
     bundle = seg.bundle
-    pixels, _ = as_float_image(image, bundle.in_channels)
-    gather, mean, std = gather_boxes, bundle.mean, bundle.std
-    if bundle.baseline_kind == "s1+s2":  # the network's input as the pipeline builds it
-        gather, mean, std = s2_feed(bundle, stage1(bundle.runners(precision)[0], pixels, bundle.s1_scale,
-                                                   bundle.mean, bundle.std)[0])
-    pixels = gather(pixels, np.array([[0, 0, *pixels.shape[:2]]]))[0]
+    source = ArraySource(image, bundle.in_channels)
+    conditioned = bundle.baseline_kind == "s1+s2"  # the network's input as the engine builds it
+    coarse = stage1(source, bundle.runners(precision)[0], bundle.s1_scale, bundle.mean,
+                    bundle.std)[0] if conditioned else None
+    mean, std = (bundle.s2_mean, bundle.s2_std) if conditioned else (bundle.mean, bundle.std)
+    pixels = s2_reader(source, coarse, conditioned)(np.array([[0, 0, *source.shape]]))[0]
     pixels = (pixels - np.float32(mean)) / np.float32(std)
     x = torch.from_numpy(np.ascontiguousarray(pixels.transpose(2, 0, 1)))[None]
     network = bundle.baseline_runner(precision)  # the full-resolution model of the baseline
@@ -62,7 +61,7 @@ def test_hrf_two_stage_vs_baseline_vs_monai(benchmark, hrf_sample):
     image, target, fov, sample_id = hrf_sample
     seg = iterseg.load("hrf")
     patches, reached = chosen_patches()
-    size = default_patch_size(*image.shape[:2], 16, seg.bundle.s2.config.size_multiple)  # the sweep's grid
+    size = default_window_side(image.shape[:2], 16, seg.bundle.s2.config.size_multiple)  # the sweep's grid
     options = {"patches": patches, "patch_size": size}
     result = benchmark.pedantic(seg.predict, args=(image,), kwargs=options, rounds=3, warmup_rounds=1)
     assert result.mask.shape == image.shape[:2] and len(result.windows) == patches

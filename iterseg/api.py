@@ -4,6 +4,10 @@ tiled TIFFs streamed region by region). A thin layer over engine/loop.py.
 Glossary: see engine/loop.py (Result: mask, probs, windows, scores, macs, seconds, options, notes).
 """
 import contextlib
+import os
+from typing import Any
+
+import numpy as np
 
 from .engine import loop
 from .engine.cost import cost_report, count_macs, stage1_size
@@ -16,10 +20,11 @@ from .model.runtime import check_precision
 from .model.store import DEFAULT_MODEL, load_bundle
 
 Result = loop.Result
+Image = Any  # a path (str or os.PathLike), an (H, W[, C]) array, a torch tensor, or an engine source
 
 
 @contextlib.contextmanager
-def opened(image, bundle, stream=False):
+def opened(image: Any, bundle, stream: bool = False):
     """The source for ``image`` (see engine/source.open_source), closed afterwards if opened here."""
     source = open_source(image, bundle.in_channels, stream)
     try:
@@ -29,7 +34,8 @@ def opened(image, bundle, stream=False):
             source.close()
 
 
-def two_stage(image, bundle, windows=None, stream=False, show_progress=False, **options):
+def two_stage(image: Image, bundle, windows: np.ndarray | None = None, stream: bool = False,
+              show_progress: bool = False, **options) -> Result:
     """Segment ``image`` (path, array, tensor or Source) with ``bundle``: stage 1 everywhere, stage 2
     on the windows that most need it. ``stream``: read a tiled TIFF path region by region.
     options: see ``Segmenter.predict``. Returns a Result."""
@@ -38,7 +44,7 @@ def two_stage(image, bundle, windows=None, stream=False, show_progress=False, **
         return loop.two_stage(source, bundle, settings, windows, show_progress)
 
 
-def baseline(image, bundle, tile=None, batch_size=1, **options):
+def baseline(image: Image, bundle, tile: int | None = None, batch_size: int = 1, **options) -> Result:
     """The full-resolution model over the whole ``image``; a Result with no windows (ratio 1)."""
     settings = Settings.from_options(**options)
     with opened(image, bundle) as source:
@@ -48,7 +54,7 @@ def baseline(image, bundle, tile=None, batch_size=1, **options):
 class Segmenter:
     """A loaded bundle with the methods of the public contract (see DESIGN.md)."""
 
-    def __init__(self, bundle, source=None, precision="fp32", compile=False):
+    def __init__(self, bundle, source: str | None = None, precision: str = "fp32", compile: bool = False):
         self.bundle = bundle
         self.source = str(source) if source is not None else bundle.name
         self.defaults = {"precision": check_precision(precision), "compile": bool(compile)}
@@ -58,7 +64,7 @@ class Segmenter:
         return (f"Segmenter({self.source!r}, classes={list(self.bundle.class_names)}, "
                 f"precision={self.defaults['precision']!r})")
 
-    def predict(self, image, patches=None, **options):
+    def predict(self, image: Image, patches: int | None = None, **options) -> Result:
         """Two-stage segmentation of ``image`` (path, (H, W[, C]) array or tensor): a Result.
 
         patches: how many windows (default 16; with a budget or threshold no cap but theirs; 0 = stage 1
@@ -73,16 +79,18 @@ class Segmenter:
         stream: read a tiled TIFF path region by region (see ``predict_tiled``)."""
         return two_stage(image, self.bundle, patches=patches, **{**self.defaults, **options})
 
-    def predict_tiled(self, path, patches=None, show_progress=False, **options):
+    def predict_tiled(self, path: str | os.PathLike, patches: int | None = None, show_progress: bool = False,
+                      **options) -> Result:
         """``predict`` of a tiled (Big)TIFF read region by region, in memory that grows with the refined
         area, not the image; use ``result.mask_at`` / ``probs_at`` rather than the whole map."""
         return self.predict(path, patches, stream=True, show_progress=show_progress, **options)
 
-    def predict_baseline(self, image, **options):
+    def predict_baseline(self, image: Image, **options) -> Result:
         """The full-resolution model over the whole image; options: tile, batch_size, precision."""
         return baseline(image, self.bundle, **{**self.defaults, **options})
 
-    def macs(self, height, width, patches=DEFAULT_PATCHES, patch_size=None, context=0):
+    def macs(self, height: int, width: int, patches: int = DEFAULT_PATCHES, patch_size: int | None = None,
+             context: int = 0) -> dict:
         """The cost report for an H x W image without running anything (windows of the default grid)."""
         s1, s2 = self.bundle.s1.config, self.bundle.s2.config
         shape = (height, width)
@@ -93,7 +101,7 @@ class Segmenter:
                            box_shape(window_hw, context, s2.size_multiple, shape), count)
 
 
-def load(name_or_path=DEFAULT_MODEL, precision="fp32", compile=False):
+def load(name_or_path: str | os.PathLike = DEFAULT_MODEL, precision: str = "fp32", compile: bool = False) -> Segmenter:
     """A Segmenter for an embedded model name (default 'ph2') or a bundle file path, running its
     networks in ``precision`` ('fp32', 'bf16' or 'int8'), optionally through torch.compile."""
     return Segmenter(load_bundle(name_or_path), source=name_or_path, precision=precision, compile=compile)
