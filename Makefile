@@ -1,6 +1,8 @@
 # The two README commands: `make demo` and `make test`. Each creates .venv on first use and installs
 # the CPU build of torch first (a plain `torch` requirement would pull a 3 GB CUDA build), then
 # iterseg in editable mode. The install is redone only when setup.py changes.
+# `make test` skips the tests marked slow (setup.cfg); `make test-slow` runs only those, `make test-all` both;
+# `make lint` runs ruff.
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
@@ -13,7 +15,7 @@ SAMPLE := iterseg/samples/IMD002.jpg
 UNCONDITIONED := runs/unconditioned
 UNCONDITIONED_COMMIT := 24a5261^
 
-.PHONY: demo test bench bench-sweeps bench-int8 bench-gigapixel install clean
+.PHONY: demo test test-slow test-all lint bench bench-sweeps bench-int8 bench-gigapixel install clean
 
 $(INSTALLED): setup.py
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -31,7 +33,19 @@ demo: $(INSTALLED)
 	$(BIN)/iterseg predict $(SAMPLE) --patches 16 --out demo-out
 
 test: $(INSTALLED)
+	$(BIN)/python -m pytest -m "not slow"
+
+# the tests marked slow (int8 compilation, torch.compile, training, the real-data checks); CI runs them
+test-slow: $(INSTALLED)
+	$(BIN)/python -m pytest -m slow || test $$? -eq 5  # 5: no test is marked slow
+
+# the whole suite, the tests marked slow included
+test-all: $(INSTALLED)
 	$(BIN)/python -m pytest
+
+# ruff, configured in ruff.toml
+lint: $(INSTALLED)
+	$(BIN)/ruff check iterseg kernels tests benchmarks
 
 # speed suites (about 7 minutes) then the FLOP/Dice sweep on DRIVE (about 3 minutes); see benchmarks/README.md
 bench: $(BENCH_INSTALLED) $(UNCONDITIONED)/drive.pt

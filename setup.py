@@ -15,7 +15,8 @@ setup(
     long_description_content_type="text/markdown",
     license="MIT",
     python_requires=">=3.10",
-    packages=["iterseg", "iterseg.model", "iterseg.disk", "iterseg.training", "iterseg.kernels", "iterseg.data_specs"],
+    packages=["iterseg", "iterseg.cli", "iterseg.model", "iterseg.engine", "iterseg.disk", "iterseg.training", "iterseg.kernels",
+              "iterseg.data_specs"],
     package_dir={"iterseg": "iterseg", "iterseg.kernels": "kernels", "iterseg.data_specs": "data_specs"},
     package_data={"iterseg": ["weights/*.pt", "weights/*.md", "samples/*"], "iterseg.data_specs": ["*.yaml"]},
     install_requires=[
@@ -28,13 +29,14 @@ setup(
         "pyyaml>=6",
         "tqdm>=4.60",
         "fvcore>=0.1.5.post20221221",
-        "pillow>=9",
-        "torchao==0.18.0",  # int8: PyTorch 2 Export quantization (prepare_pt2e, X86InductorQuantizer) for torch 2.13  # indexed (palette) PNG masks of multi-class models, which OpenCV cannot write
+        "pillow>=9",  # indexed (palette) PNG masks of multi-class models, which OpenCV cannot write
+        # int8: PyTorch 2 Export quantization (prepare_pt2e, X86InductorQuantizer) for torch 2.13
+        "torchao==0.18.0",
     ],
     extras_require={
         # matplotlib draws the benchmark plots (tests/test_sweep.py checks them), hypothesis fuzzes the
-        # kernels and the reader; none is needed at run time
-        "test": ["pytest>=7", "pytest-benchmark>=4", "matplotlib>=3.7", "hypothesis>=6"],
+        # kernels and the reader, ruff lints (`make lint`, ruff.toml); none is needed at run time
+        "test": ["pytest>=7", "pytest-benchmark>=4", "matplotlib>=3.7", "hypothesis>=6", "ruff>=0.6"],
         # MONAI's sliding window, the speed benchmarks' reference point; never a runtime dependency
         "bench": ["pytest>=7", "pytest-benchmark>=4", "matplotlib>=3.7", "monai>=1.3"],
     },

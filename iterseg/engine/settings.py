@@ -73,7 +73,7 @@ class Settings:
         """The settings resolved for an H x W image and a model with ``classes`` outputs: a Plan."""
         score = self.score or default_score(classes)
         if score == "mean" and classes > 1:
-            raise InputError("score 'mean' needs a binary model; use --score margin for multi-class models.")
+            raise InputError("score 'mean' needs a binary model; use --score uncertainty for multi-class models.")
         patches = self.patches
         if patches is None and self.capped_by_count:
             patches = DEFAULT_PATCHES

@@ -1,7 +1,11 @@
 """What the CPU can do, from its /proc/cpuinfo flags: bf16 units (AVX-512 BF16, AMX) and VNNI int8
-dot products. Where the flags are unknown (macOS, ARM) every check answers as if nothing were missing."""
+dot products. Where the flags are unknown (macOS, ARM) every check answers as if nothing were missing.
+
+Also the names of the numeric precisions a network can run in (runtime.py runs them); they live here,
+in a module that does not import torch, so that the command line can list them in its help quickly."""
 import functools
 
+PRECISIONS = ("fp32", "bf16", "int8")  # see runtime.py's docstring for what each means
 BF16_UNITS = ("avx512_bf16", "amx_bf16")  # x86 flags of CPUs that compute bfloat16 in hardware
 VNNI_UNITS = ("avx512_vnni", "avx_vnni")  # x86 flags of CPUs with int8 dot products
 

@@ -18,12 +18,10 @@ import logging
 import torch
 
 from ..errors import InputError
-from .cpu import lacks_bf16_units
+from .cpu import PRECISIONS, lacks_bf16_units
 from .quantize import int8_network
 
 log = logging.getLogger(__name__)
-
-PRECISIONS = ("fp32", "bf16", "int8")
 
 
 def warn_if_emulated(precision):

@@ -1,0 +1,50 @@
+"""``iterseg evaluate``: Dice, IoU and boundary F1 against cost on a data spec, for several N_p."""
+import argparse
+import sys
+from pathlib import Path
+
+from .options import add_model, add_precision, add_score, add_spec, chosen_model, int_at_least, patch_list
+
+EPILOG = """example:
+  iterseg evaluate --spec drive --model drive --data-root ../shared/data --patches 0,1,2,4,8,16,32"""
+
+
+def add_parser(subparsers):
+    parser = subparsers.add_parser("evaluate", help="Dice, IoU and boundary F1 against cost on a data spec",
+                                   epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_spec(parser)
+    add_model(parser)
+    parser.add_argument("--split", default="test", choices=("train", "test", "all"))
+    parser.add_argument("--patches", type=patch_list, default=[0, 1, 2, 4, 8, 16, 32],
+                        help="comma-separated N_p values (0 = stage 1 only); the baseline is always added")
+    add_score(parser)
+    add_precision(parser)
+    parser.add_argument("--limit", type=int_at_least(1), default=None, help="only the first N images")
+    parser.add_argument("--out", default="iterseg-eval", metavar="DIR",
+                        help="folder for the JSON and Markdown reports")
+    parser.add_argument("--quiet", action="store_true")
+    return parser
+
+
+def run(args):
+    from ..api import load
+    from ..batch import output_folder
+    from ..training.data import load_spec
+    from ..training.evaluate import evaluate, markdown_table, write_report
+
+    spec = load_spec(args.spec, args.data_root)
+    out_dir = output_folder(args.out)
+    model = chosen_model(args)
+    segmenter = load(model, precision=args.precision)
+
+    def progress(done, total, sample_id):
+        if not args.quiet:
+            print(f"  [{done}/{total}] {sample_id}", file=sys.stderr, flush=True)
+
+    report = evaluate(segmenter, spec, args.split, args.patches, score=args.score, limit=args.limit, progress=progress)
+    stem = f"{spec.name}_{args.split}_{Path(str(model)).stem}"
+    if args.precision != "fp32":
+        stem += f"_{args.precision}"
+    write_report(report, out_dir / f"{stem}.json", out_dir / f"{stem}.md")
+    print(markdown_table(report))
+    return 0

@@ -1,0 +1,26 @@
+"""``iterseg flops --size HxW``: the cost table of a two-stage run, without an image."""
+from .options import add_geometry, chosen_model, size
+
+ROWS = ("stage1", "stage2", "total", "baseline")
+
+
+def add_parser(subparsers):
+    parser = subparsers.add_parser("flops", help="print the cost table for an image size, without an image")
+    parser.add_argument("--size", type=size, required=True, metavar="HxW", help="image size, e.g. 2048x2048")
+    add_geometry(parser)
+    return parser
+
+
+def run(args):
+    from ..api import load
+
+    height, width = args.size
+    segmenter = load(chosen_model(args))
+    macs = segmenter.macs(height, width, patches=args.patches, patch_size=args.patch_size, context=args.context)
+    print(f"{width} x {height} image, model {segmenter.bundle.name}, {args.patches} patches ({macs['convention']})")
+    for key in ROWS:
+        print(f"  {key:<9} {macs[key] / 1e9:12.3f} GMACs")
+    print(f"  ratio     {100 * macs['ratio']:12.2f} %")
+    if macs["uncounted_ops"]:
+        print(f"  not counted by fvcore: {', '.join(macs['uncounted_ops'])}")
+    return 0

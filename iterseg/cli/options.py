@@ -1,0 +1,143 @@
+"""What the commands share: the parser class, argument types (numbers, sizes, lists) and the
+options several commands take (model, window geometry, precision, data spec).
+
+Nothing here imports torch or NumPy: ``iterseg --help`` builds every command's parser, so the
+help texts list models and specs from the installed files and precisions from model/cpu.py.
+"""
+import argparse
+from importlib import resources
+from pathlib import Path
+
+from ..model.cpu import PRECISIONS
+
+WEIGHTS = Path(__file__).resolve().parent.parent / "weights"  # the embedded bundles, as model/store.py reads them
+
+EXAMPLES = """examples:
+  iterseg predict image.png --patches 16 --out results/
+  iterseg predict scans/*.tif --patches 32 --model my_bundle.pt --score uncertainty
+  iterseg flops --size 2048x2048 --patches 16
+"""
+
+
+class UsageError(Exception):
+    """Raised instead of argparse's print-usage-and-exit, so ``main`` can return 2 with one line."""
+
+
+class Parser(argparse.ArgumentParser):
+    def error(self, message):
+        raise UsageError(f"{message} (see '{self.prog} --help')")
+
+
+def int_at_least(minimum):
+    """Parser of an integer >= ``minimum``."""
+    def parse(text):
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected an integer >= {minimum}, got {text!r}") from None
+        if value < minimum:
+            raise argparse.ArgumentTypeError(f"expected an integer >= {minimum}, got {value}")
+        return value
+    return parse
+
+
+def number(low, high=None):
+    """Parser of a number > low, or of one in [low, high] when ``high`` is given."""
+    wanted = f"> {low:g}" if high is None else f"between {low:g} and {high:g}"
+
+    def parse(text):
+        try:
+            value = float(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected a number {wanted}, got {text!r}") from None
+        if not (value > low if high is None else low <= value <= high):
+            raise argparse.ArgumentTypeError(f"expected a number {wanted}, got {text!r}")
+        return value
+    return parse
+
+
+positive_float = number(0)
+fraction = number(0, 1)
+
+
+def size(text):
+    """'HEIGHTxWIDTH' -> (height, width)."""
+    try:
+        height, width = (int(part) for part in text.lower().split("x"))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected HEIGHTxWIDTH such as 2048x2048, got {text!r}") from None
+    if height < 1 or width < 1:
+        raise argparse.ArgumentTypeError(f"height and width must be >= 1, got {text!r}")
+    return height, width
+
+
+def patch_list(text):
+    """'0,1,4,16' -> [0, 1, 4, 16] (integers >= 0)."""
+    try:
+        values = [int(part) for part in text.split(",") if part.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated integers such as 0,1,4,16, got {text!r}") from None
+    if not values or min(values) < 0:
+        raise argparse.ArgumentTypeError(f"expected integers >= 0, got {text!r}")
+    return values
+
+
+def embedded_models():
+    """Names of the embedded models for help texts, from the bundle files (model/store.py's
+    ``available_models`` gives the same names but imports torch)."""
+    return sorted([path.stem for path in WEIGHTS.glob("*.pt")] + ["untrained"])
+
+
+def shipped_specs():
+    """Names of the shipped data specs for help texts (training/data.py's ``builtin_specs`` gives the
+    same names but imports NumPy and OpenCV)."""
+    return sorted(p.name[:-5] for p in resources.files("iterseg.data_specs").iterdir() if p.name.endswith(".yaml"))
+
+
+def add_model(parser):
+    """--model NAME|FILE; None when not given: ``chosen_model`` then resolves the default."""
+    parser.add_argument("--model", default=None,
+                        help=f"embedded model name ({', '.join(embedded_models())}) or bundle file (default ph2)")
+
+
+def chosen_model(args):
+    """--model, or model/store.py's DEFAULT_MODEL when it was not given (resolved when the command
+    runs, because model/store.py imports torch)."""
+    from ..model.store import DEFAULT_MODEL
+    return args.model or DEFAULT_MODEL
+
+
+def add_geometry(parser):
+    """The window options of ``predict`` and ``flops``, and --model."""
+    parser.add_argument("--patches", type=int_at_least(0), default=16,
+                        help="number of windows refined at full resolution (0 = stage 1 only; default 16, "
+                             "or with --budget / --threshold no cap but theirs)")
+    parser.add_argument("--patch-size", type=int_at_least(1), default=None, metavar="PX",
+                        help="window side in pixels (default: ceil(max(H, W) / patches), rounded up to "
+                             "the model's size multiple)")
+    parser.add_argument("--context", type=int_at_least(0), default=0, metavar="PX",
+                        help="pixels of surrounding image stage 2 sees around each window (default 0)")
+    add_model(parser)
+
+
+def add_score(parser):
+    """--score; its names are checked by the library (engine/settings.py), which lists the valid ones."""
+    parser.add_argument("--score", default=None, metavar="NAME",
+                        help="window score, higher = refine first: mean (default for binary models; highest "
+                             "where the window's mean probability is near 0.5) or uncertainty (default for "
+                             "multi-class models; the window's mean per-pixel uncertainty)")
+
+
+def add_precision(parser):
+    parser.add_argument("--precision", choices=PRECISIONS, default="fp32",
+                        help="fp32 (default, the reference); bf16: bfloat16 autocast with channels_last, "
+                             "several times faster on CPUs with AVX-512 BF16/AMX (much slower without), Dice "
+                             "within ~0.002; int8: an int8 bundle made by `iterseg quantize`, compiled per "
+                             "input shape on first use")
+
+
+def add_spec(parser):
+    parser.add_argument("--spec", required=True,
+                        help=f"shipped spec name ({', '.join(shipped_specs())}) or YAML file")
+    parser.add_argument("--data-root", default=None, metavar="DIR",
+                        help="folder the spec's paths are relative to (default $ITERSEG_DATA)")

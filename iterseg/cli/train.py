@@ -1,0 +1,79 @@
+"""``iterseg train``: train stage 1 and/or stage 2 on a data spec; writes a bundle once both exist.
+
+Options left out keep the defaults of ``training.loop.TrainOptions`` (one place for them)."""
+import argparse
+import sys
+from pathlib import Path
+
+from .options import add_spec, int_at_least
+
+EPILOG = """example:
+  iterseg train --spec ph2 --data-root ../shared/data --stage both --out runs/ph2"""
+
+# TrainOptions field for each option that maps onto one unchanged
+FIELDS = {"epochs": "epochs", "steps": "steps_per_epoch", "batch_size": "batch_size", "lr": "lr", "seed": "seed",
+          "width": "width", "depth": "depth", "sampling": "sampling", "max_minutes": "max_minutes",
+          "condition": "condition", "init_from": "init_from"}
+CROP = {"s1": 128, "s2": 256}  # default --crop per stage
+
+
+def add_parser(subparsers):
+    parser = subparsers.add_parser("train", help="train stage 1 or 2 on a data spec; writes a bundle when both exist",
+                                   epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_spec(parser)
+    parser.add_argument("--stage", choices=("s1", "s2", "both"), required=True)
+    parser.add_argument("--out", required=True, metavar="DIR",
+                        help="run folder: <stage>/{last,best}.pt, log.csv, and the bundle")
+    parser.add_argument("--name", default=None, help="bundle name (default: the spec's name)")
+    parser.add_argument("--epochs", type=int_at_least(1), default=None)
+    parser.add_argument("--steps", type=int_at_least(1), default=None, help="steps per epoch")
+    parser.add_argument("--batch-size", type=int_at_least(1), default=None,
+                        help="crops per step at the largest crop size (smaller crops: more per step)")
+    parser.add_argument("--crop", type=int_at_least(16), default=None, metavar="PX",
+                        help=f"S1: crop side at 1/8 scale (default {CROP['s1']}); S2: largest crop side "
+                             f"(default {CROP['s2']})")
+    parser.add_argument("--lr", type=float, default=None)
+    parser.add_argument("--seed", type=int, default=None)
+    parser.add_argument("--width", type=int_at_least(1), default=None, help="U-Net channels at full scale")
+    parser.add_argument("--depth", type=int_at_least(1), default=None, help="U-Net poolings")
+    parser.add_argument("--sampling", choices=("uniform", "uncertain"), default=None,
+                        help="S2 crop centres: uniform (default), or in proportion to S1 uncertainty "
+                             "(needs S1 trained)")
+    parser.add_argument("--condition", action="store_true",
+                        help="S2 also sees the stage-1 probabilities of its window (a conditioned S2)")
+    parser.add_argument("--init-from", default=None, metavar="MODEL",
+                        help="S2 only: take S1 from this bundle and start S2 from its S2 (with --condition, an "
+                             "unconditioned S2 gains the new input channels at zero and stays the baseline's "
+                             "reference network; a conditioned S2 without one is fine-tuned as it is)")
+    parser.add_argument("--no-bf16", action="store_true", help="train in float32 (slower on CPU)")
+    parser.add_argument("--resume", action="store_true", help="continue from <out>/<stage>/last.pt")
+    parser.add_argument("--max-minutes", type=float, default=None, help="stop a stage after this much training time")
+    parser.add_argument("--quiet", action="store_true", help="no progress bars or epoch lines")
+    return parser
+
+
+def run(args):
+    from ..training.assemble import assemble_bundle
+    from ..training.data import load_spec
+    from ..training.loop import train_stage
+
+    spec = load_spec(args.spec, args.data_root)
+    for stage in ("s1", "s2") if args.stage == "both" else (args.stage,):
+        result = train_stage(spec, train_options(args, stage), args.out, resume=args.resume, quiet=args.quiet)
+        print(f"{stage}: best validation Dice {result['best_val_dice']:.4f} after {result['seconds'] / 60:.1f} min")
+    out = Path(args.out)
+    if (out / "s2" / "summary.json").is_file() and (args.init_from or (out / "s1" / "summary.json").is_file()):
+        command = "iterseg " + " ".join(sys.argv[1:]) if sys.argv[0].endswith("iterseg") else None
+        path = assemble_bundle(spec, args.out, args.name or spec.name, command)
+        print(f"bundle written: {path} ({path.stat().st_size / 2 ** 20:.1f} MB)")
+    return 0
+
+
+def train_options(args, stage):
+    """The TrainOptions of ``stage`` ('s1' or 's2'): the options given, TrainOptions' defaults otherwise."""
+    from ..training.loop import TrainOptions
+
+    given = {field: getattr(args, name) for name, field in FIELDS.items() if getattr(args, name) is not None}
+    crop = args.crop or CROP[stage]
+    crop_sizes = tuple(side for side in TrainOptions.crop_sizes if side <= crop) or (crop,)
+    return TrainOptions(stage=stage, crop=crop, crop_sizes=crop_sizes, bf16=not args.no_bf16, **given)
