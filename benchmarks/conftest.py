@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pytest
 
-from iterseg.data import load_spec, read_sample
+from iterseg.training.data import load_spec, read_sample
 
 DATA_ROOT = Path(os.environ.get("ITERSEG_DATA", Path(__file__).resolve().parents[2] / "shared" / "data"))
 RESULTS = Path(__file__).parent / "results"

@@ -20,12 +20,12 @@ import time
 from pathlib import Path
 
 import iterseg
-from iterseg.data import load_spec, read_sample
 from iterseg.disk.outputs import atomic_output
-from iterseg.metrics import dice
 from iterseg.model.cpu import lacks_bf16_units
 from iterseg.model.store import load_bundle, save_bundle
 from iterseg.training.calibrate import calibrate_bundle, calibration_images
+from iterseg.training.data import load_spec, read_sample
+from iterseg.training.metrics import dice
 
 from .timing import machine
 

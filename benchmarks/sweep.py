@@ -38,16 +38,16 @@ import numpy as np
 import torch
 
 import iterseg
-from iterseg.data import load_spec, read_sample
 from iterseg.disk.outputs import atomic_output
-from iterseg.evaluate import METRICS
 from iterseg.engine.coarse import stage1
 from iterseg.engine.cost import baseline_macs, count_macs
 from iterseg.engine.settings import default_window_side
 from iterseg.engine.source import ArraySource
 from iterseg.kernels import grid_windows
-from iterseg.metrics import scores
 from iterseg.model.store import load_bundle
+from iterseg.training.data import load_spec, read_sample
+from iterseg.training.evaluate import METRICS
+from iterseg.training.metrics import scores
 
 from .timing import machine
 

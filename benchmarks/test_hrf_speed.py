@@ -16,7 +16,7 @@ from iterseg.engine.coarse import stage1
 from iterseg.engine.refine import s2_reader
 from iterseg.engine.settings import default_window_side
 from iterseg.engine.source import ArraySource
-from iterseg.metrics import dice
+from iterseg.training.metrics import dice
 
 from .conftest import sweep_findings
 from .timing import interleaved_medians, machine

@@ -1,1 +1,1 @@
-"""Dataset specifications (YAML), installed as ``iterseg.data_specs``; see iterseg/data.py."""
+"""Dataset specifications (YAML), installed as ``iterseg.data_specs``; see iterseg/training/data.py."""

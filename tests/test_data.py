@@ -6,7 +6,7 @@ import cv2
 import numpy as np
 import pytest
 
-from iterseg.data import SpecError, builtin_specs, load_spec, read_sample, seeded_split
+from iterseg.training.data import SpecError, builtin_specs, load_spec, read_sample, seeded_split
 
 from synthetic import write_dataset
 

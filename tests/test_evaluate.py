@@ -5,8 +5,8 @@ import pytest
 
 import iterseg
 from iterseg.cli import main
-from iterseg.data import load_spec
-from iterseg.evaluate import evaluate, markdown_table
+from iterseg.training.data import load_spec
+from iterseg.training.evaluate import evaluate, markdown_table
 
 from synthetic import small_bundle, write_dataset
 

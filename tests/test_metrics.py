@@ -2,7 +2,7 @@
 import numpy as np
 import pytest
 
-from iterseg.metrics import boundary, boundary_f1, dice, iou, scores
+from iterseg.training.metrics import boundary, boundary_f1, dice, iou, scores
 
 
 def square(size=20, top=5, side=6):

@@ -8,12 +8,12 @@ from PIL import Image
 
 import iterseg
 from iterseg.cli import main
-from iterseg.data import load_spec, read_sample
-from iterseg.evaluate import evaluate
-from iterseg.metrics import class_ious, mean_iou
 from iterseg.model.bundle import default_palette
 from iterseg.model.store import read_bundle, save_bundle, untrained_bundle
 from iterseg.model.unet import UNetConfig
+from iterseg.training.data import load_spec, read_sample
+from iterseg.training.evaluate import evaluate
+from iterseg.training.metrics import class_ious, mean_iou
 
 from synthetic import CLASS_COLOURS, CLASS_NAMES, class_pair, write_multiclass_dataset
 

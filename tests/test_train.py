@@ -6,9 +6,10 @@ import torch
 
 import iterseg
 from iterseg.cli import main
-from iterseg.data import load_spec
 from iterseg.model.unet import UNet, UNetConfig
-from iterseg.train import CropSampler, TrainOptions, load_images, train_stage, train_step
+from iterseg.training.data import load_spec
+from iterseg.training.loop import TrainOptions, load_images, train_stage, train_step
+from iterseg.training.sampling import CropSampler
 
 from synthetic import write_dataset
 

@@ -9,9 +9,9 @@ from pathlib import Path
 import pytest
 
 import iterseg
-from iterseg.data import load_spec, read_sample
-from iterseg.metrics import dice
 from iterseg.model.store import WEIGHTS_DIR
+from iterseg.training.data import load_spec, read_sample
+from iterseg.training.metrics import dice
 
 from test_data import SHARED, needs_shared
 

@@ -1,55 +1,77 @@
 """int8 calibration on data: an int8 bundle from a float one and a few training images
 (the quantization itself is model/quantize.py).
 
+Every network is calibrated on the inputs predict gives it: S1 on each image at stage-1 scale, S2
+and the reference network on seeded full-resolution crops (a conditioned S2 with the coarse map at
+the same pixels, built by engine/refine.s2_input).
+
 Glossary
-    images        float32 (H, W, C) in [0, 1], a few training images
-    stage1_probs  float32 (K', H, W) stage-1 probabilities of each image, at full resolution
-    x             float32 (N, C, h, w) normalised batch, h and w multiples of the U-Net's size multiple
+    images   float32 (H, W, C) in [0, 1], a few training images
+    run      (source, coarse, view) of one image: its engine ArraySource, its CoarseMap (stage-1
+             probabilities, never logits) and its stage-1 view float32 (h1, w1, C)
+    boxes    int64 (n, 4) of (y, x, side, side) crops inside the image, full resolution
+    x        float32 (N, C', h, w) normalised batch, h and w multiples of the U-Net's size multiple
 """
-import cv2
 import numpy as np
 import torch
 
-from ..data import read_sample
+from ..engine.coarse import stage1
+from ..engine.refine import s2_input
+from ..engine.source import ArraySource
 from ..model.bundle import Bundle
 from ..model.cpu import has_vnni
 from ..model.quantize import as_stored, calibrate, fold_batch_norm
-from ..prepare import as_float_image
-from ..stage1 import resize, stage1, stage1_size
+from .data import read_sample
 
 CALIBRATION_CROP = 256     # S2 (and the reference network) calibrate on crops of this side
 
 
-def calibration_batches(images, bundle, stage1_probs, network, seed=0, crops_per_image=4):
-    """Normalised x tensors for calibrating one of the bundle's networks on ``images`` (float32
-    (H, W, C) in [0, 1]): S1 sees each image downscaled as predict does; S2 and the reference see
-    ``crops_per_image`` seeded CALIBRATION_CROP crops at full resolution (S2 with the stage-1
-    probabilities as extra channels when it is conditioned)."""
-    rng = np.random.default_rng(seed)
+def stage1_runs(bundle, images):
+    """[run] for ``images``: stage 1 of the float bundle on each, as predict runs it."""
+    runs = []
+    for image in images:
+        source = ArraySource(image, bundle.in_channels)
+        coarse, _, view, _ = stage1(source, bundle.s1, bundle.s1_scale, bundle.mean, bundle.std)
+        runs.append((source, coarse, view))
+    return runs
+
+
+def crop_boxes(shape, multiple, rng, count):
+    """``count`` seeded boxes (count, 4) of side min(CALIBRATION_CROP, H, W) (down to the size
+    multiple) inside an H x W image."""
+    side = min(CALIBRATION_CROP, shape[0] // multiple * multiple, shape[1] // multiple * multiple)
+    corners = [(int(rng.integers(0, shape[0] - side + 1)), int(rng.integers(0, shape[1] - side + 1)))
+               for _ in range(count)]
+    return np.array([(y, x, side, side) for y, x in corners], dtype=np.int64)
+
+
+def stage1_batch(view, multiple, mean, std):
+    """x (1, C, h, w) of a stage-1 view cut down to the size multiple."""
+    h = view.shape[0] // multiple * multiple or multiple
+    w = view.shape[1] // multiple * multiple or multiple
+    return _normalise(view[:h, :w][None], mean, std)
+
+
+def calibration_batches(runs, bundle, network, seed=0, crops_per_image=4):
+    """Normalised x tensors for calibrating one of the bundle's networks: S1 sees each stage-1 view;
+    S2 and the reference see ``crops_per_image`` seeded CALIBRATION_CROP crops of each image (S2 with
+    the coarse map at the same pixels when it is conditioned)."""
     multiple = network.config.size_multiple
+    if network is bundle.s1:
+        return [stage1_batch(view, multiple, bundle.mean, bundle.std) for _, _, view in runs]
+    conditioned = network is bundle.s2 and bundle.conditioned
+    mean, std = (bundle.s2_mean, bundle.s2_std) if conditioned else (bundle.mean, bundle.std)
+    rng = np.random.default_rng(seed)
     batches = []
-    for image, probs in zip(images, stage1_probs):
-        if network is bundle.s1:
-            h1, w1 = stage1_size(*image.shape[:2], bundle.s1_scale)
-            small = resize(image, h1, w1, cv2.INTER_AREA)
-            h, w = h1 // multiple * multiple or multiple, w1 // multiple * multiple or multiple
-            batches.append(_normalise(small[:h, :w][None], bundle.mean, bundle.std))
-            continue
-        inputs, mean, std = image, bundle.mean, bundle.std
-        if network is bundle.s2 and bundle.conditioned:
-            inputs = np.concatenate([image, probs.transpose(1, 2, 0)], axis=2)
-            mean, std = bundle.s2_mean, bundle.s2_std
-        side = min(CALIBRATION_CROP, image.shape[0] // multiple * multiple, image.shape[1] // multiple * multiple)
-        crops = []
-        for _ in range(crops_per_image):
-            y = int(rng.integers(0, image.shape[0] - side + 1))
-            x = int(rng.integers(0, image.shape[1] - side + 1))
-            crops.append(inputs[y:y + side, x:x + side])
-        batches.append(_normalise(np.stack(crops), mean, std))
+    for source, coarse, _ in runs:
+        boxes = crop_boxes(source.shape, multiple, rng, crops_per_image)
+        crops = s2_input(source.read_boxes(boxes), coarse.at_boxes(boxes) if conditioned else None)
+        batches.append(_normalise(crops, mean, std))
     return batches
 
 
 def _normalise(crops, mean, std):
+    """(N, h, w, C) in [0, 1] -> x (N, C, h, w) normalised by ``mean`` / ``std``."""
     x = (crops - np.float32(mean)) / np.float32(std)
     return torch.from_numpy(np.ascontiguousarray(x.transpose(0, 3, 1, 2), dtype=np.float32))
 
@@ -58,11 +80,9 @@ def calibrate_bundle(bundle, images, provenance=None):
     """An int8 bundle: ``bundle`` with batch norm folded and every network's quantizer ranges
     calibrated on ``images`` (float32 (H, W, C) in [0, 1], a few training images)."""
     folded = {name: as_stored(fold_batch_norm(net)) for name, net in bundle.networks().items()}
-    stage1_probs = [stage1(bundle.s1, image, bundle.s1_scale, bundle.mean, bundle.std)[0] for image in images]
-    ranges = {}
-    for name, network in bundle.networks().items():
-        batches = calibration_batches(images, bundle, stage1_probs, network)
-        ranges[name] = calibrate(folded[name], batches)
+    runs = stage1_runs(bundle, images)
+    ranges = {name: calibrate(folded[name], calibration_batches(runs, bundle, network))
+              for name, network in bundle.networks().items()}
     info = {**(provenance or {}), "images": len(images), "torch": torch.__version__,
             "reduce_range": not has_vnni(), "observer": "min/max per tensor (activations), per channel (weights)"}
     return Bundle(s1=folded["s1"], s2=folded["s2"], reference=folded.get("reference"), mean=bundle.mean,
@@ -71,8 +91,8 @@ def calibrate_bundle(bundle, images, provenance=None):
 
 
 def calibration_images(spec, count, seed=0):
-    """float32 (H, W, C) images in [0, 1]: ``count`` training images of ``spec``, drawn with ``seed``."""
+    """(float32 (H, W, 3) images in [0, 1], their ids): ``count`` training images of ``spec``,
+    drawn with ``seed``."""
     samples = spec.split("train")
-    chosen = np.random.default_rng(seed).choice(len(samples), min(count, len(samples)), replace=False)
-    return [as_float_image(read_sample(spec, samples[i])[0], 3)[0] for i in sorted(chosen)], [
-        samples[i].id for i in sorted(chosen)]
+    chosen = sorted(np.random.default_rng(seed).choice(len(samples), min(count, len(samples)), replace=False))
+    return [ArraySource(read_sample(spec, samples[i])[0], 3).unit for i in chosen], [samples[i].id for i in chosen]

@@ -24,8 +24,8 @@ from pathlib import Path
 import numpy as np
 import yaml
 
-from .disk.images import read_image
-from .errors import InputError
+from ..disk.images import read_image
+from ..errors import InputError
 
 DATA_ROOT_ENV = "ITERSEG_DATA"
 SPLITS = ("train", "test")
@@ -102,7 +102,8 @@ def data_root(explicit=None):
     """The folder specs are relative to: ``explicit``, else $ITERSEG_DATA."""
     root = explicit or os.environ.get(DATA_ROOT_ENV)
     if not root:
-        raise SpecError(f"no data root: pass --data-root DIR or set {DATA_ROOT_ENV} to the folder holding the datasets.")
+        raise SpecError(f"no data root: pass --data-root DIR or set {DATA_ROOT_ENV} to the folder holding the "
+                        "datasets.")
     root = Path(root)
     if not root.is_dir():
         raise SpecError(f"data root {root} is not a folder; pass --data-root DIR or set {DATA_ROOT_ENV}.")
@@ -137,7 +138,8 @@ def _fill(template, groups, spec_file):
     try:
         return template.format(**groups)
     except KeyError as exc:
-        raise SpecError(f"spec {spec_file}: template {template!r} uses {exc}, which 'match' does not capture.") from None
+        raise SpecError(f"spec {spec_file}: template {template!r} uses {exc}, which 'match' does not "
+                        "capture.") from None
 
 
 def _find_samples(raw, root, spec_file):

@@ -6,15 +6,18 @@ specs: IoU per class and their mean (mIoU), from intersections and unions summed
 Glossary
     method   "s1" (N_p = 0), "np=<N>" (two-stage with N windows), "baseline"
     row      one image and method: the metrics, MACs ratio and seconds
+    score    the window score of the two-stage methods: 'mean' | 'uncertainty', None = the model's default
+             ('mean' for a binary model, 'uncertainty' for a multi-class one)
+    image    (H, W[, C]) array as read; target and fov as in data.py; a Result's mask is uint8 (H, W)
 """
 import json
 import time
 
 import numpy as np
 
+from ..disk.outputs import atomic_output
+from ..errors import InputError
 from .data import read_sample
-from .disk.outputs import atomic_output
-from .errors import InputError
 from .metrics import class_counts, scores
 
 METRICS = ("dice", "iou", "boundary_f1")
@@ -83,10 +86,11 @@ def summarise_classes(rows, order, class_names):
         chosen = [r for r in rows if r["method"] == method]
         both = np.sum([r["intersection"] for r in chosen], axis=0)
         union = np.sum([r["union"] for r in chosen], axis=0)
-        ious = {name: (float(b / u) if u else None) for name, b, u in zip(class_names, both, union)}
+        ious = {name: (float(b / u) if u else None) for name, b, u in zip(class_names, both, union, strict=True)}
         present = [v for v in ious.values() if v is not None]
         summary[method] = {"miou": float(np.mean(present)) if present else float("nan"), "class_iou": ious,
-                           "pixel_accuracy": sum(r["correct"] for r in chosen) / max(1, sum(r["labelled"] for r in chosen)),
+                           "pixel_accuracy": (sum(r["correct"] for r in chosen)
+                                              / max(1, sum(r["labelled"] for r in chosen))),
                            **{key: float(np.mean([r[key] for r in chosen])) for key in COSTS}}
     base = summary.get("baseline", {}).get("miou")
     for values in summary.values():

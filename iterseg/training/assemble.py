@@ -1,0 +1,87 @@
+"""A model bundle from a training run folder: the best weights of each stage, the normalisation,
+the stage-1 scale, the spec's classes and the run's provenance.
+
+Run folder: ``out/s1/`` and ``out/s2/``, each with ``best.pt`` (best weights) and ``summary.json``
+(written by loop.train_stage); the bundle is written to ``out/<name>.pt``.
+"""
+import json
+import time
+from pathlib import Path
+
+import torch
+
+from .. import __version__
+from ..errors import InputError
+from ..model.bundle import Bundle
+from ..model.store import load_bundle, save_bundle
+from ..model.unet import UNet, UNetConfig
+
+PROVENANCE_KEYS = ("best_val_dice", "seconds", "options", "val_ids", "from_bundle")
+
+
+def load_stage_weights(path, width, depth, in_channels=3, out_channels=1):
+    """A U-Net (in eval mode) with the best weights of a stage's run folder (``best.pt``)."""
+    if not Path(path).is_file():
+        raise InputError(f"{path} does not exist; train stage 1 first (iterseg train --stage s1).")
+    model = UNet(UNetConfig(in_channels=in_channels, out_channels=out_channels, depth=depth, width=width))
+    model.load_state_dict(torch.load(path, map_location="cpu", weights_only=True)["model"])
+    return model.eval()
+
+
+def _summary(out_dir, stage):
+    """The ``summary.json`` of a stage of a run folder."""
+    path = Path(out_dir) / stage / "summary.json"
+    if not path.is_file():
+        raise InputError(f"{path} does not exist; train stage {stage} first.")
+    return json.loads(path.read_text(encoding="utf-8"))
+
+
+def _stage2(out_dir, s2_summary):
+    """The trained S2 of a run folder (conditioned: K' more input channels)."""
+    opts = s2_summary["options"]
+    outputs = s2_summary.get("out_channels", 1)
+    in_channels = 3 + (outputs if opts.get("condition") else 0)
+    return load_stage_weights(Path(out_dir) / "s2" / "best.pt", opts["width"], opts["depth"], in_channels, outputs)
+
+
+def _stage1(out_dir, s2_summary):
+    """(S1, mean, std, s1_scale, reference network or None, S1's provenance) for the bundle.
+
+    S2 trained with ``init_from`` takes S1 (and mean/std) from that bundle; a conditioned S2 started
+    from an unconditioned one keeps that as the reference network of the baseline (one fine-tuned
+    from a conditioned S2 without a reference has none). Otherwise S1 comes from the run folder."""
+    s2_opts = s2_summary["options"]
+    if s2_opts.get("init_from"):
+        start = load_bundle(s2_opts["init_from"]).unconditioned()
+        reference = start.s2 if s2_opts.get("condition") and not start.conditioned else None
+        provenance = {"from_bundle": s2_opts["init_from"], **start.provenance.get("stages", {}).get("s1", {})}
+        return start.s1, start.mean, start.std, start.s1_scale, reference, provenance
+    summary = _summary(out_dir, "s1")
+    opts = summary["options"]
+    s1 = load_stage_weights(Path(out_dir) / "s1" / "best.pt", opts["width"], opts["depth"], 3,
+                            s2_summary.get("out_channels", 1))
+    return s1, tuple(s2_summary["mean"]), tuple(s2_summary["std"]), opts["s1_scale"], None, summary
+
+
+def _provenance(spec, stages, command):
+    """The bundle's provenance: dataset, split, versions, command and each stage's summary."""
+    return {"dataset": spec.name, "spec": spec.path.name, "split": spec.split_rule.get("by") or "recorded test list",
+            "iterseg": __version__, "torch": torch.__version__, "command": command,
+            "created": time.strftime("%Y-%m-%d %H:%M:%S %Z"),
+            "stages": {stage: {k: v for k, v in summary.items() if k in PROVENANCE_KEYS}
+                       for stage, summary in stages.items()}}
+
+
+def assemble_bundle(spec, out_dir, name, command=None):
+    """Write ``out_dir/<name>.pt`` from the best weights of a run folder; returns its path
+    (see ``_stage1`` for where S1, the normalisation and the reference network come from)."""
+    out_dir = Path(out_dir)
+    s2_summary = _summary(out_dir, "s2")
+    s2 = _stage2(out_dir, s2_summary)
+    s1, mean, std, scale, reference, s1_provenance = _stage1(out_dir, s2_summary)
+    provenance = _provenance(spec, {"s2": s2_summary, "s1": s1_provenance}, command)
+    bundle = Bundle(s1=s1, s2=s2, mean=tuple(mean), std=tuple(std), s1_scale=scale, name=name,
+                    provenance=provenance, reference=reference, class_names=spec.class_names, palette=spec.palette)
+    path = out_dir / f"{name}.pt"
+    save_bundle(bundle, path, half=True)
+    return path
