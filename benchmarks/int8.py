@@ -93,7 +93,8 @@ def summarise(rows):
             later = [r["seconds"] for r in chosen if r["index"] > 0] or [chosen[0]["seconds"]]
             out.append({"precision": precision, "method": method, "images": len(chosen),
                         "dice": statistics.fmean(r["dice"] for r in chosen),
-                        "dice_change": statistics.fmean(r["dice"] for r in chosen) - statistics.fmean(r["dice"] for r in fp32),
+                        "dice_change": statistics.fmean(r["dice"] for r in chosen)
+                        - statistics.fmean(r["dice"] for r in fp32),
                         "seconds": statistics.median(later), "first_seconds": chosen[0]["seconds"]})
     return out
 
@@ -104,14 +105,16 @@ def entry_key(entry):
 
 
 def markdown(results):
-    lines = ["| dataset | CPU | precision | bundle MB | method | images | Dice | Dice - fp32 | s / image (median) | first image s |",
+    lines = ["| dataset | CPU | precision | bundle MB | method | images | Dice | Dice - fp32 | s / image (median) "
+             "| first image s |",
              "|---|---|---|---|---|---|---|---|---|---|"]
     for entry in results.values():
         sizes = entry["bundle_mb"]
         cpu = entry["machine"].get("cpu_capability", "?")
         for s in entry["summary"]:
             size = sizes["int8"] if s["precision"] == "int8" else sizes["fp16"]
-            lines.append(f"| {entry['dataset']} | {cpu} | {s['precision']} | {size:.1f} | {s['method']} | {s['images']} | "
+            lines.append(f"| {entry['dataset']} | {cpu} | {s['precision']} | {size:.1f} | {s['method']} "
+                         f"| {s['images']} | "
                          f"{s['dice']:.4f} | {s['dice_change']:+.4f} | {s['seconds']:.3f} | {s['first_seconds']:.1f} |")
     lines.append("")
     for entry in results.values():

@@ -33,7 +33,7 @@ def _panel(axis, report, metric, label):
         if x:
             axis.plot(x, y, **style)
             if (method, precision) == ("two-stage/mean", "fp32"):
-                for xi, yi, ni in zip(x, y, n):
+                for xi, yi, ni in zip(x, y, n, strict=True):
                     axis.annotate(f"{ni}", (xi, yi), textcoords="offset points", xytext=(3, -10), fontsize=7)
     base = next(s for s in summary if s["method"] == "baseline" and s["precision"] == "fp32")
     axis.plot([base["macs_ratio"]], [base[metric]], "k*", markersize=12, label="baseline (full resolution)")

@@ -33,7 +33,7 @@ def picture(y, x, h, w, step, shape, seed, blobs):
     lesion = np.zeros((h, w), np.float32)
     cy, cx, radius = blobs
     near = (np.abs(cy - (y + h * step / 2)) < radius + h * step) & (np.abs(cx - (x + w * step / 2)) < radius + w * step)
-    for centre_y, centre_x, r in zip(cy[near], cx[near], radius[near]):
+    for centre_y, centre_x, r in zip(cy[near], cx[near], radius[near], strict=True):
         distance = np.sqrt((rows - centre_y) ** 2 + (cols - centre_x) ** 2)
         lesion = np.maximum(lesion, np.clip((r - distance) / (0.1 * r) + 0.5, 0, 1))
     colour = BACKGROUND * (1 - lesion[..., None]) + LESION * lesion[..., None]

@@ -5,7 +5,6 @@ the sweep results (benchmarks/results/<dataset>.md, "bf16 vs fp32" lines).
 """
 import time
 
-import numpy as np
 import torch
 
 import iterseg

@@ -19,8 +19,17 @@ from pathlib import Path
 import tifffile
 
 from .disk.images import check_image_file, quiet_tifffile, read_image
-from .disk.outputs import (OUTPUT_TILE, atomic_output, overview, write_json, write_mask, write_mask_pyramid,
-                           write_overlay, write_probs, write_probs_pyramid)
+from .disk.outputs import (
+    OUTPUT_TILE,
+    atomic_output,
+    overview,
+    write_json,
+    write_mask,
+    write_mask_pyramid,
+    write_overlay,
+    write_probs,
+    write_probs_pyramid,
+)
 from .disk.tiff import TiledImage, pyramid_tiles, tiled_reason
 from .engine.loop import bar
 from .errors import InputError, IterSegError

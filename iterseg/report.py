@@ -7,7 +7,7 @@ from . import __version__
 def class_fractions(mask, class_names):
     """{class name: fraction of the pixels} of a class-id mask."""
     counts = np.bincount(mask.ravel(), minlength=len(class_names))[:len(class_names)]
-    return {name: round(float(c) / mask.size, 6) for name, c in zip(class_names, counts)}
+    return {name: round(float(c) / mask.size, 6) for name, c in zip(class_names, counts, strict=True)}
 
 
 def result_report(result, image_path, image_shape, model, outputs, foreground_fraction=None):

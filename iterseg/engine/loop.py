@@ -21,7 +21,7 @@ from tqdm import tqdm
 
 from ..timer import Timer
 from .coarse import stage1
-from .cost import baseline_cost, baseline_macs, count_macs, cost_report
+from .cost import baseline_cost, baseline_macs, cost_report, count_macs
 from .infer import auto_batch_size, box_shape, run_whole
 from .merge import Merger, take
 from .refine import refine, s2_reader

@@ -47,7 +47,8 @@ def paste(target, rows, cols, windows, window_probs):
     contiguous = isinstance(_as_index(rows), slice) and isinstance(_as_index(cols), slice)
     if contiguous and (y >= 0).all() and (x >= 0).all() and (y + win_h <= len(rows)).all() and (
             x + win_w <= len(cols)).all():  # PointRend's way: one indexing operation
-        target[:, (y[:, None] + np.arange(win_h))[:, :, None], (x[:, None] + np.arange(win_w))[:, None, :]] = window_probs
+        rows_of = (y[:, None] + np.arange(win_h))[:, :, None]
+        target[:, rows_of, (x[:, None] + np.arange(win_w))[:, None, :]] = window_probs
         return
     for n, r, c in _covered(rows, cols, windows):
         target[:, r, c] = take(window_probs[:, n], rows[r] - windows[n, 0], cols[c] - windows[n, 1])

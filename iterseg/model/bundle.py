@@ -137,7 +137,8 @@ class Bundle:
             if key not in self._runners:
                 warn_if_emulated(precision)
                 ranges = self.int8_ranges or {}
-                made = {name: Runner(net, precision, compile, ranges.get(name)) for name, net in self.networks().items()}
+                made = {name: Runner(net, precision, compile, ranges.get(name))
+                        for name, net in self.networks().items()}
                 self._runners[key] = (made["s1"], made["s2"], made.get("reference", made["s2"]))
             return self._runners[key]
 

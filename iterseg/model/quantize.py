@@ -37,9 +37,9 @@ def _pt2e():
         warnings.simplefilter("ignore")
         for noisy in ("torchao", "torch.utils._pytree"):  # notes on optional CUDA kernels and enum registration
             logging.getLogger(noisy).setLevel(logging.ERROR)
+        import torchao.quantization.pt2e.quantizer.x86_inductor_quantizer as x86
         from torchao.quantization.pt2e.observer import MinMaxObserver
         from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e, prepare_pt2e
-        import torchao.quantization.pt2e.quantizer.x86_inductor_quantizer as x86
     return MinMaxObserver, prepare_pt2e, convert_pt2e, x86
 
 
@@ -132,7 +132,7 @@ def int8_network(model, ranges):
     multiple = model.config.size_multiple
     with torch.no_grad():  # the weight observers see the weights
         prepared(torch.zeros(1, model.config.in_channels, 2 * multiple, 2 * multiple))
-    for observer, (low, high) in zip(found, ranges):
+    for observer, (low, high) in zip(found, ranges, strict=True):
         observer.min_val, observer.max_val = low.clone(), high.clone()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")

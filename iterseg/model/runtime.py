@@ -73,5 +73,6 @@ class Runner:
         height, width = x.shape[2:]
         pad_h, pad_w = multiple if height == multiple else 0, multiple if width == multiple else 0
         if pad_h or pad_w:
-            x = torch.nn.functional.pad(x, (0, pad_w, 0, pad_h), mode="reflect" if min(height, width) > 1 else "replicate")
+            mode = "reflect" if min(height, width) > 1 else "replicate"
+            x = torch.nn.functional.pad(x, (0, pad_w, 0, pad_h), mode=mode)
         return self.network(x)[:, :, :height, :width]

@@ -35,7 +35,7 @@ def save_bundle(bundle, path, half=True):
         payload["reference"] = tensors(bundle.reference)
     if bundle.int8_ranges:
         payload["int8_ranges"] = {name: {f"{i}.{end}": t.float().contiguous() for i, pair in enumerate(ranges)
-                                         for end, t in zip(("min", "max"), pair)}
+                                         for end, t in zip(("min", "max"), pair, strict=True)}
                                   for name, ranges in bundle.int8_ranges.items()}
     with atomic_output(path) as tmp:
         torch.save(payload, tmp)

@@ -75,6 +75,6 @@ class UNet(nn.Module):
         for down in self.down:
             skips.append(down(skips[-1]))
         y = skips.pop()
-        for up, fuse in zip(self.up, self.fuse):
+        for up, fuse in zip(self.up, self.fuse, strict=True):
             y = fuse(torch.cat([skips.pop(), up(y)], dim=1))
         return self.head(y)
