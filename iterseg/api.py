@@ -12,10 +12,9 @@ import numpy as np
 from .engine import loop
 from .engine.cost import cost_report, count_macs, stage1_size
 from .engine.infer import box_shape
-from .engine.selection import candidates
 from .engine.settings import DEFAULT_PATCHES, Settings, default_window_side
 from .engine.source import open_source
-from .kernels import warm_up
+from .kernels import grid_windows, warm_up
 from .model.runtime import check_precision
 from .model.store import DEFAULT_MODEL, load_bundle
 
@@ -69,8 +68,8 @@ class Segmenter:
 
         patches: how many windows (default 16; with a budget or threshold no cap but theirs; 0 = stage 1
         only). patch_size: window side (default ceil(max(H, W) / patches) rounded up to the size
-        multiple). score: 'mean' | 'uncertainty' (higher = refine first). stride: candidate step
-        (default the side; below it candidates overlap, at most ``max_overlap`` (default 0.25) of a
+        multiple). score: 'mean' | 'uncertainty' (higher = refine first). stride: grid step
+        (default the side; below it grid windows overlap, at most ``max_overlap`` (default 0.25) of a
         window's area is shared, and overlapping results are blended). budget / budget_gmacs: at most
         this fraction of the baseline's MACs / this many GMACs in all. rounds: choose the windows in R
         rounds, re-scoring the merged map after each. threshold: refine only windows scoring above it.
@@ -95,7 +94,7 @@ class Segmenter:
         s1, s2 = self.bundle.s1.config, self.bundle.s2.config
         shape = (height, width)
         size = patch_size or default_window_side(shape, patches, s2.size_multiple)
-        count = min(patches, len(candidates(shape, size, size)))
+        count = min(patches, len(grid_windows(height, width, size)))
         window_hw = (min(size, height), min(size, width))
         return cost_report(self.bundle, shape, count_macs(s1, *stage1_size(shape, self.bundle.s1_scale)),
                            box_shape(window_hw, context, s2.size_multiple, shape), count)

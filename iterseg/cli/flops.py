@@ -13,11 +13,13 @@ def add_parser(subparsers):
 
 def run(args):
     from ..api import load
+    from ..engine.settings import DEFAULT_PATCHES
 
     height, width = args.size
     segmenter = load(chosen_model(args))
-    macs = segmenter.macs(height, width, patches=args.patches, patch_size=args.patch_size, context=args.context)
-    print(f"{width} x {height} image, model {segmenter.bundle.name}, {args.patches} patches ({macs['convention']})")
+    patches = DEFAULT_PATCHES if args.patches is None else args.patches
+    macs = segmenter.macs(height, width, patches=patches, patch_size=args.patch_size, context=args.context)
+    print(f"{width} x {height} image, model {segmenter.bundle.name}, {patches} patches ({macs['convention']})")
     for key in ROWS:
         print(f"  {key:<9} {macs[key] / 1e9:12.3f} GMACs")
     print(f"  ratio     {100 * macs['ratio']:12.2f} %")

@@ -109,7 +109,7 @@ def chosen_model(args):
 
 def add_geometry(parser):
     """The window options of ``predict`` and ``flops``, and --model."""
-    parser.add_argument("--patches", type=int_at_least(0), default=16,
+    parser.add_argument("--patches", type=int_at_least(0), default=None,  # engine/settings.DEFAULT_PATCHES
                         help="number of windows refined at full resolution (0 = stage 1 only; default 16, "
                              "or with --budget / --threshold no cap but theirs)")
     parser.add_argument("--patch-size", type=int_at_least(1), default=None, metavar="PX",

@@ -25,8 +25,8 @@ def add_parser(subparsers):
     add_geometry(parser)
     add_score(parser)
     parser.add_argument("--stride", type=int_at_least(1), default=None, metavar="PX",
-                        help="step between candidate windows (default: the window side); smaller steps give "
-                             "overlapping candidates, thinned by --max-overlap, and blended results")
+                        help="step between the grid's windows (default: the window side); smaller steps give "
+                             "overlapping windows, thinned by --max-overlap, and blended results")
     parser.add_argument("--max-overlap", type=fraction, default=None, metavar="F",
                         help="with --stride: largest share of a window's area two chosen windows may overlap "
                              "(default 0.25)")
@@ -54,7 +54,6 @@ def add_parser(subparsers):
     parser.add_argument("--overwrite", action="store_true",
                         help="redo images whose outputs exist (default: skip them)")
     parser.add_argument("--quiet", action="store_true", help="print nothing but errors; no progress bars")
-    parser.set_defaults(patches=None)  # 16 unless --budget or --threshold decide (engine/settings.py)
     return parser
 
 

@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 import numpy as np
 from tqdm import tqdm
 
+from ..kernels import grid_windows
 from ..timer import Timer
 from .coarse import stage1
 from .cost import baseline_cost, baseline_macs, cost_report, count_macs
@@ -26,7 +27,7 @@ from .infer import auto_batch_size, box_shape, run_whole
 from .merge import Merger, take
 from .refine import refine, s2_reader
 from .scores import window_scores
-from .selection import candidates, next_windows, selection_notes, window_limit
+from .selection import next_windows, selection_notes, window_limit
 from .settings import check_windows
 
 log = logging.getLogger(__name__)
@@ -141,7 +142,7 @@ def refine_rounds(source, bundle, s2, coarse, merger, plan, timer, show, s1_macs
     """Choose and refine windows in ``plan.settings.rounds`` rounds, re-scoring the merged map after
     each: (windows in order, their scores, box (h, w), number of boxes, log per round, notes)."""
     settings, shape = plan.settings, source.shape
-    grid = candidates(shape, plan.size, plan.stride)
+    grid = grid_windows(*shape, plan.size, plan.stride)
     box_hw = box_shape(grid[0, 2:], settings.context, s2.config.size_multiple, shape)
     window_macs = count_macs(s2.config, *box_hw)
     limit = window_limit(settings.patches, plan.budget_macs(baseline_macs(bundle, shape)), s1_macs, window_macs)

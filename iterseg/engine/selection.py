@@ -2,21 +2,16 @@
 overlap suppression, never a window twice).
 
 Glossary
-    candidates  int64 (M, 4) every window of the grid with step ``stride``, row-major (y, x, h, w)
+    grid        int64 (M, 4) every window of the grid with step ``stride``, row-major (y, x, h, w)
     scores      float64 (M,) higher = refine first (see scores.py)
-    refined     bool (M,) candidates refined in earlier rounds
+    refined     bool (M,) grid windows refined in earlier rounds
     kept        int64 (N, 4) windows chosen so far (for overlap suppression)
 """
 import math
 
 import numpy as np
 
-from ..kernels import grid_windows, lowest_k
-
-
-def candidates(shape, size, stride):
-    """Every window of side ``size`` on the grid with step ``stride`` over an H x W image, row-major."""
-    return grid_windows(shape[0], shape[1], size, stride)
+from ..kernels import lowest_k
 
 
 def window_limit(patches, budget_macs, stage1_macs, window_macs):
@@ -36,22 +31,22 @@ def overlap_fraction(window, others):
     return np.clip(dy, 0, None) * np.clip(dx, 0, None) / float(h * w)
 
 
-def suppress(candidates, order, count, max_overlap, kept):
-    """Greedy non-maximum suppression: walk ``order`` (candidate indices, highest score first) and keep
+def suppress(grid, order, count, max_overlap, kept):
+    """Greedy non-maximum suppression: walk ``order`` (grid indices, highest score first) and keep
     up to ``count`` whose overlap with every window kept so far (``kept``, earlier rounds included)
-    is at most ``max_overlap``. Returns the kept candidate indices."""
+    is at most ``max_overlap``. Returns the kept grid indices."""
     chosen, kept = [], np.asarray(kept, dtype=np.int64).reshape(-1, 4)
     for index in order:
         if len(chosen) == count:
             break
-        if not len(kept) or overlap_fraction(candidates[index], kept).max() <= max_overlap:
+        if not len(kept) or overlap_fraction(grid[index], kept).max() <= max_overlap:
             chosen.append(index)
-            kept = np.vstack([kept, candidates[index]])
+            kept = np.vstack([kept, grid[index]])
     return np.array(chosen, dtype=np.int64)
 
 
-def next_windows(scores, refined, take, threshold=None, candidates=None, max_overlap=None, kept=()):
-    """Indices of the next ``take`` candidates to refine, highest score first: never refined before,
+def next_windows(scores, refined, take, threshold=None, grid=None, max_overlap=None, kept=()):
+    """Indices of the next ``take`` grid windows to refine, highest score first: never refined before,
     with a score above ``threshold`` (None: any), and, with ``max_overlap``, overlapping the kept
     windows by at most that fraction of their area."""
     priority = np.where(refined, np.inf, -np.asarray(scores, dtype=np.float64))
@@ -61,7 +56,7 @@ def next_windows(scores, refined, take, threshold=None, candidates=None, max_ove
     if max_overlap is None:
         return lowest_k(priority, int(min(take, eligible)))
     order = lowest_k(priority, eligible)
-    return suppress(candidates, order, take, max_overlap, kept)
+    return suppress(grid, order, take, max_overlap, kept)
 
 
 def selection_notes(settings, refined, total, limit):

@@ -18,7 +18,7 @@ from ..model.runtime import check_precision
 from .scores import SCORES, default_score
 
 DEFAULT_PATCHES = 16
-DEFAULT_MAX_OVERLAP = 0.25  # with overlapping candidates (stride < side), unless max_overlap is given
+DEFAULT_MAX_OVERLAP = 0.25  # with overlapping grid windows (stride < side), unless max_overlap is given
 
 
 @dataclass(frozen=True)
@@ -90,7 +90,7 @@ class Settings:
 
 @dataclass(frozen=True)
 class Plan:
-    """Settings resolved for one image: window side, candidate step and overlap rule."""
+    """Settings resolved for one image: window side, grid step and overlap rule."""
     settings: Settings
     size: int
     stride: int
@@ -98,7 +98,7 @@ class Plan:
 
     @property
     def blend(self):
-        """Overlapping candidates: refined windows are blended, not pasted."""
+        """Overlapping grid windows: refined windows are blended, not pasted."""
         return self.stride < self.size
 
     def budget_macs(self, baseline_macs):
