@@ -5,10 +5,12 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402  (after choosing the file-only backend)
 
 STYLES = {  # (method, precision) -> matplotlib style
-    ("two-stage/mean", "fp32"): dict(color="C0", marker="o", label="two-stage, |mean(p) - 0.5| (ours)"),
+    ("two-stage/mean", "fp32"): dict(color="C0", marker="o", label="two-stage, score mean (the paper's)"),
     ("two-stage/uncertainty", "fp32"): dict(color="C1", marker="s", label="two-stage, uncertainty"),
     ("two-stage/mean", "bf16"): dict(color="C0", marker=".", linestyle=":", label="two-stage, bf16"),
     ("random", "fp32"): dict(color="C3", marker="x", linestyle="--", label="random windows"),
+    ("oracle", "fp32"): dict(color="k", marker="*", markersize=5, linestyle="-.",
+                             label="oracle windows (where stage 1 is most wrong)"),
     ("downscale", "fp32"): dict(color="C2", marker="^", linestyle="--", label="equal-cost downscaling"),
     ("iterative/R2", "fp32"): dict(color="C4", marker="D", markersize=4, label="iterative, 2 rounds"),
     ("iterative/R3", "fp32"): dict(color="C5", marker="v", markersize=4, label="iterative, 3 rounds"),

@@ -4,9 +4,12 @@
 
 Methods, all on the same images, MACs counted as in the reports (fvcore, 1 MAC = 1 flop):
     baseline         the full-resolution model (S2) over the whole image: MACs ratio 1
-    two-stage/mean   N_p windows of a fixed grid refined, chosen by |mean(p) - 0.5| (N_p = 0: S1 only)
+    two-stage/mean   N_p windows of a fixed grid refined, chosen by 1 - 2|mean(p) - 0.5| (N_p = 0: S1 only)
     two-stage/uncertainty   the same, chosen by mean uncertainty
     random           the same number of windows of the same grid, chosen at random (seeded)
+    oracle           the same number of windows of the same grid where stage 1 is most wrong (most
+                     pixels whose upsampled stage-1 class differs from the ground truth, inside the
+                     field of view): the best any selector could choose, at equal cost
     downscale        S2 on the image downscaled (INTER_AREA) so that its MACs do not exceed the
                      two-stage MACs at that N_p, probabilities upsampled (bilinear): equal cost
     iterative/R2, iterative/R3   the same N_p windows chosen in 2 or 3 rounds, re-scoring the
@@ -36,7 +39,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from iterseg.kernels import grid_windows
+from iterseg.kernels import grid_windows, lowest_k, window_means
 
 import iterseg
 from iterseg.disk.outputs import atomic_output
@@ -85,6 +88,16 @@ def random_windows(height, width, size, count, seed):
     return grid[np.sort(pick)]
 
 
+def oracle_windows(stage1_mask, target, fov, size, count):
+    """The ``count`` windows of the size-``size`` grid with the most pixels that stage 1 gets wrong
+    (``stage1_mask`` (H, W) class ids against ``target``, inside ``fov``), most wrong first."""
+    wrong = (stage1_mask > 0) != (target > 0)
+    if fov is not None:
+        wrong &= fov
+    errors = window_means(wrong.astype(np.float32), size)
+    return grid_windows(*stage1_mask.shape, size)[lowest_k(-errors.ravel(), count)]
+
+
 def _row(sample_id, method, precision, patches, mask, target, fov, ratio, seconds):
     return {"image": sample_id, "method": method, "precision": precision, "patches": patches,
             **scores(mask > 0, target, fov), "macs_ratio": ratio, "seconds": seconds}
@@ -112,6 +125,7 @@ def sweep_image(seg, index, sample_id, image, target, fov, args, conditioned=Non
 
     if "core" in args.groups:
         core_methods(seg, image, size, args, add)
+        stage1_mask = seg.predict(image, patches=0).mask
         for n in args.patches:
             macs = next(r for r in rows if r["method"] == "two-stage/mean" and r["patches"] == n
                         and r["precision"] == "fp32")["macs_ratio"] * base_macs
@@ -120,6 +134,8 @@ def sweep_image(seg, index, sample_id, image, target, fov, args, conditioned=Non
             if n:
                 windows = random_windows(height, width, size, n, seed=(args.seed, index, n))
                 add("random", "fp32", n, seg.predict(image, windows=windows, precision="fp32"))
+                windows = oracle_windows(stage1_mask, target, fov, size, n)
+                add("oracle", "fp32", n, seg.predict(image, windows=windows, precision="fp32"))
     if "conditioned" in args.groups:
         add("conditioned/baseline", "fp32", None, conditioned.predict_baseline(image))
     for n in (n for n in args.patches if n):
@@ -171,6 +187,10 @@ def findings(summary, patches):
                  "minus_downscale": ours["dice"] - _point(summary, "downscale", n)["dice"]}
         if n:
             entry["minus_random"] = ours["dice"] - _point(summary, "random", n)["dice"]
+            oracle = _point(summary, "oracle", n)
+            if oracle:  # how far the selector is from the best choice of windows at the same cost
+                entry["oracle_dice"] = oracle["dice"]
+                entry["minus_oracle"] = ours["dice"] - oracle["dice"]
         for method in BEYOND_ONE_SHOT:
             other = _point(summary, method, n)
             if n and other:  # same N_p windows of the same side: the same MACs (conditioned: +0.3 %)
@@ -219,6 +239,10 @@ def markdown(report):
         lines.append(f"- conditioned baseline (the conditioned bundle's own, over the whole image): Dice "
                      f"{f['conditioned_baseline']['dice']:.4f} against {f['baseline_dice']:.4f}, at "
                      f"{100 * f['conditioned_baseline']['macs_ratio']:.2f} % of the baseline's MACs")
+    gaps = [(e["patches"], e["minus_oracle"]) for e in f["per_patches"] if "minus_oracle" in e]
+    if gaps:
+        lines.append("- two-stage/mean minus the oracle's windows, Dice by N_p: "
+                     + ", ".join(f"{n}: {g:+.4f}" for n, g in gaps))
     for method in BEYOND_ONE_SHOT:
         gains = [(e["patches"], e[f"{method} minus one-shot"]) for e in f["per_patches"]
                  if f"{method} minus one-shot" in e]
