@@ -35,7 +35,7 @@ demo: $(INSTALLED)
 test: $(INSTALLED)
 	$(BIN)/python -m pytest -m "not slow"
 
-# the tests marked slow (int8 compilation, torch.compile, training, the real-data checks); CI runs them
+# the tests marked slow (int8 compilation, torch.compile, sweeps, the real-data checks); CI runs them
 test-slow: $(INSTALLED)
 	$(BIN)/python -m pytest -m slow || test $$? -eq 5  # 5: no test is marked slow
 

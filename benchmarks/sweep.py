@@ -39,7 +39,6 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from iterseg.kernels import grid_windows, lowest_k, window_means
 
 import iterseg
 from iterseg.disk.outputs import atomic_output
@@ -47,6 +46,7 @@ from iterseg.engine.coarse import stage1
 from iterseg.engine.cost import baseline_macs, count_macs
 from iterseg.engine.settings import default_window_side
 from iterseg.engine.source import ArraySource
+from iterseg.kernels import grid_windows, lowest_k, window_means
 from iterseg.model.store import load_bundle
 from iterseg.training.data import load_spec, read_sample
 from iterseg.training.evaluate import METRICS

@@ -4,6 +4,7 @@ Target (issue 2): window_means >= 10 GB/s and faster than the reference.
 """
 import numpy as np
 import pytest
+
 from iterseg.kernels import lowest_k, lowest_k_reference, window_means, window_means_reference
 
 from .timing import interleaved_medians, machine

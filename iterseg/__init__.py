@@ -31,6 +31,11 @@ def __getattr__(name):
         value = getattr(importlib.import_module(f".{_PUBLIC[name]}", __name__), name)
         globals()[name] = value
         return value
+    try:  # a subpackage or module (iterseg.api, iterseg.engine, ...), imported on first use
+        return importlib.import_module(f".{name}", __name__)
+    except ModuleNotFoundError as exc:
+        if exc.name != f"{__name__}.{name}":
+            raise
     raise AttributeError(f"module 'iterseg' has no attribute {name!r}")
 
 

@@ -1,10 +1,20 @@
-"""Shared fixtures: tiny bundles (random weights) and synthetic images; no data or trained weights."""
+"""Shared fixtures: tiny bundles (random weights) and synthetic images; no data or trained weights.
+The fuzz tests' settings: ITERSEG_FUZZ_EXAMPLES=600 explores longer (600 examples of each found nothing,
+2026-11-22)."""
+import os
+
 import cv2
 import pytest
 import torch
+from hypothesis import HealthCheck, settings
 
 from iterseg.model.store import save_bundle
+
 from synthetic import blob_image, small_bundle
+
+settings.register_profile("iterseg", max_examples=int(os.environ.get("ITERSEG_FUZZ_EXAMPLES", 60)), deadline=None,
+                          suppress_health_check=[HealthCheck.too_slow])
+settings.load_profile("iterseg")
 
 
 @pytest.fixture(autouse=True)

@@ -1,13 +1,25 @@
-"""Synthetic test material: tiny random-weight bundles and generated images (no data, no training)."""
+"""Shared test material: tiny bundles (random weights, or set by hand), generated images and datasets
+(no data, no training), and where the real datasets are when present."""
+import dataclasses
+import os
+from pathlib import Path
+
 import cv2
 import numpy as np
+import pytest
 import torch
 
-from iterseg.model.store import untrained_bundle
 from iterseg.model.bundle import Bundle
+from iterseg.model.store import untrained_bundle
 from iterseg.model.unet import UNet, UNetConfig
 
 SMALL = UNetConfig(in_channels=3, out_channels=1, depth=2, width=4)
+
+# The real datasets (PH2, DRIVE, HRF): $ITERSEG_DATA, else ../shared/data beside the repository.
+REPO = Path(__file__).resolve().parents[1]
+SHARED_DATA = Path(os.environ.get("ITERSEG_DATA") or REPO.parent / "shared" / "data")
+needs_data = pytest.mark.skipif(not (SHARED_DATA / "PH2").is_dir(),
+                                reason=f"real datasets not found at {SHARED_DATA} (set ITERSEG_DATA)")
 
 
 def small_bundle(**overrides):
@@ -30,6 +42,39 @@ def conditioned_bundle(with_reference=True):
         s2 = UNet(SMALL.__class__(**{**SMALL.__dict__, "in_channels": 4}))
     return Bundle(s1=plain.s1, s2=s2, mean=plain.mean, std=plain.std, name="cond",
                   reference=plain.s2 if with_reference else None), plain
+
+
+def bright_network(config=None):
+    """A U-Net whose weights are set by hand to mark bright pixels: logit = 8 * relu(mean of the
+    normalised channels) - 4 at every pixel (every other weight zero). On ``disc_pair`` images (discs at
+    150-220 on a 20-70 background, normalised by mean 0.5 / std 0.25) it finds the discs almost exactly."""
+    config = dataclasses.replace(config or SMALL, norm="none")
+    model = UNet(config).eval()
+    with torch.no_grad():
+        for parameter in model.parameters():
+            parameter.zero_()
+        model.inc[0].weight[0, :, 1, 1] = 1 / config.in_channels  # centre taps: the channel mean
+        for conv in (model.inc[2], model.fuse[-1][0], model.fuse[-1][2]):
+            conv.weight[0, 0, 1, 1] = 1  # carried along channel 0 (the skip path of the top level)
+        model.head.weight[0, 0] = 8
+        model.head.bias[0] = -4
+    return model
+
+
+def bright_bundle():
+    """A binary bundle whose S1 and S2 are ``bright_network``s: masks that mean something, no training."""
+    return Bundle(s1=bright_network(), s2=bright_network(), mean=(0.5,) * 3, std=(0.25,) * 3, name="bright")
+
+
+CLASS_COLOURS = ((0, 0, 0), (220, 40, 40), (40, 200, 60), (60, 80, 230))  # background, then 3 classes
+CLASS_NAMES = ("background", "disc", "square", "bar")
+
+
+def multiclass_bundle():
+    """small_bundle with 4 softmax outputs, named CLASS_NAMES, coloured CLASS_COLOURS (random weights)."""
+    plain = small_bundle(out_channels=4)
+    return Bundle(s1=plain.s1, s2=plain.s2, mean=plain.mean, std=plain.std, class_names=CLASS_NAMES,
+                  palette=CLASS_COLOURS, name="shapes")
 
 
 def blob_image(height, width, seed=0, channels=3):
@@ -93,10 +138,6 @@ def write_tiled(path, image, tile=(64, 64), pyramid=False):
     return path
 
 
-CLASS_COLOURS = ((0, 0, 0), (220, 40, 40), (40, 200, 60), (60, 80, 230))  # background, then 3 classes
-CLASS_NAMES = ("background", "disc", "square", "bar")
-
-
 def class_pair(height, width, seed):
     """(uint8 RGB image, uint8 (H, W) class ids 0-3): discs, squares and bars, each class drawn in
     its own colour (plus noise) on a noisy background; a 2-pixel unlabelled frame (id 255)."""
@@ -147,7 +188,7 @@ def write_multiclass_dataset(root, count=8, height=64, width=96, colours=True):
         cv2.imwrite(str(root / "SHAPES" / "masks" / f"img{i}.png"), mask)
     entries = "\n".join(f"  - {{name: {name}, colour: [{c[0]}, {c[1]}, {c[2]}]}}" if colours else
                         f"  - {{name: {name}, value: {index}}}"
-                        for index, (name, c) in enumerate(zip(CLASS_NAMES, CLASS_COLOURS)))
+                        for index, (name, c) in enumerate(zip(CLASS_NAMES, CLASS_COLOURS, strict=True)))
     spec = root / "shapes.yaml"
     spec.write_text(MULTICLASS_SPEC % entries, encoding="utf-8")
     return spec

@@ -5,7 +5,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from .options import add_spec, int_at_least
+from .options import add_spec, fraction, int_at_least
 
 EPILOG = """example:
   iterseg train --spec ph2 --data-root ../shared/data --stage both --out runs/ph2"""
@@ -13,7 +13,7 @@ EPILOG = """example:
 # TrainOptions field for each option that maps onto one unchanged
 FIELDS = {"epochs": "epochs", "steps": "steps_per_epoch", "batch_size": "batch_size", "lr": "lr", "seed": "seed",
           "width": "width", "depth": "depth", "sampling": "sampling", "max_minutes": "max_minutes",
-          "condition": "condition", "init_from": "init_from"}
+          "condition": "condition", "init_from": "init_from", "s1_scale": "s1_scale"}
 CROP = {"s1": 128, "s2": 256}  # default --crop per stage
 
 
@@ -30,8 +30,10 @@ def add_parser(subparsers):
     parser.add_argument("--batch-size", type=int_at_least(1), default=None,
                         help="crops per step at the largest crop size (smaller crops: more per step)")
     parser.add_argument("--crop", type=int_at_least(16), default=None, metavar="PX",
-                        help=f"S1: crop side at 1/8 scale (default {CROP['s1']}); S2: largest crop side "
+                        help=f"S1: crop side at stage-1 scale (default {CROP['s1']}); S2: largest crop side "
                              f"(default {CROP['s2']})")
+    parser.add_argument("--s1-scale", type=fraction, default=None, metavar="F",
+                        help="stage 1 sees the image resized by F (default 0.125); the bundle records it")
     parser.add_argument("--lr", type=float, default=None)
     parser.add_argument("--seed", type=int, default=None)
     parser.add_argument("--width", type=int_at_least(1), default=None, help="U-Net channels at full scale")

@@ -161,5 +161,6 @@ def write_pyramid(path, shape, dtype, region, tile=(256, 256), compression="zlib
         for level, (h, w) in enumerate(levels):
             tif.write(tiles(level, h, w), shape=(h, w) + tuple(shape[2:]), dtype=dtype, tile=tile,
                       compression=compression, photometric=photometric,
+                      planarconfig="contig" if len(shape) == 3 else None,  # (h, w, C) tiles, any C
                       subifds=len(levels) - 1 if level == 0 else None, subfiletype=1 if level else 0)
     return levels

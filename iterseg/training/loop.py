@@ -306,6 +306,8 @@ def _log_row(log_path, row):
 def _check_options(opts):
     if opts.stage not in STAGES:
         raise InputError(f"stage must be one of {STAGES}, got {opts.stage!r}.")
+    if not 0 < opts.s1_scale <= 1:
+        raise InputError(f"s1_scale must be in (0, 1], got {opts.s1_scale}.")
     if opts.stage == "s1" and (opts.condition or opts.init_from):
         raise InputError("--condition and --init-from apply to stage 2 only (--stage s2).")
 

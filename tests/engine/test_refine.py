@@ -1,20 +1,62 @@
-"""A conditioned S2 sees the stage-1 probabilities of its window: what it is fed (by hand), the
-baseline it is compared with, the file format, streaming, and training one from a bundle."""
-import dataclasses
-
+"""Stage 2 on the selected windows: what S2 is fed (the image crop, and for a conditioned S2 the
+stage-1 probabilities of its window, checked by hand), batches, the baseline a conditioned S2 is
+compared with and its file format. (Streamed conditioned runs: test_loop.py; training a conditioned
+S2: tests/cli/test_train.py.)"""
 import numpy as np
-import pytest
 import torch
 
 import iterseg
-from iterseg.cli import main
-from iterseg.flops import count_macs
-from iterseg.model.bundle import Bundle
+from iterseg.engine.coarse import stage1
+from iterseg.engine.cost import count_macs, stage1_size
+from iterseg.engine.refine import refine, s2_input, s2_reader
+from iterseg.engine.source import ArraySource
 from iterseg.model.store import read_bundle, save_bundle
-from iterseg.model.unet import UNet
-from iterseg.stage1 import stage1_size
 
-from synthetic import SMALL, blob_image, conditioned_bundle, small_bundle, write_dataset, write_tiled
+from synthetic import blob_image, conditioned_bundle
+
+
+def test_stage2_windows_match_the_network_on_the_crop(bundle, image):
+    result = iterseg.two_stage(image, bundle, patches=3, patch_size=32)
+    assert len(result.windows) == 3
+    for y, x, h, w in result.windows:
+        crop = (image[y:y + h, x:x + w].astype(np.float32) / 255 - np.float32(bundle.mean)) / np.float32(bundle.std)
+        with torch.inference_mode():
+            expected = torch.sigmoid(bundle.s2(torch.from_numpy(crop.transpose(2, 0, 1).copy())[None]))[0, 0]
+        np.testing.assert_allclose(result.probs[y:y + h, x:x + w], expected.numpy(), atol=1e-6)
+
+
+def test_the_batch_size_does_not_change_the_result(bundle, image):
+    one = iterseg.two_stage(image, bundle, patches=7, patch_size=16, batch_size=1)
+    many = iterseg.two_stage(image, bundle, patches=7, patch_size=16, batch_size=64)
+    assert one.options["batch_size"] == 1 and many.options["batch_size"] == 64
+    np.testing.assert_allclose(one.probs, many.probs, atol=1e-6)
+    np.testing.assert_array_equal(one.windows, many.windows)
+    np.testing.assert_array_equal(one.mask, many.mask)
+
+
+def test_refine_returns_window_probabilities_and_the_input_boxes(bundle, image):
+    source = ArraySource(image, 3)
+    windows = np.array([[0, 0, 30, 30], [60, 90, 30, 30]])
+    probs, boxes = refine(bundle.s2, bundle, source, None, windows, context=5, batch_size=1)
+    assert probs.shape == (1, 2, 30, 30) and probs.dtype == np.float32
+    # side: 30 + 2 * 5 of context + 3 for the start on the grid of 4, up to 44; both boxes inside the image
+    assert boxes.tolist() == [[0, 0, 44, 44], [52, 84, 44, 44]]
+
+
+def test_s2_input_appends_the_coarse_map_as_channels():
+    crops = np.zeros((2, 4, 4, 3), np.float32)
+    assert s2_input(crops) is crops
+    both = s2_input(crops, np.ones((2, 4, 4, 1), np.float64))
+    assert both.shape == (2, 4, 4, 4) and both.dtype == np.float32 and (both[..., 3] == 1).all()
+    bundle, _ = conditioned_bundle()
+    source = ArraySource(blob_image(16, 16), 3)
+    assert s2_reader(source, None, conditioned=False) == source.read_boxes
+    coarse = stage1(source, bundle.s1, bundle.s1_scale, bundle.mean, bundle.std)[0]
+    boxes = np.array([[2, 3, 8, 8], [-2, 12, 8, 8]])  # the second one mirrored past two edges
+    fed = s2_reader(source, coarse, conditioned=True)(boxes)
+    np.testing.assert_array_equal(fed[..., :3], source.read_boxes(boxes))
+    np.testing.assert_array_equal(fed[..., 3:], coarse.at_boxes(boxes))
+    np.testing.assert_allclose(fed[0, :, :, 3], coarse.full()[0, 2:10, 3:11], atol=1e-6)
 
 
 def test_s2_is_fed_the_image_and_the_stage1_probabilities():
@@ -52,7 +94,7 @@ def test_without_a_reference_the_baseline_is_stage1_plus_the_conditioned_s2():
     image = blob_image(64, 96, seed=4)
     assert bundle.baseline_kind == "s1+s2"
     result = iterseg.baseline(image, bundle)
-    s1_macs = count_macs(bundle.s1.config, *stage1_size(64, 96, bundle.s1_scale))
+    s1_macs = count_macs(bundle.s1.config, *stage1_size((64, 96), bundle.s1_scale))
     assert result.macs["stage1"] == s1_macs
     assert result.macs["total"] == result.macs["baseline"] == s1_macs + count_macs(bundle.s2.config, 64, 96)
     # refining every window of the grid with the whole image as context reproduces it
@@ -69,62 +111,3 @@ def test_conditioned_bundle_round_trips_with_its_reference(tmp_path):
     np.testing.assert_array_equal(iterseg.two_stage(image, again, patches=3).probs,
                                   iterseg.two_stage(image, bundle, patches=3).probs)
     np.testing.assert_array_equal(iterseg.baseline(image, again).probs, iterseg.baseline(image, bundle).probs)
-
-
-def test_s2_with_the_wrong_input_channels_is_refused():
-    plain = small_bundle()
-    s2 = UNet(SMALL.__class__(**{**SMALL.__dict__, "in_channels": 5}))
-    with pytest.raises(iterseg.ModelError, match="conditioned"):
-        Bundle(s1=plain.s1, s2=s2, mean=plain.mean, std=plain.std)
-
-
-def test_streamed_conditioned_windows_match_the_in_memory_ones(tmp_path):
-    bundle, _ = conditioned_bundle()
-    picture = blob_image(200, 160, seed=7)
-    path = write_tiled(tmp_path / "c.tif", picture, tile=(32, 32))
-    streamed = iterseg.two_stage_tiled(path, bundle, patches=5, patch_size=32, context=8)
-    in_memory = iterseg.two_stage(picture, bundle, patches=5, patch_size=32, context=8)
-    np.testing.assert_array_equal(streamed.windows, in_memory.windows)
-    full = streamed.probs_at(np.arange(200), np.arange(160))[0]
-    np.testing.assert_allclose(full, in_memory.probs, atol=2e-5)
-
-
-def test_training_a_conditioned_s2_from_a_bundle(tmp_path, capsys):
-    spec_path = write_dataset(tmp_path)
-    common = ["--spec", str(spec_path), "--data-root", str(tmp_path), "--epochs", "1", "--steps", "2",
-              "--batch-size", "2", "--width", "4", "--depth", "2", "--crop", "32", "--no-bf16", "--quiet"]
-    assert main(["train", "--stage", "both", "--out", str(tmp_path / "plain")] + common) == 0
-    start = tmp_path / "plain" / "syn.pt"
-    assert main(["train", "--stage", "s2", "--condition", "--init-from", str(start),
-                 "--out", str(tmp_path / "cond"), "--name", "syn-c"] + common) == 0
-    plain, cond = read_bundle(start), read_bundle(tmp_path / "cond" / "syn-c.pt")
-    assert cond.conditioned and cond.s2.config.in_channels == 4 and cond.baseline_kind == "reference"
-    for a, b in ((plain.s1, cond.s1), (plain.s2, cond.reference)):  # S1 and the baseline are the start's
-        for (name, x), (_, y) in zip(a.state_dict().items(), b.state_dict().items()):
-            torch.testing.assert_close(x, y, msg=name)
-    assert cond.provenance["stages"]["s2"]["options"]["condition"] is True
-    image = blob_image(48, 64, seed=2)
-    assert iterseg.load(tmp_path / "cond" / "syn-c.pt").predict(image, patches=2).mask.shape == (48, 64)
-    # a conditioned bundle can start another run: its reference S2 is the starting point
-    assert main(["train", "--stage", "s2", "--condition", "--init-from", str(tmp_path / "cond" / "syn-c.pt"),
-                 "--out", str(tmp_path / "again"), "--name", "syn-c"] + common) == 0
-    again = read_bundle(tmp_path / "again" / "syn-c.pt")
-    for (name, x), (_, y) in zip(plain.s2.state_dict().items(), again.reference.state_dict().items()):
-        torch.testing.assert_close(x, y, msg=name)
-    # without a reference (as shipped) the conditioned S2 itself is fine-tuned, and the baseline is S1 + S2
-    lean = tmp_path / "lean.pt"
-    save_bundle(dataclasses.replace(cond, reference=None), lean, half=False)
-    assert main(["train", "--stage", "s2", "--init-from", str(lean), "--out", str(tmp_path / "r"), "--name", "x"]
-                + common) == 2
-    assert "add --condition" in capsys.readouterr().err
-    assert main(["train", "--stage", "s2", "--condition", "--init-from", str(lean), "--lr", "1e-12",
-                 "--out", str(tmp_path / "tuned"), "--name", "syn-t"] + common) == 0
-    tuned = read_bundle(tmp_path / "tuned" / "syn-t.pt")
-    assert tuned.baseline_kind == "s1+s2" and tuned.reference is None
-    torch.testing.assert_close(tuned.s2.state_dict()["inc.0.weight"], cond.s2.state_dict()["inc.0.weight"])
-
-
-def test_conditioning_flags_are_refused_for_stage1(tmp_path):
-    spec_path = write_dataset(tmp_path)
-    assert main(["train", "--spec", str(spec_path), "--data-root", str(tmp_path), "--stage", "s1", "--condition",
-                 "--out", str(tmp_path / "r"), "--quiet"]) == 2

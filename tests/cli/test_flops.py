@@ -1,0 +1,36 @@
+"""``iterseg flops --size HxW``: the cost table without an image."""
+import pytest
+
+from iterseg.cli import main
+
+
+def test_flops_prints_the_cost_table(capsys):
+    assert main(["flops", "--size", "2048x2048", "--patches", "16", "--model", "untrained"]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith("2048 x 2048 image, model untrained, 16 patches (fvcore: 1 multiply-accumulate = 1 flop)")
+    assert "ratio             7.81 %" in out  # 1/64 + 1/16
+    assert "not counted by fvcore: aten::max_pool2d" in out
+    # the default model's S2 also takes the stage-1 probability, and its baseline is stage 1 plus that
+    # S2 over the whole image: (S1 + 16 windows) / (S1 + the whole image), all at 4 input channels
+    assert main(["flops", "--size", "2048x2048"]) == 0
+    out = capsys.readouterr().out
+    assert "model ph2, 16 patches" in out and "ratio             7.69 %" in out
+
+
+def test_context_and_window_side_are_paid_for(capsys):
+    assert main(["flops", "--size", "1024x1024", "--model", "untrained", "--patches", "4", "--patch-size", "64"]) == 0
+    plain = capsys.readouterr().out
+    assert main(["flops", "--size", "1024x1024", "--model", "untrained", "--patches", "4", "--patch-size", "64",
+                 "--context", "32"]) == 0
+    wide = capsys.readouterr().out
+
+    def stage2(out):
+        return float(next(line for line in out.splitlines() if "stage2" in line).split()[1])
+
+    assert stage2(wide) > stage2(plain) > 0
+
+
+@pytest.mark.parametrize("size", ["big", "0x10", "10x", "2048"])
+def test_a_bad_size_is_refused(capsys, size):
+    assert main(["flops", "--size", size]) == 2
+    assert "--size" in capsys.readouterr().err

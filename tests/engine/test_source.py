@@ -1,0 +1,199 @@
+"""Sources: the one rule from stored values to [0, 1], channel fitting, and a tiled TIFF read tile by
+tile giving the same pixels, stage-1 view and notes as the image in memory."""
+import numpy as np
+import pytest
+import torch
+
+import iterseg
+from iterseg.engine import source as source_module
+from iterseg.engine.source import (
+    ArraySource,
+    TiffSource,
+    fit_channels,
+    needs_extent,
+    open_source,
+    shrink,
+    unit_range,
+)
+from iterseg.errors import InputError
+
+from synthetic import blob_image, write_tiled
+
+# dtype, extent (low, high), expected (offset, scale), words of the note (None: no note)
+UNIT_RANGES = [
+    (np.uint8, (0, 255), (0, 1 / 255), None),
+    (np.uint8, (3, 7), (0, 1 / 255), None),                       # never from the extent
+    (np.uint16, (0, 300), (0, 1 / 65535), "uint16 image scaled by 1/65535"),
+    (np.bool_, (0, 1), (0, 1), "boolean image read as 0/1"),
+    (np.int64, (0, 255), (0, 1 / 255), "int64 image with values up to 255 scaled by 1/255"),
+    (np.int32, (0, 1), (0, 1 / 255), "scaled by 1/255"),          # integers: 0..255 is the smallest range
+    (np.int32, (0, 1000), (0, 1 / 65535), "values up to 1000 scaled by 1/65535"),
+    (np.int16, (-100, 100), (-100, 1 / 200), "int16 image with values in [-100, 100] rescaled"),
+    (np.int64, (0, 70000), (0, 1 / 70000), "rescaled to [0, 1]"),
+    (np.float32, (0, 1), (0, 1), None),
+    (np.float32, (0.2, 0.6), (0, 1), None),                       # inside [0, 1]: as is
+    (np.float64, (0, 200), (0, 1 / 255), "float64 image with values up to 200 scaled by 1/255"),
+    (np.float32, (-0.5, 1.5), (-0.5, 1 / 2), "values in [-0.5, 1.5] rescaled"),
+    (np.float32, (0, 300), (0, 1 / 300), "values in [0, 300] rescaled"),
+]
+
+
+@pytest.mark.parametrize("dtype, extent, expected, note", UNIT_RANGES)
+def test_unit_range_rule(dtype, extent, expected, note):
+    rule = unit_range(dtype, *extent)
+    assert (rule.offset, rule.scale) == pytest.approx(expected)
+    assert (rule.note is None) if note is None else (note in rule.note), rule.note
+    assert needs_extent(np.dtype(dtype)) == (dtype not in (np.uint8, np.uint16, np.bool_))
+
+
+def test_unit_range_maps_the_extent_onto_zero_to_one_and_clips():
+    values = np.array([-100, -20, 0, 100], np.int16)
+    np.testing.assert_allclose(unit_range(values.dtype, -100, 100).apply(values), [0, 0.4, 0.5, 1])
+    np.testing.assert_allclose(unit_range(np.uint8).apply(np.array([0, 51, 255], np.uint8)), [0, 0.2, 1])
+    assert unit_range(np.float32, 0, 1).apply(np.array([0.25], np.float32)).dtype == np.float32
+
+
+@pytest.mark.parametrize("make", [
+    lambda im: im.astype(np.int64),
+    lambda im: im.astype(np.int32),
+    lambda im: torch.from_numpy(im.copy()),
+], ids=["int64", "int32", "tensor"])
+def test_integers_up_to_255_and_tensors_read_like_uint8(make):
+    image = blob_image(20, 30, seed=1)  # values 0..200
+    np.testing.assert_array_equal(ArraySource(make(image), 3).unit, ArraySource(image, 3).unit)
+
+
+def test_negative_integers_and_floats_beyond_one_are_rescaled_from_their_extent():
+    ints = np.array([[-10, 0], [10, 30]], np.int32)
+    np.testing.assert_allclose(ArraySource(ints, 1).unit[:, :, 0], [[0, 0.25], [0.5, 1]])
+    floats = np.array([[-1.0, 0.0], [1.0, 3.0]], np.float32)
+    source = ArraySource(floats, 1)
+    np.testing.assert_allclose(source.unit[:, :, 0], [[0, 0.25], [0.5, 1]])
+    assert any("rescaled to [0, 1]" in note for note in source.notes)
+
+
+@pytest.mark.parametrize("have, channels, note", [
+    (1, 3, "grayscale image repeated to 3 channels"), (2, 3, "(alpha dropped)"), (4, 3, "alpha channel dropped"),
+    (3, 1, "ITU-R BT.601"), (4, 1, "(alpha dropped)"), (2, 1, "alpha channel dropped"), (3, 3, None)])
+def test_fit_channels(have, channels, note):
+    image = np.random.default_rng(have).random((5, 6, have), dtype=np.float32)
+    fitted, said = fit_channels(image, channels)
+    assert fitted.shape == (5, 6, channels) and (said is None if note is None else note in said)
+    if have in (1, 2) and channels == 3:
+        np.testing.assert_array_equal(fitted, np.repeat(image[:, :, :1], 3, axis=2))
+    if have in (3, 4) and channels == 1:
+        np.testing.assert_allclose(fitted[:, :, 0], image[:, :, :3] @ [0.299, 0.587, 0.114], rtol=1e-6)
+
+
+def test_a_channel_count_the_model_cannot_take():
+    with pytest.raises(InputError, match="image has 3 channels but the model takes 2"):
+        fit_channels(np.zeros((4, 4, 3), np.float32), 2)
+
+
+@pytest.mark.parametrize("image, words", [
+    (np.full((8, 8), np.nan, np.float32), "NaN or infinite"),
+    (np.zeros((3, 20, 20), np.uint8), "transpose a (C, H, W) array"),
+    (np.zeros((0, 5), np.uint8), "non-empty"),
+    (np.zeros((4, 4, 4, 1), np.uint8), "non-empty (H, W) or (H, W, C)"),
+    (np.zeros((4, 4), np.complex64), "unsupported image dtype"),
+])
+def test_bad_images_raise_input_error(image, words):
+    with pytest.raises(InputError, match=words.replace("(", r"\(").replace(")", r"\)")):
+        ArraySource(image, 3)
+
+
+@pytest.mark.parametrize("make, note", [
+    (lambda im: im[:, :, 0], "grayscale image repeated to 3 channels"),
+    (lambda im: np.dstack([im, np.full(im.shape[:2], 255, np.uint8)]), "alpha channel dropped"),
+    (lambda im: im.astype(np.uint16) * 257, "uint16 image scaled by 1/65535"),
+    (lambda im: im.astype(np.float32) / 255, None),
+    (lambda im: im.astype(np.int64), "int64 image with values up to 200 scaled by 1/255"),
+], ids=["gray", "alpha", "uint16", "float", "int64"])
+def test_image_kinds_give_the_same_segmentation(bundle, image, make, note):
+    given = make(image)
+    # a gray image is segmented as the RGB image with its one channel repeated
+    same = np.repeat(given[:, :, None], 3, axis=2) if given.ndim == 2 else image
+    reference = iterseg.two_stage(same, bundle, patches=4)
+    result = iterseg.two_stage(given, bundle, patches=4)
+    np.testing.assert_allclose(result.probs, reference.probs, atol=1e-4)
+    np.testing.assert_array_equal(result.windows, reference.windows)
+    assert (not result.notes) if note is None else any(note in n for n in result.notes), result.notes
+
+
+@pytest.fixture
+def small_strips(monkeypatch):
+    """TIFF sources read 16 rows at a time, so that a small image is scanned in many strips."""
+    monkeypatch.setattr(source_module, "STRIP_ROWS", 16)
+
+
+TIFF_KINDS = {
+    "uint8": blob_image(70, 90, seed=3),
+    "gray": blob_image(70, 90, seed=3)[:, :, 0],
+    "uint16": blob_image(70, 90, seed=3).astype(np.uint16) * 200,
+    "float beyond [0, 1]": blob_image(70, 90, seed=3).astype(np.float32) / 40 - 1.5,
+    "negative int16": blob_image(70, 90, seed=3).astype(np.int16) - 100,
+}
+
+
+@pytest.mark.parametrize("kind", TIFF_KINDS)
+def test_tiff_source_reads_what_the_array_source_holds(tmp_path, small_strips, kind):
+    picture = TIFF_KINDS[kind]
+    path = write_tiled(tmp_path / "t.tif", picture, tile=(32, 32))
+    memory = ArraySource(picture, 3)
+    boxes = np.array([[0, 0, 24, 40], [50, 60, 24, 40], [-5, -9, 24, 40], [60, 70, 24, 40]])  # mirrored at edges
+    with TiffSource(path, 3) as streamed:
+        assert streamed.shape == memory.shape and streamed.notes == memory.notes
+        np.testing.assert_array_equal(streamed.read_boxes(boxes), memory.read_boxes(boxes))
+        for h1, w1 in ((9, 11), (35, 45), (70, 90), (4, 7)):
+            view, note = streamed.view(h1, w1)
+            assert note is None  # no pyramid: shrunk from level-0 strips
+            np.testing.assert_allclose(view, memory.view(h1, w1)[0], atol=1e-5)
+
+
+def test_a_float_tiff_beyond_one_is_scaled_once_for_the_whole_image(tmp_path, small_strips, bundle):
+    """Each 16-row strip holds another range; the extent is the image's, so streamed equals in memory."""
+    picture = blob_image(96, 80, seed=4).astype(np.float32) / 50
+    picture += np.linspace(-3, 4, 96, dtype=np.float32)[:, None, None]
+    path = write_tiled(tmp_path / "f.tif", picture, tile=(32, 32))
+    memory = iterseg.two_stage(picture, bundle, patches=5)
+    streamed = iterseg.two_stage(path, bundle, stream=True, patches=5)
+    assert streamed.notes[0] == memory.notes[0] and "rescaled to [0, 1]" in memory.notes[0]
+    np.testing.assert_array_equal(streamed.windows, memory.windows)
+    np.testing.assert_allclose(streamed.probs_at(np.arange(96), np.arange(80))[0], memory.probs, atol=1e-5)
+
+
+def test_a_tiff_with_nan_is_refused_and_closed(tmp_path, monkeypatch):
+    picture = blob_image(40, 40, seed=1).astype(np.float32) / 255
+    picture[30, 5, 1] = np.nan
+    path = write_tiled(tmp_path / "n.tif", picture, tile=(16, 16))
+    closed = []
+    real_close = source_module.TiledImage.close
+    monkeypatch.setattr(source_module.TiledImage, "close", lambda self: closed.append(real_close(self)))
+    with pytest.raises(InputError, match="contains NaN or infinite values near row 0"):
+        TiffSource(path, 3)
+    assert len(closed) == 1
+
+
+def test_a_pyramid_level_serves_as_the_stage1_view(tmp_path):
+    picture = blob_image(256, 192, seed=7)
+    path = write_tiled(tmp_path / "p.tif", picture, tile=(32, 32), pyramid=True)
+    with TiffSource(path, 3) as streamed:
+        assert streamed.tiff.level_shapes[1:] == [(128, 96, 3), (64, 48, 3), (32, 24, 3)]
+        view, note = streamed.view(32, 24)  # level 3 is exactly the stage-1 size
+        assert note == "stage 1 read pyramid level 3 (24 x 32 after INTER_AREA)"
+        assert streamed.view(40, 30)[1].startswith("stage 1 read pyramid level 2")  # the smallest that is larger
+        assert streamed.tiles_read == 0  # pyramid levels are not counted as level-0 tiles
+        np.testing.assert_allclose(view, shrink(ArraySource(picture, 3).unit, 32, 24), atol=0.02)
+
+
+def test_open_source(tmp_path, image, image_path):
+    memory = ArraySource(image, 3)
+    assert open_source(memory, 3) is memory
+    from_file = open_source(image_path, 3)
+    assert isinstance(from_file, ArraySource) and from_file.tiles_read is None
+    np.testing.assert_array_equal(from_file.unit, memory.unit)
+    path = write_tiled(tmp_path / "t.tif", image, tile=(32, 32))
+    with open_source(path, 3, stream=True) as streamed:
+        assert isinstance(streamed, TiffSource) and not streamed.in_memory
+    with pytest.raises(InputError, match="cannot be streamed"):
+        open_source(image_path, 3, stream=True)

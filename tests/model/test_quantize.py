@@ -1,0 +1,90 @@
+"""int8: batch-norm folding, int8 weights on disk, and predicting with precision='int8'. Calibrating
+and compiling an int8 network take seconds per input shape, so those tests are marked slow and share
+one calibrated bundle and a few image sizes. (Calibration on data: tests/training/test_calibrate.py;
+the command: tests/cli/test_quantize.py.)"""
+import numpy as np
+import pytest
+import torch
+
+import iterseg
+from iterseg.model.quantize import as_stored, float_state, fold_batch_norm, int8_state
+from iterseg.model.store import read_bundle, save_bundle
+from iterseg.model.unet import UNet, UNetConfig
+from iterseg.training.calibrate import calibrate_bundle
+
+from synthetic import blob_image, small_bundle
+
+
+@pytest.fixture(scope="module")
+def int8_bundle():
+    bundle = small_bundle()
+    images = [blob_image(64, 64, seed=s).astype(np.float32) / 255 for s in range(4)]
+    return bundle, calibrate_bundle(bundle, images)
+
+
+def test_folding_batch_norm_keeps_the_function():
+    model = small_bundle().s2
+    folded = fold_batch_norm(model)
+    assert folded.config.norm == "none"
+    x = torch.randn(2, 3, 24, 32)
+    with torch.inference_mode():
+        torch.testing.assert_close(folded(x), model(x), atol=1e-5, rtol=1e-5)
+
+
+def test_folding_a_network_without_batch_norm_changes_nothing():
+    model = UNet(UNetConfig(depth=2, width=4, norm="none")).eval()
+    folded = fold_batch_norm(model)
+    for (name, x), (_, y) in zip(model.state_dict().items(), folded.state_dict().items(), strict=True):
+        torch.testing.assert_close(x, y, rtol=0, atol=0, msg=name)
+
+
+def test_int8_weights_round_trip_within_half_a_step():
+    state = fold_batch_norm(small_bundle().s2).state_dict()
+    stored = int8_state(state)
+    weight = "inc.0.weight"
+    assert stored[weight].dtype == torch.int8 and stored[weight + ".int8_scale"].shape == (state[weight].shape[0],)
+    back = float_state(stored)
+    step = stored[weight + ".int8_scale"][:, None, None, None]
+    assert (back[weight] - state[weight]).abs().le(step / 2 + 1e-7).all()
+    assert back["up.0.weight"].dtype == torch.float32  # transposed convolutions stay float (float16 on disk)
+
+
+@pytest.mark.slow
+def test_int8_predictions_stay_close_to_float32(int8_bundle):
+    bundle, int8 = int8_bundle
+    image = blob_image(64, 96, seed=9)
+    reference = iterseg.two_stage(image, bundle, patches=4)
+    quantized = iterseg.two_stage(image, int8, patches=4, precision="int8")
+    assert quantized.options["precision"] == "int8"
+    assert np.abs(quantized.probs - reference.probs).mean() < 0.02
+    assert (quantized.mask == reference.mask).mean() > 0.97
+
+
+@pytest.mark.slow
+def test_int8_bundle_file_is_smaller_and_loads_the_same_network(int8_bundle, tmp_path):
+    bundle, int8 = int8_bundle
+    save_bundle(bundle, tmp_path / "fp16.pt")
+    save_bundle(int8, tmp_path / "int8.pt")
+    assert (tmp_path / "int8.pt").stat().st_size < 0.75 * (tmp_path / "fp16.pt").stat().st_size
+    again = read_bundle(tmp_path / "int8.pt")
+    assert again.int8_ranges and again.meta()["int8"]
+    image = blob_image(64, 96, seed=9)
+    np.testing.assert_allclose(iterseg.two_stage(image, again, patches=4, precision="int8").probs,
+                               iterseg.two_stage(image, int8, patches=4, precision="int8").probs, atol=1e-6)
+    # an int8 bundle still runs in float32 (batch norm folded, weights as stored)
+    assert np.abs(iterseg.two_stage(image, again, patches=4).probs
+                  - iterseg.two_stage(image, bundle, patches=4).probs).mean() < 0.01
+
+
+def test_stored_int8_weights_are_stable():
+    """as_stored gives the weights an int8 file will hold; storing those again changes nothing."""
+    model = fold_batch_norm(small_bundle().s2)
+    stored = as_stored(model)
+    again = int8_state(stored.state_dict())
+    first = int8_state(model.state_dict())
+    for key, value in first.items():
+        if value.dtype == torch.int8:
+            assert torch.equal(again[key], value), key
+    x = torch.randn(1, 3, 16, 16)
+    with torch.inference_mode():
+        assert (stored(x) - model(x)).abs().max() < 0.05

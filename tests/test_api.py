@@ -1,0 +1,104 @@
+"""The public API: load, Segmenter, Result (one type for images in memory and streamed ones), the lazy
+package namespace, and determinism when threads share a Segmenter."""
+import subprocess
+import sys
+from concurrent.futures import ThreadPoolExecutor
+
+import numpy as np
+import pytest
+
+import iterseg
+from iterseg.engine.loop import Result
+
+from synthetic import blob_image, write_tiled
+
+# Threads share the networks; oneDNN may pick other kernels (another summation order) for another
+# thread count, so probabilities may differ in their last bits, never by more than this.
+THREAD_TOLERANCE = 1e-6
+
+
+def test_the_result_follows_the_contract(bundle, image):
+    result = iterseg.Segmenter(bundle).predict(image, patches=4)
+    assert type(result) is iterseg.Result is Result
+    assert result.probs.shape == result.mask.shape == result.shape == image.shape[:2]
+    assert result.probs.dtype == np.float32 and 0 <= result.probs.min() and result.probs.max() <= 1
+    assert result.mask.dtype == np.uint8 and set(np.unique(result.mask)) <= {0, 1}
+    assert result.windows.dtype == np.int64 and result.windows.shape == (4, 4) and result.scores.shape == (4,)
+    assert set(result.macs) >= {"stage1", "stage2", "total", "baseline", "ratio"}
+    assert all(isinstance(result.macs[k], int) for k in ("stage1", "stage2", "total", "baseline"))
+    assert result.macs["total"] == result.macs["stage1"] + result.macs["stage2"]
+    assert result.macs["ratio"] == pytest.approx(result.macs["total"] / result.macs["baseline"])
+    assert set(result.seconds) == {"stage1", "select", "stage2", "merge", "total"}
+    assert result.seconds["total"] >= result.seconds["stage1"] + result.seconds["stage2"]
+    assert result.view.shape == (12, 16, 3) and result.tiles_read is None and not result.options["streamed"]
+
+
+def test_a_result_at_any_pixels_equals_its_whole_map(bundle, image):
+    result = iterseg.two_stage(image, bundle, patches=5, patch_size=16)
+    rows, cols = np.arange(3, 90, 4), np.arange(0, 128, 7)
+    np.testing.assert_array_equal(result.probs_at(rows, cols)[0], result.probs[rows][:, cols])
+    np.testing.assert_array_equal(result.mask_at(rows, cols), result.mask[rows][:, cols])
+    assert result.probs is result.probs  # built once
+
+
+def test_load_and_predict_from_a_path(bundle_path, image_path):
+    segmenter = iterseg.load(bundle_path)
+    assert repr(segmenter) == f"Segmenter({str(bundle_path)!r}, classes=['background', 'foreground'], precision='fp32')"
+    result = segmenter.predict(image_path, patches=4)
+    base = segmenter.predict_baseline(image_path)
+    assert result.mask.shape == base.mask.shape == (96, 128) and len(result.windows) == 4
+    assert base.macs["ratio"] == 1.0 and base.macs["total"] == base.macs["baseline"] and len(base.windows) == 0
+    assert base.options["baseline"] and base.options["kind"] == "s2"
+    np.testing.assert_allclose(segmenter.predict_baseline(image_path, tile=48, batch_size=2).probs, base.probs,
+                               atol=1e-5)
+
+
+def test_the_segmenter_precision_is_a_default_that_calls_can_override(bundle, image):
+    segmenter = iterseg.Segmenter(bundle, precision="bf16")
+    assert segmenter.predict(image, patches=2).options["precision"] == "bf16"
+    assert segmenter.predict(image, patches=2, precision="fp32").options["precision"] == "fp32"
+    assert segmenter.predict_baseline(image).options["precision"] == "bf16"
+
+
+def test_the_segmenter_streams_with_its_precision(tmp_path, bundle):
+    path = write_tiled(tmp_path / "t.tif", blob_image(128, 128, seed=11), tile=(64, 64))
+    segmenter = iterseg.Segmenter(bundle, precision="bf16")
+    result = segmenter.predict_tiled(path, patches=2)
+    assert type(result) is Result and result.options["precision"] == "bf16" and result.options["streamed"]
+    assert result.tiles_read > 0 and result.shape == (128, 128)
+    with pytest.raises(iterseg.InputError, match="patches"):
+        segmenter.predict_tiled(path, patches=-1)
+
+
+def test_the_cost_of_a_size_without_an_image(bundle):
+    segmenter = iterseg.Segmenter(bundle)
+    result = segmenter.predict(blob_image(256, 256), patches=16)
+    assert segmenter.macs(256, 256, patches=16) == result.macs
+    assert segmenter.macs(256, 256, patches=10_000)["stage2"] == result.macs["baseline"]  # 16 x 16 windows of 16 px
+
+
+def test_threads_sharing_a_segmenter_give_the_sequential_results(bundle):
+    """Masks byte-identical; probabilities within THREAD_TOLERANCE (also under OMP_NUM_THREADS=1)."""
+    segmenter = iterseg.Segmenter(bundle)
+    images = [blob_image(60 + 8 * i, 90, seed=i) for i in range(12)]
+    for precision in ("fp32", "bf16"):
+        def predict(im, precision=precision):
+            return segmenter.predict(im, patches=5, precision=precision)
+
+        sequential = [predict(im) for im in images]
+        with ThreadPoolExecutor(4) as pool:
+            threaded = list(pool.map(predict, images))
+        for one, other in zip(sequential, threaded, strict=True):
+            np.testing.assert_array_equal(one.windows, other.windows)
+            assert one.mask.tobytes() == other.mask.tobytes()
+            np.testing.assert_allclose(one.probs, other.probs, rtol=0, atol=THREAD_TOLERANCE)
+
+
+def test_the_package_namespace_is_lazy():
+    assert set(iterseg.__all__) >= {"load", "Segmenter", "Result", "two_stage", "baseline", "InputError"}
+    assert set(dir(iterseg)) == set(iterseg.__all__)
+    with pytest.raises(AttributeError, match="no attribute 'pipeline'"):
+        iterseg.pipeline  # noqa: B018 - the old modules are gone
+    code = "import sys, iterseg; print('torch' in sys.modules, iterseg.__version__)"
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert done.stdout.split() == ["False", iterseg.__version__], done.stderr

@@ -1,0 +1,168 @@
+"""Predicting files and folders: folders, globs, skipping done images, surviving bad ones, interrupts,
+the summary, and streamed outputs (through the API and the CLI)."""
+import csv
+import json
+
+import cv2
+import numpy as np
+import pytest
+import tifffile
+
+import iterseg
+from iterseg import batch
+from iterseg.cli import main
+
+from synthetic import blob_image, write_tiled
+
+
+@pytest.fixture
+def folder(tmp_path):
+    images = tmp_path / "in"
+    images.mkdir()
+    for i in range(3):
+        cv2.imwrite(str(images / f"img{i}.png"), blob_image(64, 80, seed=i))
+    (images / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n truncated")
+    (images / "notes.txt").write_text("not an image, not picked up")
+    return images
+
+
+def summary_rows(out):
+    with open(out / "summary.csv", newline="", encoding="utf-8") as handle:
+        return {row["image"].rsplit("/", 1)[-1]: row for row in csv.DictReader(handle)}
+
+
+def test_a_folder_run_survives_a_bad_image_and_writes_a_summary(tmp_path, folder, bundle_path, capsys):
+    out = tmp_path / "out"
+    assert main(["predict", str(folder), "--model", str(bundle_path), "--out", str(out), "--quiet"]) == 2
+    err = capsys.readouterr().err
+    assert "broken.png" in err and "1 failed" in err
+    rows = summary_rows(out)
+    assert {name: row["status"] for name, row in rows.items()} == {
+        "broken.png": "failed", "img0.png": "done", "img1.png": "done", "img2.png": "done"}
+    assert all((out / f"img{i}.report.json").is_file() for i in range(3))
+    assert not [p for p in out.iterdir() if p.name.startswith(".")]
+
+
+def test_done_images_are_skipped_unless_overwrite(tmp_path, folder, bundle_path):
+    (folder / "broken.png").unlink()
+    out = tmp_path / "out"
+    assert main(["predict", str(folder), "--model", str(bundle_path), "--out", str(out), "--quiet"]) == 0
+    stamp = (out / "img0.report.json").stat().st_mtime_ns
+    assert main(["predict", str(folder), "--model", str(bundle_path), "--out", str(out), "--quiet"]) == 0
+    assert {row["status"] for row in summary_rows(out).values()} == {"skipped"}
+    assert (out / "img0.report.json").stat().st_mtime_ns == stamp
+    assert main(["predict", str(folder), "--model", str(bundle_path), "--out", str(out), "--quiet",
+                 "--overwrite"]) == 0
+    assert {row["status"] for row in summary_rows(out).values()} == {"done"}
+
+
+def test_glob_patterns_and_stem_collisions(tmp_path, folder, bundle_path, capsys):
+    out = tmp_path / "out"
+    assert main(["predict", str(folder / "img[01].png"), "--model", str(bundle_path), "--out", str(out),
+                 "--quiet"]) == 0
+    assert set(summary_rows(out)) == {"img0.png", "img1.png"}
+    tifffile.imwrite(folder / "img0.tif", blob_image(32, 32))
+    assert main(["predict", str(folder / "img0.png"), str(folder / "img0.tif"), "--out", str(out)]) == 2
+    assert "would both write img0.*" in capsys.readouterr().err
+    assert main(["predict", str(tmp_path / "*.jpg"), "--out", str(out)]) == 2
+
+
+def test_an_interrupt_keeps_finished_images(tmp_path, folder, bundle_path, monkeypatch, capsys):
+    (folder / "broken.png").unlink()
+    real, calls = batch.predict_file, []
+
+    def interrupted_on_second(*args, **kwargs):
+        calls.append(args[1])
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(batch, "predict_file", interrupted_on_second)
+    out = tmp_path / "out"
+    assert main(["predict", str(folder), "--model", str(bundle_path), "--out", str(out), "--quiet"]) == 130
+    assert "interrupted" in capsys.readouterr().err
+    assert (out / "img0.report.json").is_file() and not (out / "img1.report.json").exists()
+    assert summary_rows(out)["img0.png"]["status"] == "done"
+    assert not [p for p in out.iterdir() if p.name.startswith(".")]
+    monkeypatch.setattr(batch, "predict_file", real)
+    assert main(["predict", str(folder), "--model", str(bundle_path), "--out", str(out), "--quiet"]) == 0
+    assert [row["status"] for row in summary_rows(out).values()] == ["skipped", "done", "done"]
+
+
+def test_streamed_outputs_from_the_cli(tmp_path, bundle_path, capsys):
+    path = write_tiled(tmp_path / "scan.tif", blob_image(600, 520, seed=3), tile=(64, 64), pyramid=True)
+    out = tmp_path / "out"
+    assert main(["predict", str(path), "--stream", "always", "--patches", "4", "--model", str(bundle_path),
+                 "--out", str(out)]) == 0
+    assert "pyramid level" in capsys.readouterr().out
+    assert sorted(p.name for p in out.iterdir()) == ["scan.mask.tif", "scan.overlay.png", "scan.report.json"]
+    report = json.loads((out / "scan.report.json").read_text())
+    assert report["options"]["streamed"] and report["tiles_read"] > 0 and report["peak_rss_mb"] > 0
+    assert report["image"] == {"path": str(path), "height": 600, "width": 520, "channels": 3}
+    with tifffile.TiffFile(out / "scan.mask.tif") as tif:
+        assert tif.is_bigtiff and tif.pages[0].is_tiled and len(tif.series[0].levels) == 2
+    assert cv2.imread(str(out / "scan.overlay.png")).shape[:2] == (75, 65)  # stage-1 scale
+    assert main(["predict", str(path), "--stream", "always", "--save-probs", "--overwrite", "--quiet",
+                 "--model", str(bundle_path), "--out", str(out)]) == 0
+    assert tifffile.imread(out / "scan.probs.tif").shape == (600, 520)
+
+
+def test_auto_streams_only_large_tiled_tiffs(tmp_path, monkeypatch):
+    path = write_tiled(tmp_path / "scan.tif", blob_image(100, 100), tile=(32, 32))
+    assert batch.stream_decision(path, "auto") == (False, None)
+    monkeypatch.setattr(batch, "STREAM_PIXELS", 50 * 50)
+    assert batch.stream_decision(path, "auto") == (True, None)
+    tifffile.imwrite(tmp_path / "strips.tif", blob_image(100, 100))
+    streamed, note = batch.stream_decision(tmp_path / "strips.tif", "always")
+    assert not streamed and "read whole: the TIFF is stored in strips" in note
+
+
+def test_a_large_untiled_tiff_is_read_whole_with_a_note(tmp_path, monkeypatch):
+    tifffile.imwrite(tmp_path / "strips.tif", blob_image(100, 100))
+    assert batch.stream_decision(tmp_path / "strips.tif", "auto") == (False, None)
+    monkeypatch.setattr(batch, "STREAM_PIXELS", 50 * 50)
+    streamed, note = batch.stream_decision(tmp_path / "strips.tif", "auto")
+    assert not streamed and "read whole" in note
+
+
+def test_inputs_expand_to_sorted_image_files(tmp_path, folder):
+    found = batch.expand_inputs([folder])
+    assert [p.name for p in found] == ["broken.png", "img0.png", "img1.png", "img2.png"]
+    assert batch.expand_inputs([folder / "img1.png", str(folder / "img*.png")]) == [
+        folder / "img1.png", folder / "img0.png", folder / "img2.png"]  # repeats once, in the order given
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(iterseg.InputError, match="holds no image files"):
+        batch.expand_inputs([tmp_path / "empty"])
+    with pytest.raises(iterseg.InputError, match="matches no image files"):
+        batch.expand_inputs([str(tmp_path / "*.jpg")])
+    with pytest.raises(iterseg.InputError, match="does not exist"):
+        batch.expand_inputs([tmp_path / "missing.png"])
+
+
+def test_predict_file_writes_the_outputs_and_the_report_last(tmp_path, image_path, bundle_path, monkeypatch):
+    segmenter = iterseg.load(bundle_path)
+    written = []
+    real_json = batch.write_json
+    monkeypatch.setattr(batch, "write_json", lambda path, report: written.append(path) or real_json(path, report))
+    report = batch.predict_file(segmenter, image_path, tmp_path / "out", {"patches": 3})
+    names = sorted(p.name for p in (tmp_path / "out").iterdir())
+    assert names == ["blobs.mask.png", "blobs.overlay.png", "blobs.probs.tif", "blobs.report.json"]
+    assert written == [tmp_path / "out" / "blobs.report.json"] and report["outputs"]["mask"].endswith("blobs.mask.png")
+    assert len(report["windows"]) == 3 and report["peak_rss_mb"] > 0 and "tiles_read" not in report
+    mask = cv2.imread(str(tmp_path / "out" / "blobs.mask.png"), cv2.IMREAD_UNCHANGED)
+    np.testing.assert_array_equal(mask, segmenter.predict(image_path, patches=3).mask * 255)
+    assert report["foreground_fraction"] == pytest.approx((mask > 0).mean())
+
+
+def test_predict_files_tells_of_each_image_and_writes_the_summary_after_each(tmp_path, folder, bundle_path):
+    segmenter = iterseg.load(bundle_path)
+    done, failed = [], []
+    out = batch.output_folder(tmp_path / "out")
+    rows = batch.predict_files(segmenter, batch.expand_inputs([folder]), out, {"patches": 2},
+                               summary_path=out / "summary.csv", on_done=done.append,
+                               on_error=lambda path, exc: failed.append(path.name))
+    assert [r["status"] for r in rows] == ["failed", "done", "done", "done"] and failed == ["broken.png"]
+    assert len(done) == 3 and set(summary_rows(out)) == {"broken.png", "img0.png", "img1.png", "img2.png"}
+    assert rows[1]["windows"] == 2 and rows[1]["streamed"] is False and "cannot decode" in rows[0]["reason"]
+    again = batch.predict_files(segmenter, batch.expand_inputs([folder / "img0.png"]), out, {})
+    assert again[0]["status"] == "skipped" and "--overwrite" in again[0]["reason"]
