@@ -44,9 +44,10 @@ def add_parser(subparsers):
     parser.add_argument("--condition", action="store_true",
                         help="S2 also sees the stage-1 probabilities of its window (a conditioned S2)")
     parser.add_argument("--init-from", default=None, metavar="MODEL",
-                        help="S2 only: take S1 from this bundle and start S2 from its S2 (with --condition, an "
+                        help="S2: take S1 from this bundle and start S2 from its S2 (with --condition, an "
                              "unconditioned S2 gains the new input channels at zero and stays the baseline's "
-                             "reference network; a conditioned S2 without one is fine-tuned as it is)")
+                             "reference network; a conditioned S2 without one is fine-tuned as it is). S1: train "
+                             "a new stage 1 (e.g. at another --s1-scale) for this bundle's S2 and write the bundle")
     parser.add_argument("--no-bf16", action="store_true", help="train in float32 (slower on CPU)")
     parser.add_argument("--resume", action="store_true", help="continue from <out>/<stage>/last.pt")
     parser.add_argument("--max-minutes", type=float, default=None, help="stop a stage after this much training time")
@@ -64,7 +65,9 @@ def run(args):
         result = train_stage(spec, train_options(args, stage), args.out, resume=args.resume, quiet=args.quiet)
         print(f"{stage}: best validation Dice {result['best_val_dice']:.4f} after {result['seconds'] / 60:.1f} min")
     out = Path(args.out)
-    if (out / "s2" / "summary.json").is_file() and (args.init_from or (out / "s1" / "summary.json").is_file()):
+    trained_s2 = (out / "s2" / "summary.json").is_file()
+    if (trained_s2 and (args.init_from or (out / "s1" / "summary.json").is_file())) or (
+            args.stage == "s1" and args.init_from):
         command = "iterseg " + " ".join(sys.argv[1:]) if sys.argv[0].endswith("iterseg") else None
         path = assemble_bundle(spec, args.out, args.name or spec.name, command)
         print(f"bundle written: {path} ({path.stat().st_size / 2 ** 20:.1f} MB)")

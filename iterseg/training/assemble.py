@@ -74,14 +74,36 @@ def _provenance(spec, stages, command):
 
 def assemble_bundle(spec, out_dir, name, command=None):
     """Write ``out_dir/<name>.pt`` from the best weights of a run folder; returns its path
-    (see ``_stage1`` for where S1, the normalisation and the reference network come from)."""
+    (see ``_stage1`` for where S1, the normalisation and the reference network come from; a run that
+    trained only S1 with ``init_from`` keeps that bundle's S2, see ``_new_stage1``)."""
     out_dir = Path(out_dir)
+    if not (out_dir / "s2" / "summary.json").is_file() and _summary(out_dir, "s1")["options"].get("init_from"):
+        return _new_stage1(spec, out_dir, name, command)
     s2_summary = _summary(out_dir, "s2")
     s2 = _stage2(out_dir, s2_summary)
     s1, mean, std, scale, reference, s1_provenance = _stage1(out_dir, s2_summary)
     provenance = _provenance(spec, {"s2": s2_summary, "s1": s1_provenance}, command)
     bundle = Bundle(s1=s1, s2=s2, mean=tuple(mean), std=tuple(std), s1_scale=scale, name=name,
                     provenance=provenance, reference=reference, class_names=spec.class_names, palette=spec.palette)
+    path = out_dir / f"{name}.pt"
+    save_bundle(bundle, path, half=True)
+    return path
+
+
+def _new_stage1(spec, out_dir, name, command):
+    """The bundle of a run that trained a new S1 (``--stage s1 --init-from BUNDLE``): that S1 and its
+    stage-1 scale, with the bundle's S2, normalisation and classes."""
+    from .loop import s2_partner
+    summary = _summary(out_dir, "s1")
+    opts = summary["options"]
+    partner = s2_partner(opts["init_from"])
+    s1 = load_stage_weights(out_dir / "s1" / "best.pt", opts["width"], opts["depth"], 3,
+                            partner.s2.config.out_channels)
+    provenance = _provenance(spec, {"s1": summary, "s2": {"from_bundle": opts["init_from"],
+                                                          **partner.provenance.get("stages", {}).get("s2", {})}},
+                             command)
+    bundle = Bundle(s1=s1, s2=partner.s2, mean=partner.mean, std=partner.std, s1_scale=opts["s1_scale"], name=name,
+                    provenance=provenance, class_names=partner.class_names, palette=partner.palette)
     path = out_dir / f"{name}.pt"
     save_bundle(bundle, path, half=True)
     return path

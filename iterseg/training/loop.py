@@ -150,6 +150,17 @@ def stage2_start(spec, opts, out_dir):
     return None, None, None, None
 
 
+def s2_partner(init_from):
+    """The bundle whose S2 a new S1 (``--stage s1 --init-from``) will work with; InputError if its S2
+    is conditioned on its own stage 1 (it would see another S1's probabilities) and keeps no
+    unconditioned reference."""
+    bundle = load_bundle(init_from).unconditioned()
+    if bundle.conditioned:
+        raise InputError(f"--init-from {init_from}: its S2 is conditioned on the bundle's own stage 1, so it "
+                         "cannot work with a new one; pass the unconditioned bundle it was fine-tuned from.")
+    return bundle
+
+
 def _start_from_bundle(spec, opts):
     """``stage2_start`` from the bundle ``opts.init_from``, checked against the options."""
     bundle = load_bundle(opts.init_from).unconditioned()  # a conditioned bundle: its reference S2, if any
@@ -183,6 +194,9 @@ def stage_data(spec, opts, out_dir, train_samples, val_samples):
     images = load_images(spec, train_samples, 3)
     val_images = load_images(spec, val_samples, 3)
     s1, mean, std, init_state = stage2_start(spec, opts, out_dir) if opts.stage == "s2" else (None,) * 4
+    if opts.stage == "s1" and opts.init_from:  # a new S1 for that bundle's S2: its normalisation
+        partner = s2_partner(opts.init_from)
+        mean, std = partner.mean, partner.std
     if mean is None:
         mean, std = channel_stats(images)
     weights = None
@@ -308,8 +322,8 @@ def _check_options(opts):
         raise InputError(f"stage must be one of {STAGES}, got {opts.stage!r}.")
     if not 0 < opts.s1_scale <= 1:
         raise InputError(f"s1_scale must be in (0, 1], got {opts.s1_scale}.")
-    if opts.stage == "s1" and (opts.condition or opts.init_from):
-        raise InputError("--condition and --init-from apply to stage 2 only (--stage s2).")
+    if opts.stage == "s1" and opts.condition:
+        raise InputError("--condition applies to stage 2 only (--stage s2).")
 
 
 def _new_model(spec, opts, data):

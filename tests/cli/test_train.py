@@ -101,3 +101,35 @@ def test_options_left_out_keep_the_training_defaults():
     small = train_options(build_parser().parse_args(["train", "--spec", "x", "--stage", "s1", "--out", "o",
                                                      "--crop", "100", "--no-bf16"]), "s1")
     assert small.crop == 100 and small.crop_sizes == (64, 96) and not small.bf16
+
+
+def test_a_new_stage1_at_another_scale_for_a_bundles_s2(tmp_path, capsys):
+    spec_path = write_dataset(tmp_path)
+    common = ["--spec", str(spec_path), "--data-root", str(tmp_path), "--epochs", "1", "--steps", "2",
+              "--batch-size", "2", "--depth", "2", "--crop", "32", "--no-bf16", "--quiet"]
+    assert main(["train", "--stage", "both", "--width", "4", "--out", str(tmp_path / "plain")] + common) == 0
+    start = read_bundle(tmp_path / "plain" / "syn.pt")
+    assert main(["train", "--stage", "s1", "--s1-scale", "0.5", "--width", "2", "--init-from",
+                 str(tmp_path / "plain" / "syn.pt"), "--out", str(tmp_path / "half"), "--name", "half"] + common) == 0
+    assert "bundle written" in capsys.readouterr().out
+    half = read_bundle(tmp_path / "half" / "half.pt")
+    assert half.s1_scale == 0.5 and half.s1.config.width == 2
+    assert half.mean == start.mean and half.std == start.std  # the new S1 learns with the S2's normalisation
+    for name, tensor in start.s2.state_dict().items():
+        torch.testing.assert_close(half.s2.state_dict()[name], tensor)
+    assert half.provenance["stages"]["s2"]["from_bundle"] == str(tmp_path / "plain" / "syn.pt")
+    result = iterseg.api.Segmenter(half).predict(blob_image(64, 96), patches=2)
+    assert result.options["s1_input"] == [32, 48]
+
+
+def test_a_new_stage1_for_a_conditioned_s2_is_refused(tmp_path, capsys):
+    spec_path = write_dataset(tmp_path)
+    common = ["--spec", str(spec_path), "--data-root", str(tmp_path), "--epochs", "1", "--steps", "2",
+              "--batch-size", "2", "--width", "4", "--depth", "2", "--crop", "32", "--no-bf16", "--quiet"]
+    assert main(["train", "--stage", "both", "--out", str(tmp_path / "plain")] + common) == 0
+    assert main(["train", "--stage", "s2", "--condition", "--init-from", str(tmp_path / "plain" / "syn.pt"),
+                 "--out", str(tmp_path / "cond"), "--name", "cond"] + common) == 0
+    lean = tmp_path / "lean.pt"
+    save_bundle(dataclasses.replace(read_bundle(tmp_path / "cond" / "cond.pt"), reference=None), lean)
+    assert main(["train", "--stage", "s1", "--init-from", str(lean), "--out", str(tmp_path / "x")] + common) == 2
+    assert "conditioned" in capsys.readouterr().err
