@@ -360,6 +360,7 @@ def train_stage(spec, opts, out_dir, resume=False, quiet=False):
     data = stage_data(spec, opts, out_dir, train_samples, val_samples)
     sampler = CropSampler(opts, data.images, spec.augment, data.crop_weights)
     views = validation_views(data.val_images, opts.seed)
+    torch.manual_seed(opts.seed)  # the initial weights do not depend on what preparing the data drew
     model = _new_model(spec, opts, data)
     optimizer = torch.optim.Adam(model.parameters(), lr=opts.lr)
     last = stage_dir / "last.pt"
