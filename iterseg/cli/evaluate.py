@@ -17,6 +17,10 @@ def add_parser(subparsers):
     parser.add_argument("--split", default="test", choices=("train", "test", "all"))
     parser.add_argument("--patches", type=patch_list, default=[0, 1, 2, 4, 8, 16, 32],
                         help="comma-separated N_p values (0 = stage 1 only); the baseline is always added")
+    parser.add_argument("--patch-size", type=int_at_least(1), default=None, metavar="PX",
+                        help="window side, as for predict (default: the model's rule)")
+    parser.add_argument("--context", type=int_at_least(0), default=None, metavar="PX",
+                        help="pixels of image stage 2 sees around each window, as for predict (default 0)")
     add_score(parser)
     add_precision(parser)
     parser.add_argument("--limit", type=int_at_least(1), default=None, help="only the first N images")
@@ -41,7 +45,9 @@ def run(args):
         if not args.quiet:
             print(f"  [{done}/{total}] {sample_id}", file=sys.stderr, flush=True)
 
-    report = evaluate(segmenter, spec, args.split, args.patches, score=args.score, limit=args.limit, progress=progress)
+    windows = {name: getattr(args, name) for name in ("patch_size", "context") if getattr(args, name) is not None}
+    report = evaluate(segmenter, spec, args.split, args.patches, score=args.score, limit=args.limit,
+                      progress=progress, **windows)
     stem = f"{spec.name}_{args.split}_{Path(str(model)).stem}"
     if args.precision != "fp32":
         stem += f"_{args.precision}"

@@ -25,3 +25,15 @@ def test_a_spec_without_a_data_root_says_how_to_give_one(tmp_path, monkeypatch, 
     assert main(["evaluate", "--spec", str(write_dataset(tmp_path)), "--out", str(tmp_path / "e")]) == 2
     assert "pass --data-root DIR or set ITERSEG_DATA" in capsys.readouterr().err
 
+
+
+def test_evaluate_takes_the_window_options_of_predict(tmp_path, bundle_path):
+    spec_path = write_dataset(tmp_path)
+    common = ["evaluate", "--spec", str(spec_path), "--data-root", str(tmp_path), "--model", str(bundle_path),
+              "--patches", "2", "--quiet"]
+    assert main(common + ["--out", str(tmp_path / "a")]) == 0
+    assert main(common + ["--out", str(tmp_path / "b"), "--patch-size", "32", "--context", "8"]) == 0
+    plain, wider = (json.loads((tmp_path / d / "syn_test_small.json").read_text()) for d in "ab")
+    assert wider["options"] == {"patch_size": 32, "context": 8} and plain["options"] == {}
+    cost = {r["image"]: r["macs"] for r in plain["rows"] if r["method"] == "np=2"}
+    assert all(r["macs"] > cost[r["image"]] for r in wider["rows"] if r["method"] == "np=2")  # context is paid for
