@@ -30,10 +30,10 @@ def test_a_spec_without_a_data_root_says_how_to_give_one(tmp_path, monkeypatch, 
 def test_evaluate_takes_the_window_options_of_predict(tmp_path, bundle_path):
     spec_path = write_dataset(tmp_path)
     common = ["evaluate", "--spec", str(spec_path), "--data-root", str(tmp_path), "--model", str(bundle_path),
-              "--patches", "2", "--quiet"]
+              "--patches", "2", "--quiet", "--patch-size", "32"]
     assert main(common + ["--out", str(tmp_path / "a")]) == 0
-    assert main(common + ["--out", str(tmp_path / "b"), "--patch-size", "32", "--context", "8"]) == 0
-    plain, wider = (json.loads((tmp_path / d / "syn_test_small.json").read_text()) for d in "ab")
-    assert wider["options"] == {"patch_size": 32, "context": 8} and plain["options"] == {}
-    cost = {r["image"]: r["macs"] for r in plain["rows"] if r["method"] == "np=2"}
-    assert all(r["macs"] > cost[r["image"]] for r in wider["rows"] if r["method"] == "np=2")  # context is paid for
+    assert main(common + ["--out", str(tmp_path / "b"), "--context", "8"]) == 0
+    alone, seen = (json.loads((tmp_path / d / "syn_test_small.json").read_text()) for d in "ab")
+    assert alone["options"] == {"patch_size": 32} and seen["options"] == {"patch_size": 32, "context": 8}
+    cost = {r["image"]: r["macs"] for r in alone["rows"] if r["method"] == "np=2"}
+    assert all(r["macs"] > cost[r["image"]] for r in seen["rows"] if r["method"] == "np=2")  # context is paid for
