@@ -2,10 +2,11 @@
 
 Options left out keep the defaults of ``training.loop.TrainOptions`` (one place for them)."""
 import argparse
+import dataclasses
 import sys
 from pathlib import Path
 
-from .options import add_spec, fraction, int_at_least
+from .options import add_spec, fraction, int_at_least, positive_float
 
 EPILOG = """example:
   iterseg train --spec ph2 --data-root ../shared/data --stage both --out runs/ph2"""
@@ -50,7 +51,9 @@ def add_parser(subparsers):
                              "a new stage 1 (e.g. at another --s1-scale) for this bundle's S2 and write the bundle")
     parser.add_argument("--no-bf16", action="store_true", help="train in float32 (slower on CPU)")
     parser.add_argument("--resume", action="store_true", help="continue from <out>/<stage>/last.pt")
-    parser.add_argument("--max-minutes", type=float, default=None, help="stop a stage after this much training time")
+    parser.add_argument("--max-minutes", type=positive_float, default=None, metavar="M",
+                        help="train for this many minutes in all (with --stage both, stage 1 gets a third and "
+                             "stage 2 the rest); the learning rate schedule spans the time, not --epochs")
     parser.add_argument("--quiet", action="store_true", help="no progress bars or epoch lines")
     return parser
 
@@ -61,8 +64,16 @@ def run(args):
     from ..training.loop import train_stage
 
     spec = load_spec(args.spec, args.data_root)
-    for stage in ("s1", "s2") if args.stage == "both" else (args.stage,):
-        result = train_stage(spec, train_options(args, stage), args.out, resume=args.resume, quiet=args.quiet)
+    stages = ("s1", "s2") if args.stage == "both" else (args.stage,)
+    minutes_left = args.max_minutes
+    for stage in stages:
+        opts = train_options(args, stage)
+        if minutes_left is not None:  # one budget for the run: stage 1 gets a third of it, stage 2 the rest
+            opts = dataclasses.replace(opts, max_minutes=minutes_left / 3 if stage == "s1" and len(stages) == 2
+                                       else minutes_left)
+        result = train_stage(spec, opts, args.out, resume=args.resume, quiet=args.quiet)
+        if minutes_left is not None:
+            minutes_left = max(minutes_left - result["seconds"] / 60, 0.1)
         print(f"{stage}: best validation Dice {result['best_val_dice']:.4f} after {result['seconds'] / 60:.1f} min")
     out = Path(args.out)
     trained_s2 = (out / "s2" / "summary.json").is_file()

@@ -238,9 +238,39 @@ def train_step(model, optimizer, crops, targets, mean, std, opts):
     return loss.detach().item()
 
 
-def cosine_lr(opts, epoch):
-    """Learning rate of ``epoch``: cosine decay from ``opts.lr`` to 5 % of it."""
-    return opts.lr * (0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * epoch / max(1, opts.epochs))))
+def cosine_lr(opts, done):
+    """Learning rate after ``done`` of the training (a fraction in [0, 1]): cosine decay from
+    ``opts.lr`` to 5 % of it."""
+    return opts.lr * (0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * min(1.0, done))))
+
+
+class Schedule:
+    """Where a stage stands: by epochs, or, with ``opts.max_minutes``, by the training time spent
+    (the cosine then spans the time budget, and steps stop when it is spent, inside an epoch too)."""
+
+    def __init__(self, opts, spent):
+        self.opts = opts
+        self.budget = 60 * opts.max_minutes if opts.max_minutes else None
+        self.spent = spent
+        self._since = None
+
+    def start(self):
+        self._since = time.perf_counter()
+
+    def stop(self):
+        self.spent += time.perf_counter() - self._since
+
+    def now(self):
+        return self.spent + time.perf_counter() - self._since
+
+    def done(self, epoch, step=0):
+        """The fraction of the training done before ``step`` of ``epoch``."""
+        if self.budget:
+            return self.now() / self.budget
+        return epoch / max(1, self.opts.epochs)
+
+    def over(self):
+        return self.budget is not None and self.now() >= self.budget
 
 
 # ---------------------------------------------------------------- validation
@@ -335,18 +365,22 @@ def _new_model(spec, opts, data):
     return model.to(memory_format=torch.channels_last).train()
 
 
-def _epoch(model, optimizer, sampler, data, opts, epoch, quiet):
-    """Train one epoch; returns the mean loss."""
-    for group in optimizer.param_groups:
-        group["lr"] = cosine_lr(opts, epoch)
+def _epoch(model, optimizer, sampler, data, opts, epoch, schedule, quiet):
+    """Train one epoch (cut short when the time budget is spent); returns (mean loss, last lr)."""
     rng = np.random.default_rng([opts.seed, epoch])
-    losses = []
-    bar = tqdm(range(opts.steps_per_epoch), desc=f"{opts.stage} epoch {epoch + 1}/{opts.epochs}",
-               disable=quiet or None, leave=False)
-    for _ in bar:
+    losses, lr = [], opts.lr
+    total = "" if schedule.budget else f"/{opts.epochs}"
+    bar = tqdm(range(opts.steps_per_epoch), desc=f"{opts.stage} epoch {epoch + 1}{total}", disable=quiet or None,
+               leave=False)
+    for step in bar:
+        if schedule.over():
+            break
+        lr = cosine_lr(opts, schedule.done(epoch, step))
+        for group in optimizer.param_groups:
+            group["lr"] = lr
         losses.append(train_step(model, optimizer, *sampler.batch(rng), *data.input_norm, opts))
         bar.set_postfix(loss=f"{np.mean(losses[-20:]):.4f}")
-    return float(np.mean(losses))
+    return float(np.mean(losses)) if losses else float("nan"), lr
 
 
 def train_stage(spec, opts, out_dir, resume=False, quiet=False):
@@ -365,24 +399,26 @@ def train_stage(spec, opts, out_dir, resume=False, quiet=False):
     optimizer = torch.optim.Adam(model.parameters(), lr=opts.lr)
     last = stage_dir / "last.pt"
     start, best, spent = _resume(last, model, optimizer) if resume and last.exists() else (0, -1.0, 0.0)
-    for epoch in range(start, opts.epochs):
-        if opts.max_minutes and spent > 60 * opts.max_minutes:
-            break
-        t0 = time.perf_counter()
-        loss = _epoch(model, optimizer, sampler, data, opts, epoch, quiet)
+    schedule = Schedule(opts, spent)
+    epoch = start
+    while (epoch < opts.epochs) if schedule.budget is None else schedule.spent < schedule.budget:
+        schedule.start()
+        loss, lr = _epoch(model, optimizer, sampler, data, opts, epoch, schedule, quiet)
         val_dice = validate(model, views, *data.input_norm, opts)
-        spent += time.perf_counter() - t0
+        schedule.stop()
+        spent = schedule.spent
         if val_dice > best:
             best = val_dice
             _save({"model": model.state_dict(), "epoch": epoch + 1, "val_dice": val_dice}, stage_dir / "best.pt")
         _save(_checkpoint(model, optimizer, epoch + 1, best, opts, *data.image_norm, spent), stage_dir / "last.pt")
-        _end_epoch(stage_dir, opts, epoch, loss, val_dice, best, spent, quiet)
+        _end_epoch(stage_dir, opts, epoch, lr, loss, val_dice, best, spent, quiet)
+        epoch += 1
     return _write_summary(stage_dir, spec, opts, data, best, spent, train_samples, val_samples)
 
 
-def _end_epoch(stage_dir, opts, epoch, loss, val_dice, best, spent, quiet):
+def _end_epoch(stage_dir, opts, epoch, lr, loss, val_dice, best, spent, quiet):
     """Log an epoch to ``log.csv`` and, unless quiet, print it."""
-    row = {"epoch": epoch + 1, "lr": round(cosine_lr(opts, epoch), 6), "loss": round(loss, 5),
+    row = {"epoch": epoch + 1, "lr": round(lr, 6), "loss": round(loss, 5),
            "val_dice": round(val_dice, 5), "best_dice": round(best, 5), "seconds": round(spent, 1)}
     _log_row(stage_dir / "log.csv", row)
     if not quiet:

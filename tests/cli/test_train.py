@@ -2,6 +2,7 @@
 conditioned S2 trained from a bundle (tiny networks, a few steps: about a second each)."""
 import csv
 import dataclasses
+import json
 
 import numpy as np
 import torch
@@ -133,3 +134,15 @@ def test_a_new_stage1_for_a_conditioned_s2_is_refused(tmp_path, capsys):
     save_bundle(dataclasses.replace(read_bundle(tmp_path / "cond" / "cond.pt"), reference=None), lean)
     assert main(["train", "--stage", "s1", "--init-from", str(lean), "--out", str(tmp_path / "x")] + common) == 2
     assert "conditioned" in capsys.readouterr().err
+
+
+def test_max_minutes_is_one_budget_for_both_stages(tmp_path):
+    spec_path = write_dataset(tmp_path)
+    out = tmp_path / "run"
+    assert main(["train", "--spec", str(spec_path), "--data-root", str(tmp_path), "--stage", "both", "--out", str(out),
+                 "--max-minutes", "0.03", "--epochs", "1000", "--steps", "1000000", "--batch-size", "2", "--width", "4",
+                 "--depth", "2", "--crop", "32", "--no-bf16", "--quiet"]) == 0
+    seconds = {stage: json.loads((out / stage / "summary.json").read_text())["seconds"] for stage in ("s1", "s2")}
+    assert 0.6 <= seconds["s1"] < 0.6 + 5  # a third of 1.8 s, plus one validation
+    assert seconds["s1"] + seconds["s2"] < 1.8 + 10
+    assert (out / "syn.pt").is_file()

@@ -86,8 +86,8 @@ def test_uncertain_sampling_needs_stage_one(spec, tmp_path):
 
 @pytest.mark.parametrize("opts, words", [
     (TrainOptions(stage="s3"), "stage must be one of"),
-    (TrainOptions(stage="s1", condition=True), "apply to stage 2 only"),
-    (TrainOptions(stage="s1", init_from="ph2"), "apply to stage 2 only"),
+    (TrainOptions(stage="s1", condition=True), "applies to stage 2 only"),
+    (TrainOptions(stage="s1", s1_scale=0.0), "s1_scale must be in"),
 ])
 def test_options_a_stage_cannot_take_are_refused(spec, tmp_path, opts, words):
     with pytest.raises(iterseg.InputError, match=words):
@@ -115,8 +115,19 @@ def test_targets_and_normalisation(tmp_path):
 
 def test_the_learning_rate_falls_to_five_percent():
     opts = TrainOptions(epochs=10, lr=1e-3)
-    assert cosine_lr(opts, 0) == pytest.approx(1e-3) and cosine_lr(opts, 10) == pytest.approx(5e-5)
-    assert cosine_lr(opts, 3) > cosine_lr(opts, 4)
+    assert cosine_lr(opts, 0) == pytest.approx(1e-3) and cosine_lr(opts, 1.0) == pytest.approx(5e-5)
+    assert cosine_lr(opts, 0.3) > cosine_lr(opts, 0.4) and cosine_lr(opts, 2.0) == pytest.approx(5e-5)
+
+
+def test_a_time_budget_stops_inside_an_epoch_and_the_schedule_spans_it(spec, tmp_path):
+    budget = 0.02  # minutes: 1.2 s, far less than one epoch of a million steps
+    opts = TrainOptions(stage="s1", **{**TINY, "epochs": 1000, "steps_per_epoch": 10 ** 6, "max_minutes": budget})
+    summary = train_stage(spec, opts, tmp_path / "run", quiet=True)
+    with open(tmp_path / "run" / "s1" / "log.csv", newline="") as handle:
+        log = list(csv.DictReader(handle))
+    assert len(log) == 1  # the one epoch was cut short when the time was spent
+    assert 60 * budget <= summary["seconds"] < 60 * budget + 5  # plus one validation
+    assert float(log[0]["lr"]) < 0.2 * opts.lr  # the cosine spanned the time budget, not the 1000 epochs
 
 
 def test_a_conditioned_s2_starts_from_an_unconditioned_one_with_the_same_output():
