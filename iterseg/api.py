@@ -93,7 +93,7 @@ class Segmenter:
         """The cost report for an H x W image without running anything (windows of the default grid)."""
         s1, s2 = self.bundle.s1.config, self.bundle.s2.config
         shape = (height, width)
-        size = patch_size or default_window_side(shape, patches, s2.size_multiple)
+        size = patch_size or self.bundle.window or default_window_side(shape, patches, s2.size_multiple)
         count = min(patches, len(grid_windows(height, width, size)))
         window_hw = (min(size, height), min(size, width))
         return cost_report(self.bundle, shape, count_macs(s1, *stage1_size(shape, self.bundle.s1_scale)),

@@ -113,8 +113,9 @@ def add_geometry(parser):
                         help="number of windows refined at full resolution (0 = stage 1 only; default 16, "
                              "or with --budget / --threshold no cap but theirs)")
     parser.add_argument("--patch-size", type=int_at_least(1), default=None, metavar="PX",
-                        help="window side in pixels (default: ceil(max(H, W) / patches), rounded up to "
-                             "the model's size multiple)")
+                        help="window side in pixels (default: the model's window side, which `iterseg models` "
+                             "shows; for a model without one, ceil(max(H, W) / patches) rounded up to its size "
+                             "multiple, the source paper's rule)")
     parser.add_argument("--context", type=int_at_least(0), default=0, metavar="PX",
                         help="pixels of surrounding image stage 2 sees around each window (default 0)")
     add_model(parser)

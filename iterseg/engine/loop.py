@@ -102,7 +102,7 @@ def two_stage(source, bundle, settings, windows=None, show_progress=False):
     (int64 (N, 4), equal sizes; their scores are NaN). Returns a Result."""
     timer = Timer()
     s1, s2 = bundle.runners(settings.precision, settings.compile)
-    plan = settings.plan(source.shape, s2.config.out_channels, s2.config.size_multiple)
+    plan = settings.plan(source.shape, s2.config.out_channels, s2.config.size_multiple, bundle.window)
     if windows is not None:
         windows = check_windows(windows, source.shape)
     with timer("stage1"), bar(source.shape[0], "stage 1", "row", show_progress) as progress:

@@ -32,7 +32,9 @@ class Bundle:
     mean, std: per input channel, for images scaled to [0, 1] (uint8 / 255, uint16 / 65535).
     s1_scale: stage 1 sees the image resized by this factor. class_names: one per output class
     (two for a binary model, whose network has a single sigmoid output). palette: an RGB triple per
-    class, for colour masks (default: ``default_palette``).
+    class, for colour masks (default: ``default_palette``). window: the side (pixels) of the windows
+    stage 2 refines unless the caller gives one, so that ``patches`` only counts windows; None keeps
+    the source paper's rule, ceil(max(H, W) / patches), which ties the side to the count.
 
     A *conditioned* S2 takes the stage-1 probabilities of its window (K' = S1's output channels,
     mapped to [-1, 1]) as extra input channels after the image's. ``reference`` is then the
@@ -50,6 +52,7 @@ class Bundle:
     reference: UNet | None = None
     palette: tuple | None = None
     int8_ranges: dict | None = None
+    window: int | None = None
     _runners: dict = field(default_factory=dict, init=False, repr=False, compare=False)
     _runners_lock: threading.Lock = field(default_factory=threading.Lock, init=False, repr=False, compare=False)
 
@@ -75,6 +78,9 @@ class Bundle:
         if len(self.palette) != len(self.class_names) or any(
                 len(colour) != 3 or not all(0 <= v <= 255 for v in colour) for colour in self.palette):
             raise ModelError(f"bundle {self.name!r}: the palette needs one RGB triple (0-255) per class.")
+        if self.window is not None and (isinstance(self.window, bool) or not isinstance(self.window, int)
+                                        or not 1 <= self.window <= 2 ** 16):
+            raise ModelError(f"bundle {self.name!r}: window must be a side in pixels (1 to 65536), got {self.window!r}.")
 
     @property
     def in_channels(self):
@@ -158,5 +164,5 @@ class Bundle:
                 "s2": dataclasses.asdict(self.s2.config), "reference": reference, "mean": list(self.mean),
                 "std": list(self.std), "s1_scale": self.s1_scale, "class_names": list(self.class_names),
                 "palette": [list(colour) for colour in self.palette], "conditioned": self.conditioned,
-                "int8": bool(self.int8_ranges),
+                "int8": bool(self.int8_ranges), "window": self.window,
                 "baseline": self.baseline_kind, "provenance": self.provenance}

@@ -122,7 +122,8 @@ def read_bundle(path):
                       s1_scale=float(meta["s1_scale"]), class_names=tuple(meta["class_names"]),
                       name=meta.get("name", path.stem), provenance=meta.get("provenance", {}),
                       reference=reference, palette=meta.get("palette"),
-                      int8_ranges=_ranges(payload.get("int8_ranges")) if int8 else None)
+                      int8_ranges=_ranges(payload.get("int8_ranges")) if int8 else None,
+                      window=meta.get("window"))
     except (KeyError, TypeError, json.JSONDecodeError) as exc:
         raise ModelError(f"{path}: damaged bundle metadata ({exc!r}); re-export the bundle.") from None
 

@@ -130,3 +130,18 @@ def test_explicit_windows_come_back_as_int64():
     windows = check_windows(np.array([[0, 0, 8, 8], [4, 4, 8, 8]], np.int32), (16, 16))
     assert windows.dtype == np.int64 and windows.tolist() == [[0, 0, 8, 8], [4, 4, 8, 8]]
     assert check_windows(np.empty((0, 4), np.int64), (16, 16)).shape == (0, 4)
+
+
+def test_the_bundles_window_side_makes_patches_only_count_windows(bundle, image):
+    import dataclasses
+
+    import iterseg
+
+    fixed = dataclasses.replace(bundle, window=24)
+    for n in (2, 8):
+        result = iterseg.two_stage(image, fixed, patches=n)
+        assert result.options["patch_size"] == 24 and len(result.windows) == n
+    assert iterseg.two_stage(image, fixed, patches=2, patch_size=40).options["patch_size"] == 40  # the option wins
+    assert iterseg.two_stage(image, bundle, patches=2).options["patch_size"] == 64  # the paper's rule: 128 / 2
+    assert iterseg.api.Segmenter(fixed).macs(96, 128, patches=8)["stage2"] == 8 * iterseg.engine.cost.count_macs(
+        fixed.s2.config, 24, 24)

@@ -163,3 +163,12 @@ def test_dice_on_a_real_image_matches_the_recorded_evaluation(name):
     seg = iterseg.load(name)
     assert dice(seg.predict(image, patches=16).mask > 0, target, fov) == pytest.approx(recorded["np=16"], abs=2e-3)
     assert dice(seg.predict_baseline(image).mask > 0, target, fov) == pytest.approx(recorded["baseline"], abs=2e-3)
+
+
+def test_the_window_side_round_trips_and_is_checked(tmp_path):
+    import dataclasses
+    bundle = dataclasses.replace(untrained_bundle(), window=48)
+    save_bundle(bundle, tmp_path / "w.pt")
+    assert read_bundle(tmp_path / "w.pt").window == 48
+    with pytest.raises(ModelError, match="window must be a side in pixels"):
+        dataclasses.replace(untrained_bundle(), window=0)
