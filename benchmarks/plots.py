@@ -11,6 +11,8 @@ STYLES = {  # (method, precision) -> matplotlib style
     ("random", "fp32"): dict(color="C3", marker="x", linestyle="--", label="random windows"),
     ("oracle", "fp32"): dict(color="k", marker="*", markersize=5, linestyle="-.",
                              label="oracle windows (where stage 1 is most wrong)"),
+    ("previous/mean", "fp32"): dict(color="C8", marker="o", markersize=4, linestyle="--",
+                                    label="two-stage, the previous stage 1 (same S2)"),
     ("downscale", "fp32"): dict(color="C2", marker="^", linestyle="--", label="equal-cost downscaling"),
     ("iterative/R2", "fp32"): dict(color="C4", marker="D", markersize=4, label="iterative, 2 rounds"),
     ("iterative/R3", "fp32"): dict(color="C5", marker="v", markersize=4, label="iterative, 3 rounds"),

@@ -19,6 +19,8 @@ Methods, all on the same images, MACs counted as in the reports (fvcore, 1 MAC =
     sliding/half-R3  the same, chosen in 3 rounds (overlapping candidates are re-scored)
     conditioned/mean the same N_p windows (score mean) refined by the bundle's conditioned S2, which
                      also sees the stage-1 probabilities (about 0.3 % more MACs per window)
+    previous/mean    with --previous FILE (a bundle with the same S2 and another stage 1, e.g. the
+                     paper's 1/8 one): its two-stage/mean at every N_p, so both stage 1s share a plot
     conditioned/baseline   the conditioned bundle's own baseline: stage 1, then its conditioned S2
                      over the whole image (or its reference network, if it keeps one)
 With a conditioned model every other method runs the unconditioned bundle it was fine-tuned from:
@@ -103,7 +105,7 @@ def _row(sample_id, method, precision, patches, mask, target, fov, ratio, second
             **scores(mask > 0, target, fov), "macs_ratio": ratio, "seconds": seconds}
 
 
-GROUPS = ("core", "iterative", "sliding", "conditioned")
+GROUPS = ("core", "iterative", "sliding", "conditioned", "previous")
 DEFAULT_GROUPS = ("core", "iterative", "sliding")
 BEYOND_ONE_SHOT = ("iterative/R2", "iterative/R3", "sliding/half", "sliding/half-R3", "conditioned/mean")
 
@@ -112,7 +114,7 @@ def group_of(method):
     return method.split("/")[0] if method.split("/")[0] in GROUPS else "core"
 
 
-def sweep_image(seg, index, sample_id, image, target, fov, args, conditioned=None):
+def sweep_image(seg, index, sample_id, image, target, fov, args, conditioned=None, previous=None):
     """Every method of the chosen groups at every N_p on one image: a list of rows."""
     height, width = image.shape[:2]
     size = default_window_side((height, width), args.grid, seg.bundle.s2.config.size_multiple)
@@ -138,6 +140,9 @@ def sweep_image(seg, index, sample_id, image, target, fov, args, conditioned=Non
                 add("oracle", "fp32", n, seg.predict(image, windows=windows, precision="fp32"))
     if "conditioned" in args.groups:
         add("conditioned/baseline", "fp32", None, conditioned.predict_baseline(image))
+    if previous is not None:
+        for n in args.patches:
+            add("previous/mean", "fp32", n, previous.predict(image, patches=n, patch_size=size, score="mean"))
     for n in (n for n in args.patches if n):
         if "iterative" in args.groups:
             for rounds in (2, 3):
@@ -288,6 +293,17 @@ def unconditioned_bundle(args, model):
     return found
 
 
+def previous_bundle(args, bundle):
+    """A Segmenter of --previous (None without it): a bundle with ``bundle``'s S2 and another stage 1."""
+    if not args.previous:
+        return None
+    found = load_bundle(args.previous)
+    if not same_weights(found.s2, bundle.s2):
+        raise iterseg.InputError(f"--previous {args.previous} must have the same S2 as the swept model, so that "
+                                 "only stage 1 differs between the curves.")
+    return iterseg.Segmenter(found, source=args.previous)
+
+
 def same_weights(a, b):
     first, second = a.state_dict(), b.state_dict()
     return first.keys() == second.keys() and all(torch.equal(first[k], second[k]) for k in first)
@@ -297,16 +313,17 @@ def run_sweep(args):
     spec = load_spec(args.spec, args.data_root)
     conditioned = iterseg.load(args.model)
     seg = iterseg.Segmenter(unconditioned_bundle(args, conditioned), source=args.unconditioned or args.model)
+    previous = previous_bundle(args, seg.bundle)
     samples = spec.split(args.split)[:args.limit]
     rows, started = kept_rows(args, spec.name), time.perf_counter()
     for index, sample in enumerate(samples):
         image, target, fov = read_sample(spec, sample)
-        rows += sweep_image(seg, index, sample.id, image, target, fov, args, conditioned)
+        rows += sweep_image(seg, index, sample.id, image, target, fov, args, conditioned, previous)
         print(f"  [{index + 1}/{len(samples)}] {sample.id} ({time.perf_counter() - started:.0f} s)",
               file=sys.stderr, flush=True)
     summary = summarise(sorted(rows, key=lambda r: METHOD_ORDER.index(group_of(r["method"]))))
     return {"dataset": spec.name, "spec": str(args.spec), "model": args.model,
-            "unconditioned_model": args.unconditioned, "split": args.split,
+            "unconditioned_model": args.unconditioned, "previous_model": args.previous, "split": args.split,
             "images": len(samples), "grid": args.grid, "patches": list(args.patches),
             "precisions": list(args.precisions), "seed": args.seed, "machine": machine(),
             "created": time.strftime("%Y-%m-%d %H:%M:%S"), "seconds": time.perf_counter() - started,
@@ -359,6 +376,8 @@ def parse_args(argv):
     parser.add_argument("--unconditioned", default=None, metavar="FILE",
                         help="for a conditioned model: the unconditioned bundle its S2 was fine-tuned from, which "
                              "every method but the conditioned group runs (default: the model's reference network)")
+    parser.add_argument("--previous", default=None, metavar="FILE",
+                        help="a bundle with the same S2 and another stage 1: its two-stage/mean curve is added")
     parser.add_argument("--merge", action="store_true",
                         help="keep the other groups' rows of the existing <out>/<dataset>.json")
     parser.add_argument("--limit", type=int, default=None, help="only the first N images")

@@ -18,10 +18,12 @@ from .cost import align_up, count_macs, stage1_size
 from .infer import run_whole
 from .source import gather_boxes
 
-# Stage 1 runs whole up to S1_WHOLE_PIXELS (about 0.75 GB of activations for the default U-Net) and
-# above it in equal tiles of at most S1_TILE pixels a side, each with receptive-field context.
+# Stage 1 runs whole up to S1_WHOLE_PIXELS for a width-16 U-Net (about 0.75 GB of activations;
+# activations grow with the width, so a width-8 stage 1 runs whole on twice the pixels) and above it in
+# equal tiles of at most S1_TILE pixels a side, each with receptive-field context, which costs MACs.
 # Whole is much faster where it fits: a 1250^2 view took 2.9 s whole and 11.2 s in 1024 px tiles.
 S1_WHOLE_PIXELS = 1300 ** 2
+S1_WHOLE_WIDTH = 16
 S1_TILE = 1024
 
 
@@ -73,9 +75,10 @@ class CoarseMap:
         return np.stack(out).transpose(0, 2, 3, 1)
 
 
-def s1_tile(h1, w1):
-    """Tile side for a stage-1 view of h1 x w1 (None: run it whole): as few equal tiles as fit S1_TILE."""
-    if h1 * w1 <= S1_WHOLE_PIXELS:
+def s1_tile(h1, w1, width=S1_WHOLE_WIDTH):
+    """Tile side for a stage-1 view of h1 x w1 and a U-Net of ``width`` (None: run it whole): as few
+    equal tiles as fit S1_TILE."""
+    if h1 * w1 * width <= S1_WHOLE_PIXELS * S1_WHOLE_WIDTH:
         return None
     return max(-(-side // -(-side // S1_TILE)) for side in (h1, w1))
 
@@ -88,7 +91,7 @@ def stage1(source, runner, scale, mean, std, progress=None):
     read and tiles run."""
     h1, w1 = stage1_size(source.shape, scale)
     view, note = source.view(h1, w1, progress)
-    tile = s1_tile(h1, w1)
+    tile = s1_tile(h1, w1, runner.config.width)
     probs, count, box_hw = run_whole(runner, lambda boxes: gather_boxes(view, boxes), (h1, w1), mean, std,
                                      tile=tile, progress=progress)
     notes = [note] if note else []

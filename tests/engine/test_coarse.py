@@ -78,6 +78,8 @@ def test_boxes_past_the_edge_are_mirrored_like_the_pixels():
 def test_tile_sides():
     assert s1_tile(1300, 1300) is None and s1_tile(100, 16_000) is None and s1_tile(100, 20_000) == 1000
     assert s1_tile(2000, 1500) == 1000 and s1_tile(3000, 1025) == 1000 and s1_tile(1500, 1400) == 750
+    assert s1_tile(1168, 1752, width=8) is None  # an HRF image at 1/2 scale: a narrow stage 1 runs it whole
+    assert s1_tile(1168, 1752, width=16) == 876
 
 
 def test_stage1_in_tiles_equals_stage1_whole(monkeypatch):
