@@ -52,16 +52,19 @@ bench: $(BENCH_INSTALLED) $(UNCONDITIONED)/drive.pt
 	ITERSEG_DATA=$(DATA) $(BIN)/python -m pytest benchmarks/ --benchmark-only -s \
 		--benchmark-columns=median,min,max,rounds --benchmark-json=benchmarks/results/speed.json
 	if [ -d "$(DATA)/DRIVE" ]; then $(BIN)/python -m benchmarks.sweep --spec drive --model drive --data-root $(DATA) \
-		--unconditioned $(UNCONDITIONED)/drive.pt --groups core,iterative,sliding,conditioned; \
+		--previous $(UNCONDITIONED)/drive.pt --groups core,iterative,sliding --precisions fp32; \
 	else echo "skipping the DRIVE sweep: no datasets at $(DATA) (set DATA=... or ITERSEG_DATA)"; fi
 
 # the FLOP/Dice sweeps of all three datasets (about an hour; HRF alone about 45 minutes)
 bench-sweeps: $(BENCH_INSTALLED) $(UNCONDITIONED)/drive.pt $(UNCONDITIONED)/ph2.pt $(UNCONDITIONED)/hrf.pt
-	for d in drive ph2 hrf; do $(BIN)/python -m benchmarks.sweep --spec $$d --model $$d --data-root $(DATA) \
-		--unconditioned $(UNCONDITIONED)/$$d.pt --groups core,iterative,sliding,conditioned || exit 1; done
+	$(BIN)/python -m benchmarks.sweep --spec ph2 --model ph2 --data-root $(DATA) \
+		--unconditioned $(UNCONDITIONED)/ph2.pt --groups core,iterative,sliding,conditioned
+	for d in drive hrf; do $(BIN)/python -m benchmarks.sweep --spec $$d --model $$d --data-root $(DATA) \
+		--previous $(UNCONDITIONED)/$$d.pt --groups core --precisions fp32 || exit 1; done
 
-# The sweeps' curves and baseline are those of the unconditioned S2 each shipped conditioned S2 was
-# fine-tuned from; the shipped bundles leave it out (10 MB limit), so it comes from the commit before.
+# The bundles as they were before 2026-12-02 (1/8 stage 1, unconditioned S2): for PH2, the unconditioned
+# S2 its conditioned S2 was fine-tuned from (curves and baseline of the PH2 sweep); for DRIVE and HRF,
+# the previous stage 1 with the same S2 as the shipped bundles (the `previous/mean` curve).
 $(UNCONDITIONED)/%.pt:
 	mkdir -p $(UNCONDITIONED)
 	git show $(UNCONDITIONED_COMMIT):iterseg/weights/$*.pt > $@.part && mv $@.part $@
