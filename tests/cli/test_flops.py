@@ -11,10 +11,13 @@ def test_flops_prints_the_cost_table(capsys):
     assert "ratio             7.81 %" in out  # 1/64 + 1/16
     assert "not counted by fvcore: aten::max_pool2d" in out
     # the default model's S2 also takes the stage-1 probability, and its baseline is stage 1 plus that
-    # S2 over the whole image: (S1 + 16 windows) / (S1 + the whole image), all at 4 input channels
-    assert main(["flops", "--size", "2048x2048"]) == 0
+    # S2 over the whole image: (S1 + 16 windows) / (S1 + the whole image), all at 4 input channels;
+    # with the paper's side (2048 / 16 = 128 px) 7.69 %, with the model's own 48 px windows 2.40 %
+    assert main(["flops", "--size", "2048x2048", "--patch-size", "128"]) == 0
     out = capsys.readouterr().out
     assert "model ph2, 16 patches" in out and "ratio             7.69 %" in out
+    assert main(["flops", "--size", "2048x2048"]) == 0
+    assert "ratio             2.40 %" in capsys.readouterr().out
 
 
 def test_context_and_window_side_are_paid_for(capsys):
