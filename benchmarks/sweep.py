@@ -44,10 +44,11 @@ import torch
 
 import iterseg
 from iterseg.disk.outputs import atomic_output
-from iterseg.engine.coarse import stage1
-from iterseg.engine.cost import baseline_macs, count_macs
+from iterseg.engine.coarse import CoarseMap
+from iterseg.engine.cost import baseline_macs, count_macs, stage1_size
+from iterseg.engine.infer import run_whole
 from iterseg.engine.settings import default_window_side
-from iterseg.engine.source import ArraySource
+from iterseg.engine.source import ArraySource, gather_boxes
 from iterseg.kernels import grid_windows, lowest_k, window_means
 from iterseg.model.store import load_bundle
 from iterseg.training.data import load_spec, read_sample
@@ -76,10 +77,12 @@ def run_downscaled(seg, image, max_macs, precision):
     height, width = source.shape
     s2 = bundle.baseline_runner(precision)  # the full-resolution model of the baseline
     scale = downscale_scale(s2.config, height, width, max_macs)
-    coarse, macs, _, _ = stage1(source, s2, scale, bundle.mean, bundle.std)
-    probs = coarse.full()
+    small = stage1_size((height, width), scale)
+    view = source.view(*small)[0]  # run whole (never in tiles, whose context would cost more MACs)
+    probs = CoarseMap(run_whole(s2, lambda boxes: gather_boxes(view, boxes), small, bundle.mean, bundle.std)[0],
+                      (height, width)).full()
     mask = probs[0] >= 0.5 if probs.shape[0] == 1 else probs.argmax(axis=0) > 0
-    ratio = macs / count_macs(s2.config, height, width)
+    ratio = count_macs(s2.config, *small) / count_macs(s2.config, height, width)
     return mask, ratio, time.perf_counter() - start
 
 
