@@ -80,7 +80,8 @@ class Bundle:
             raise ModelError(f"bundle {self.name!r}: the palette needs one RGB triple (0-255) per class.")
         if self.window is not None and (isinstance(self.window, bool) or not isinstance(self.window, int)
                                         or not 1 <= self.window <= 2 ** 16):
-            raise ModelError(f"bundle {self.name!r}: window must be a side in pixels (1 to 65536), got {self.window!r}.")
+            raise ModelError(f"bundle {self.name!r}: window must be a side in pixels (1 to 65536), "
+                             f"got {self.window!r}.")
 
     @property
     def in_channels(self):
