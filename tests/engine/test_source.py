@@ -197,3 +197,14 @@ def test_open_source(tmp_path, image, image_path):
         assert isinstance(streamed, TiffSource) and not streamed.in_memory
     with pytest.raises(InputError, match="cannot be streamed"):
         open_source(image_path, 3, stream=True)
+
+
+def test_torch_tensors_are_read_as_arrays_or_refused_in_one_line():
+    pixels = np.random.default_rng(0).random((12, 10, 3), dtype=np.float32)
+    expected = ArraySource(pixels, 3).unit
+    for tensor in (torch.from_numpy(pixels).requires_grad_(), torch.from_numpy(pixels)):
+        np.testing.assert_array_equal(ArraySource(tensor, 3).unit, expected)
+    close = ArraySource(torch.from_numpy(pixels).bfloat16(), 3).unit  # bf16 values, read as float32
+    np.testing.assert_allclose(close, expected, atol=1e-2)
+    with pytest.raises(InputError, match="pass a CPU tensor or a NumPy array"):
+        ArraySource(torch.empty(12, 10, 3, device="meta"), 3)
