@@ -53,10 +53,6 @@ class CoarseMap:
         block = self.probs[:, r0] * (1 - rf)[:, None] + self.probs[:, r1] * rf[:, None]
         return np.ascontiguousarray(block[:, :, c0] * (1 - cf) + block[:, :, c1] * cf, dtype=np.float32)
 
-    def region(self, top, bottom, left, right):
-        """float32 (K, bottom - top, right - left) the upsampled map over a region."""
-        return self.at(np.arange(top, bottom), np.arange(left, right))
-
     def full(self):
         """float32 (K, H, W) the whole upsampled map (OpenCV)."""
         height, width = self.shape
