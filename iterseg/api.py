@@ -66,9 +66,10 @@ class Segmenter:
     def predict(self, image: Image, patches: int | None = None, **options) -> Result:
         """Two-stage segmentation of ``image`` (path, (H, W[, C]) array or tensor): a Result.
 
-        patches: how many windows (default 16; with a budget or threshold no cap but theirs; 0 = stage 1
-        only). patch_size: window side (default ceil(max(H, W) / patches) rounded up to the size
-        multiple). score: 'mean' | 'uncertainty' (higher = refine first). stride: grid step
+        patches: how many windows (default: the model's, chosen from its sweep (`iterseg models`), else
+        16; with a budget or threshold no cap but theirs; 0 = stage 1 only). patch_size: window side
+        (default: the model's, else ceil(max(H, W) / patches) rounded up to the size multiple).
+        score: 'mean' | 'uncertainty' (higher = refine first). stride: grid step
         (default the side; below it grid windows overlap, at most ``max_overlap`` (default 0.25) of a
         window's area is shared, and overlapping results are blended). budget / budget_gmacs: at most
         this fraction of the baseline's MACs / this many GMACs in all. rounds: choose the windows in R
@@ -88,11 +89,14 @@ class Segmenter:
         """The full-resolution model over the whole image; options: tile, batch_size, precision."""
         return baseline(image, self.bundle, **{**self.defaults, **options})
 
-    def macs(self, height: int, width: int, patches: int = DEFAULT_PATCHES, patch_size: int | None = None,
+    def macs(self, height: int, width: int, patches: int | None = None, patch_size: int | None = None,
              context: int = 0) -> dict:
-        """The cost report for an H x W image without running anything (windows of the default grid)."""
+        """The cost report for an H x W image without running anything (windows of the default grid;
+        patches: the model's default count unless given)."""
         s1, s2 = self.bundle.s1.config, self.bundle.s2.config
         shape = (height, width)
+        if patches is None:
+            patches = DEFAULT_PATCHES if self.bundle.patches is None else self.bundle.patches
         size = patch_size or self.bundle.window or default_window_side(shape, patches, s2.size_multiple)
         count = min(patches, len(grid_windows(height, width, size)))
         window_hw = (min(size, height), min(size, width))

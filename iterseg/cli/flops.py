@@ -17,7 +17,8 @@ def run(args):
 
     height, width = args.size
     segmenter = load(chosen_model(args))
-    patches = DEFAULT_PATCHES if args.patches is None else args.patches
+    default = DEFAULT_PATCHES if segmenter.bundle.patches is None else segmenter.bundle.patches
+    patches = default if args.patches is None else args.patches
     macs = segmenter.macs(height, width, patches=patches, patch_size=args.patch_size, context=args.context)
     print(f"{width} x {height} image, model {segmenter.bundle.name}, {patches} patches ({macs['convention']})")
     for key in ROWS:

@@ -110,8 +110,9 @@ def chosen_model(args):
 def add_geometry(parser):
     """The window options of ``predict`` and ``flops``, and --model."""
     parser.add_argument("--patches", type=int_at_least(0), default=None,  # engine/settings.DEFAULT_PATCHES
-                        help="number of windows refined at full resolution (0 = stage 1 only; default 16, "
-                             "or with --budget / --threshold no cap but theirs)")
+                        help="number of windows refined at full resolution (0 = stage 1 only; default: the "
+                             "model's, chosen from its sweep (`iterseg models`), else 16; with --budget / "
+                             "--threshold no cap but theirs)")
     parser.add_argument("--patch-size", type=int_at_least(1), default=None, metavar="PX",
                         help="window side in pixels (default: the model's window side, which `iterseg models` "
                              "shows; for a model without one, ceil(max(H, W) / patches) rounded up to its size "

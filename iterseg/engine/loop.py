@@ -102,7 +102,8 @@ def two_stage(source, bundle, settings, windows=None, show_progress=False):
     (int64 (N, 4), equal sizes; their scores are NaN). Returns a Result."""
     timer = Timer()
     s1, s2 = bundle.runners(settings.precision, settings.compile)
-    plan = settings.plan(source.shape, s2.config.out_channels, s2.config.size_multiple, bundle.window)
+    plan = settings.plan(source.shape, s2.config.out_channels, s2.config.size_multiple, bundle.window,
+                         bundle.patches)
     if windows is not None:
         windows = check_windows(windows, source.shape)
     with timer("stage1"), bar(source.shape[0], "stage 1", "row", show_progress) as progress:
@@ -123,7 +124,8 @@ def two_stage(source, bundle, settings, windows=None, show_progress=False):
                "streamed": not source.in_memory, "rounds_log": rounds_log}
     return Result(merged=merger, windows=chosen, scores=scores, macs=cost_report(bundle, source.shape, s1_macs,
                   box_hw, boxes), seconds=timer.total(), options=options,
-                  notes=list(source.notes) + notes + select_notes, view=view, tiles_read=source.tiles_read)
+                  notes=list(source.notes) + notes + select_notes + default_note(bundle, settings, windows),
+                  view=view, tiles_read=source.tiles_read)
 
 
 def refine_given(source, bundle, s2, coarse, merger, plan, timer, show, windows):
@@ -136,6 +138,14 @@ def refine_given(source, bundle, s2, coarse, merger, plan, timer, show, windows)
         merger.add(windows, window_probs)
     box_hw = tuple(int(v) for v in boxes[0, 2:])
     return windows, np.full(len(windows), np.nan), box_hw, len(boxes), [], []
+
+
+def default_note(bundle, settings, windows):
+    """[a note] when the window count is the bundle's default, chosen from its sweep; else []."""
+    if windows is not None or settings.patches is not None or not settings.capped_by_count or bundle.patches is None:
+        return []
+    measured = bundle.provenance.get("default", {}).get("measured")
+    return [f"{bundle.patches} windows: model {bundle.name!r}'s default" + (f" ({measured})" if measured else "")]
 
 
 def refine_rounds(source, bundle, s2, coarse, merger, plan, timer, show, s1_macs):

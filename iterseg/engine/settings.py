@@ -69,15 +69,16 @@ class Settings:
         """True when only ``patches`` (explicit or the default) decides how many windows are refined."""
         return self.budget is None and self.budget_gmacs is None and self.threshold is None
 
-    def plan(self, shape, classes, size_multiple, window=None):
-        """The settings resolved for an H x W image and a model with ``classes`` outputs and default
-        window side ``window`` (None: the paper's rule, see ``default_window_side``): a Plan."""
+    def plan(self, shape, classes, size_multiple, window=None, default_patches=None):
+        """The settings resolved for an H x W image and a model with ``classes`` outputs, default
+        window side ``window`` (None: the paper's rule, see ``default_window_side``) and default window
+        count ``default_patches`` (None: DEFAULT_PATCHES): a Plan."""
         score = self.score or default_score(classes)
         if score == "mean" and classes > 1:
             raise InputError("score 'mean' needs a binary model; use --score uncertainty for multi-class models.")
         patches = self.patches
         if patches is None and self.capped_by_count:
-            patches = DEFAULT_PATCHES
+            patches = DEFAULT_PATCHES if default_patches is None else default_patches
         size = self.patch_size or window or default_window_side(shape, patches or DEFAULT_PATCHES, size_multiple)
         stride = self.stride or size
         overlap = self.max_overlap if self.max_overlap is not None else (

@@ -35,6 +35,8 @@ class Bundle:
     class, for colour masks (default: ``default_palette``). window: the side (pixels) of the windows
     stage 2 refines unless the caller gives one, so that ``patches`` only counts windows; None keeps
     the source paper's rule, ceil(max(H, W) / patches), which ties the side to the count.
+    patches: how many windows ``predict`` refines unless told (None: engine.settings.DEFAULT_PATCHES),
+    chosen from the bundle's FLOP/Dice sweep (what it measured is in ``provenance["default"]``).
 
     A *conditioned* S2 takes the stage-1 probabilities of its window (K' = S1's output channels,
     mapped to [-1, 1]) as extra input channels after the image's. ``reference`` is then the
@@ -53,6 +55,7 @@ class Bundle:
     palette: tuple | None = None
     int8_ranges: dict | None = None
     window: int | None = None
+    patches: int | None = None
     _runners: dict = field(default_factory=dict, init=False, repr=False, compare=False)
     _runners_lock: threading.Lock = field(default_factory=threading.Lock, init=False, repr=False, compare=False)
 
@@ -82,6 +85,10 @@ class Bundle:
                                         or not 1 <= self.window <= 2 ** 16):
             raise ModelError(f"bundle {self.name!r}: window must be a side in pixels (1 to 65536), "
                              f"got {self.window!r}.")
+        if self.patches is not None and (isinstance(self.patches, bool) or not isinstance(self.patches, int)
+                                         or not 0 <= self.patches <= 2 ** 20):
+            raise ModelError(f"bundle {self.name!r}: patches must be a window count (0 to 1048576), "
+                             f"got {self.patches!r}.")
 
     @property
     def in_channels(self):
@@ -165,5 +172,5 @@ class Bundle:
                 "s2": dataclasses.asdict(self.s2.config), "reference": reference, "mean": list(self.mean),
                 "std": list(self.std), "s1_scale": self.s1_scale, "class_names": list(self.class_names),
                 "palette": [list(colour) for colour in self.palette], "conditioned": self.conditioned,
-                "int8": bool(self.int8_ranges), "window": self.window,
+                "int8": bool(self.int8_ranges), "window": self.window, "patches": self.patches,
                 "baseline": self.baseline_kind, "provenance": self.provenance}

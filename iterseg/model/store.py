@@ -123,7 +123,7 @@ def read_bundle(path):
                       name=meta.get("name", path.stem), provenance=meta.get("provenance", {}),
                       reference=reference, palette=meta.get("palette"),
                       int8_ranges=_ranges(payload.get("int8_ranges")) if int8 else None,
-                      window=meta.get("window"))
+                      window=meta.get("window"), patches=meta.get("patches"))
     except (KeyError, TypeError, json.JSONDecodeError) as exc:
         raise ModelError(f"{path}: damaged bundle metadata ({exc!r}); re-export the bundle.") from None
 

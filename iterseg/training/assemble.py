@@ -11,6 +11,7 @@ from pathlib import Path
 import torch
 
 from .. import __version__
+from ..engine.settings import DEFAULT_PATCHES, default_window_side
 from ..errors import InputError
 from ..model.bundle import Bundle
 from ..model.store import load_bundle, save_bundle
@@ -63,6 +64,17 @@ def _stage1(out_dir, s2_summary):
     return s1, tuple(s2_summary["mean"]), tuple(s2_summary["std"]), opts["s1_scale"], None, summary
 
 
+def window_side(s2_summary, multiple):
+    """The bundle's window side: that of a DEFAULT_PATCHES x DEFAULT_PATCHES grid on the median training
+    image (the grid the sweeps measure), at most S2's largest training crop so that S2 has seen windows
+    that large; None for a run folder from before image shapes were recorded."""
+    shape = s2_summary.get("image_shape")
+    if not shape or not all(shape):
+        return None
+    largest_crop = max(s2_summary["options"]["crop"] // multiple, 1) * multiple
+    return min(default_window_side(shape, DEFAULT_PATCHES, multiple), largest_crop)
+
+
 def _provenance(spec, stages, command):
     """The bundle's provenance: dataset, split, versions, command and each stage's summary."""
     return {"dataset": spec.name, "spec": spec.path.name, "split": spec.split_rule.get("by") or "recorded test list",
@@ -84,7 +96,8 @@ def assemble_bundle(spec, out_dir, name, command=None):
     s1, mean, std, scale, reference, s1_provenance = _stage1(out_dir, s2_summary)
     provenance = _provenance(spec, {"s2": s2_summary, "s1": s1_provenance}, command)
     bundle = Bundle(s1=s1, s2=s2, mean=tuple(mean), std=tuple(std), s1_scale=scale, name=name,
-                    provenance=provenance, reference=reference, class_names=spec.class_names, palette=spec.palette)
+                    provenance=provenance, reference=reference, class_names=spec.class_names, palette=spec.palette,
+                    window=window_side(s2_summary, s2.config.size_multiple))
     path = out_dir / f"{name}.pt"
     save_bundle(bundle, path, half=True)
     return path
@@ -103,7 +116,8 @@ def _new_stage1(spec, out_dir, name, command):
                                                           **partner.provenance.get("stages", {}).get("s2", {})}},
                              command)
     bundle = Bundle(s1=s1, s2=partner.s2, mean=partner.mean, std=partner.std, s1_scale=opts["s1_scale"], name=name,
-                    provenance=provenance, class_names=partner.class_names, palette=partner.palette)
+                    provenance=provenance, class_names=partner.class_names, palette=partner.palette,
+                    window=partner.window)
     path = out_dir / f"{name}.pt"
     save_bundle(bundle, path, half=True)
     return path

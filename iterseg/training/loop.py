@@ -428,8 +428,10 @@ def _end_epoch(stage_dir, opts, epoch, lr, loss, val_dice, best, spent, quiet):
 
 def _write_summary(stage_dir, spec, opts, data, best, spent, train_samples, val_samples):
     mean, std = data.image_norm
+    shape = np.median([image.shape[:2] for image, _, _ in data.images], axis=0) if data.images else (0, 0)
     summary = {"stage": opts.stage, "best_val_dice": best, "out_channels": output_channels(spec),
                "seconds": round(spent, 1), "mean": mean, "std": std, "options": dataclasses.asdict(opts),
+               "image_shape": [int(side) for side in shape],
                "train_ids": [s.id for s in train_samples],
                "val_ids": [s.id for s in val_samples]}
     (stage_dir / "summary.json").write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")

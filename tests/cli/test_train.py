@@ -3,6 +3,7 @@ conditioned S2 trained from a bundle (tiny networks, a few steps: about a second
 import csv
 import dataclasses
 import json
+import math
 
 import numpy as np
 import torch
@@ -28,6 +29,12 @@ def test_cli_trains_both_stages_into_a_usable_bundle_and_resumes(tmp_path, capsy
     assert "bundle written" in capsys.readouterr().out
     seg = iterseg.load(out / "syn.pt")
     assert seg.bundle.provenance["dataset"] == "syn" and not seg.bundle.untrained
+    # the window side: a 16 x 16 grid on the median training image, at most the largest S2 crop (32)
+    shape = json.loads((out / "s2" / "summary.json").read_text())["image_shape"]
+    multiple = seg.bundle.s2.config.size_multiple
+    side = math.ceil(max(shape) / 16)
+    assert seg.bundle.window == min(math.ceil(side / multiple) * multiple, 32)
+    assert seg.bundle.patches is None  # no sweep yet: 16 windows
     result = seg.predict(np.zeros((40, 56, 3), np.uint8), patches=2)
     assert result.mask.shape == (40, 56)
     argv[argv.index("--epochs") + 1] = "3"
@@ -114,7 +121,7 @@ def test_a_new_stage1_at_another_scale_for_a_bundles_s2(tmp_path, capsys):
                  str(tmp_path / "plain" / "syn.pt"), "--out", str(tmp_path / "half"), "--name", "half"] + common) == 0
     assert "bundle written" in capsys.readouterr().out
     half = read_bundle(tmp_path / "half" / "half.pt")
-    assert half.s1_scale == 0.5 and half.s1.config.width == 2
+    assert half.s1_scale == 0.5 and half.s1.config.width == 2 and half.window == start.window
     assert half.mean == start.mean and half.std == start.std  # the new S1 learns with the S2's normalisation
     for name, tensor in start.s2.state_dict().items():
         torch.testing.assert_close(half.s2.state_dict()[name], tensor)
