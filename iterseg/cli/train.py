@@ -34,10 +34,12 @@ def add_parser(subparsers):
                         help=f"S1: crop side at stage-1 scale (default {CROP['s1']}); S2: largest crop side "
                              f"(default {CROP['s2']})")
     parser.add_argument("--s1-scale", type=fraction, default=None, metavar="F",
-                        help="stage 1 sees the image resized by F (default 0.125); the bundle records it")
+                        help="stage 1 sees the image resized by F (default: the smallest of 1/8, 1/4, 1/2 at "
+                             "which the training masks survive shrinking, see training/scale.py); the bundle "
+                             "records it")
     parser.add_argument("--lr", type=float, default=None)
     parser.add_argument("--seed", type=int, default=None)
-    parser.add_argument("--width", type=int_at_least(1), default=None, help="U-Net channels at full scale")
+    parser.add_argument("--width", type=int_at_least(1), default=None, help="U-Net channels at full scale (default 16; stage 1 at scale 1/2: 8)")
     parser.add_argument("--depth", type=int_at_least(1), default=None, help="U-Net poolings")
     parser.add_argument("--sampling", choices=("uniform", "uncertain"), default=None,
                         help="S2 crop centres: uniform (default), or in proportion to S1 uncertainty "

@@ -43,6 +43,7 @@ from .data import read_sample
 from .losses import stage_loss
 from .metrics import class_ious, dice, mean_iou
 from .sampling import CropSampler, coarse_map, uncertainty_weights
+from .scale import FULL_WIDTH, choose_s1_scale, s1_width
 
 STAGES = ("s1", "s2")
 VAL_MAX_PIXELS = 1_200_000       # larger validation images are evaluated on fixed crops
@@ -60,9 +61,9 @@ class TrainOptions:
     lr: float = 1e-3
     seed: int = 0
     bf16: bool = True
-    width: int = 16
+    width: int | None = None         # None: 16, and for stage 1 scale.s1_width(s1_scale)
     depth: int = 4
-    s1_scale: float = 0.125
+    s1_scale: float | None = None    # None: stage 1's from its training masks (scale.py); stage 2 takes S1's
     val_fraction: float = 0.15
     sampling: str = "uniform"        # S2 crop centres: uniform, or "uncertain" (in proportion to S1 uncertainty)
     max_minutes: float | None = None
@@ -144,10 +145,34 @@ def stage2_start(spec, opts, out_dir):
     if opts.init_from:
         return _start_from_bundle(spec, opts)
     if opts.condition or opts.sampling == "uncertain":
-        s1 = load_stage_weights(Path(out_dir) / "s1" / "best.pt", opts.width, opts.depth,
+        s1_opts = stage1_options(out_dir)
+        s1 = load_stage_weights(Path(out_dir) / "s1" / "best.pt", s1_opts["width"], s1_opts["depth"],
                                 out_channels=output_channels(spec))
         return s1, None, None, None
     return None, None, None, None
+
+
+def stage1_options(out_dir):
+    """The options stage 1 of a run folder was trained with (its summary.json); InputError without one."""
+    path = Path(out_dir) / "s1" / "summary.json"
+    if not path.is_file():
+        raise InputError(f"{path} does not exist; train stage 1 first (iterseg train --stage s1).")
+    return json.loads(path.read_text(encoding="utf-8"))["options"]
+
+
+def settled(opts, out_dir, images):
+    """``opts`` with stage 1's scale and the width decided where they were left out (None): stage 1
+    from its training masks (scale.py); stage 2 takes the scale of the stage 1 it works with (the
+    ``init_from`` bundle's or the run folder's) and the width of the S2 it starts from, else 16."""
+    scale, width = opts.s1_scale, opts.width
+    if opts.stage == "s1":
+        scale = scale or choose_s1_scale([target for _, target, _ in images])
+        return dataclasses.replace(opts, s1_scale=scale, width=width or s1_width(scale))
+    start = load_bundle(opts.init_from).unconditioned() if opts.init_from else None
+    if scale is None:
+        has_s1 = (Path(out_dir) / "s1" / "summary.json").is_file()
+        scale = start.s1_scale if start else stage1_options(out_dir)["s1_scale"] if has_s1 else None
+    return dataclasses.replace(opts, s1_scale=scale, width=width or (start.s2.config.width if start else FULL_WIDTH))
 
 
 def s2_partner(init_from):
@@ -169,7 +194,8 @@ def _start_from_bundle(spec, opts):
                          "reference network to start from; add --condition to fine-tune its conditioned S2, "
                          "or pass an unconditioned bundle.")
     config = bundle.s2.config
-    if (config.width, config.depth, config.out_channels) != (opts.width, opts.depth, output_channels(spec)):
+    if (config.width, config.depth, config.out_channels) != (opts.width or config.width, opts.depth,
+                                                             output_channels(spec)):
         raise InputError(f"--init-from {opts.init_from}: its S2 has width {config.width}, depth {config.depth} "
                          f"and {config.out_channels} outputs; pass the same --width and --depth, and a spec with "
                          "its classes.")
@@ -350,7 +376,7 @@ def _log_row(log_path, row):
 def _check_options(opts):
     if opts.stage not in STAGES:
         raise InputError(f"stage must be one of {STAGES}, got {opts.stage!r}.")
-    if not 0 < opts.s1_scale <= 1:
+    if opts.s1_scale is not None and not 0 < opts.s1_scale <= 1:
         raise InputError(f"s1_scale must be in (0, 1], got {opts.s1_scale}.")
     if opts.stage == "s1" and opts.condition:
         raise InputError("--condition applies to stage 2 only (--stage s2).")
@@ -391,7 +417,9 @@ def train_stage(spec, opts, out_dir, resume=False, quiet=False):
     stage_dir.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(opts.seed)
     train_samples, val_samples = split_train_val(spec.split("train"), opts.val_fraction, opts.seed)
+    opts = settled(opts, out_dir, []) if opts.stage == "s2" else opts  # stage_data needs S1's scale
     data = stage_data(spec, opts, out_dir, train_samples, val_samples)
+    opts = settled(opts, out_dir, data.images)
     sampler = CropSampler(opts, data.images, spec.augment, data.crop_weights)
     views = validation_views(data.val_images, opts.seed)
     torch.manual_seed(opts.seed)  # the initial weights do not depend on what preparing the data drew

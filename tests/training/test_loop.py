@@ -54,7 +54,7 @@ def test_validation_scores_the_stage_on_whole_images(spec):
     with torch.no_grad():
         nothing.head.bias[0] = -100.0
     assert validate(nothing, views, mean, std, opts) == 0.0
-    s1 = TrainOptions(stage="s1", **TINY)  # stage 1 at 1/8 scale, upsampled: the discs, less sharply
+    s1 = TrainOptions(stage="s1", s1_scale=0.125, **TINY)  # stage 1 at 1/8 scale, upsampled: the discs, less sharply
     assert 0.5 < validate(bright_network(), views, mean, std, s1) < validate(bright_network(), views, mean, std, opts)
 
 

@@ -36,7 +36,7 @@ def test_crop_sides_cover_the_requested_range_and_keep_the_pixels_per_batch(imag
     shapes = {sampler.batch(np.random.default_rng(seed))[0].shape for seed in range(12)}
     assert {s[1] for s in shapes} == {16, 32}
     assert all(s[0] * s[1] * s[2] == 2 * 32 * 32 for s in shapes)  # pixels per batch kept
-    s1 = CropSampler(TrainOptions(stage="s1", **TINY), loaded, spec.augment)
+    s1 = CropSampler(TrainOptions(stage="s1", s1_scale=0.125, **TINY), loaded, spec.augment)
     crops, targets = s1.batch(np.random.default_rng(0))
     assert crops.shape[1:] == (12, 12, 3) and targets.shape[1:] == (12, 12)  # 96 / 8 -> a multiple of 4
 
