@@ -3,7 +3,17 @@ import argparse
 import sys
 from pathlib import Path
 
-from .options import add_model, add_precision, add_score, add_spec, chosen_model, int_at_least, patch_list
+from .options import (
+    add_max_pixels,
+    add_model,
+    add_precision,
+    add_score,
+    add_spec,
+    chosen_model,
+    int_at_least,
+    patch_list,
+    window_side,
+)
 
 EPILOG = """example:
   iterseg evaluate --spec drive --model drive --data-root ../shared/data --patches 0,1,2,4,8,16,32"""
@@ -17,8 +27,8 @@ def add_parser(subparsers):
     parser.add_argument("--split", default="test", choices=("train", "test", "all"))
     parser.add_argument("--patches", type=patch_list, default=[0, 1, 2, 4, 8, 16, 32],
                         help="comma-separated N_p values (0 = stage 1 only); the baseline is always added")
-    parser.add_argument("--patch-size", type=int_at_least(1), default=None, metavar="PX",
-                        help="window side, as for predict (default: the model's rule)")
+    parser.add_argument("--patch-size", type=window_side, default=None, metavar="PX",
+                        help="window side, or 'tied', as for predict (default: the model's side)")
     parser.add_argument("--context", type=int_at_least(0), default=None, metavar="PX",
                         help="pixels of image stage 2 sees around each window, as for predict (default 0)")
     add_score(parser)
@@ -26,6 +36,7 @@ def add_parser(subparsers):
     parser.add_argument("--limit", type=int_at_least(1), default=None, help="only the first N images")
     parser.add_argument("--out", default="iterseg-eval", metavar="DIR",
                         help="folder for the JSON and Markdown reports")
+    add_max_pixels(parser)
     parser.add_argument("--quiet", action="store_true")
     return parser
 
@@ -36,7 +47,7 @@ def run(args):
     from ..training.data import load_spec
     from ..training.evaluate import evaluate, markdown_table, write_report
 
-    spec = load_spec(args.spec, args.data_root)
+    spec = load_spec(args.spec, args.data_root, max_pixels=args.max_pixels)
     out_dir = output_folder(args.out)
     model = chosen_model(args)
     segmenter = load(model, precision=args.precision)
@@ -49,8 +60,8 @@ def run(args):
     report = evaluate(segmenter, spec, args.split, args.patches, score=args.score, limit=args.limit,
                       progress=progress, **windows)
     stem = f"{spec.name}_{args.split}_{Path(str(model)).stem}"
-    if args.precision != "fp32":
-        stem += f"_{args.precision}"
+    if segmenter.defaults["precision"] != "fp32":  # the precision that ran ('auto' resolved)
+        stem += f"_{segmenter.defaults['precision']}"
     write_report(report, out_dir / f"{stem}.json", out_dir / f"{stem}.md")
     print(markdown_table(report))
     return 0

@@ -5,6 +5,7 @@ Nothing here imports torch or NumPy: ``iterseg --help`` builds every command's p
 help texts list models and specs from the installed files and precisions from model/cpu.py.
 """
 import argparse
+import math
 from importlib import resources
 from pathlib import Path
 
@@ -50,7 +51,7 @@ def number(low, high=None):
             value = float(text)
         except ValueError:
             raise argparse.ArgumentTypeError(f"expected a number {wanted}, got {text!r}") from None
-        if not (value > low if high is None else low <= value <= high):
+        if not math.isfinite(value) or not (value > low if high is None else low <= value <= high):
             raise argparse.ArgumentTypeError(f"expected a number {wanted}, got {text!r}")
         return value
     return parse
@@ -58,6 +59,24 @@ def number(low, high=None):
 
 positive_float = number(0)
 fraction = number(0, 1)
+
+
+def pixel_count(text):
+    """'200e6', '2.5e8' or '400000000' -> a whole number of pixels >= 1."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a pixel count such as 200e6, got {text!r}") from None
+    if not math.isfinite(value) or value < 1:
+        raise argparse.ArgumentTypeError(f"expected a pixel count >= 1 such as 200e6, got {text!r}")
+    return int(value)
+
+
+def add_max_pixels(parser):
+    """--max-pixels: the header check of every image file (disk/images.py's limits)."""
+    parser.add_argument("--max-pixels", type=pixel_count, default=None, metavar="N",
+                        help="refuse image files whose header declares more pixels, before decoding them "
+                             "(default 100e6 for images decoded whole, 10e9 for tiled TIFFs streamed)")
 
 
 def size(text):
@@ -107,16 +126,21 @@ def chosen_model(args):
     return args.model or DEFAULT_MODEL
 
 
+def window_side(text):
+    """--patch-size: a side in pixels (>= 1) or 'tied' (engine/settings.TIED)."""
+    return text if text == "tied" else int_at_least(1)(text)
+
+
 def add_geometry(parser):
     """The window options of ``predict`` and ``flops``, and --model."""
     parser.add_argument("--patches", type=int_at_least(0), default=None,  # engine/settings.DEFAULT_PATCHES
                         help="number of windows refined at full resolution (0 = stage 1 only; default: the "
                              "model's, chosen from its sweep (`iterseg models`), else 16; with --budget / "
                              "--threshold no cap but theirs)")
-    parser.add_argument("--patch-size", type=int_at_least(1), default=None, metavar="PX",
+    parser.add_argument("--patch-size", type=window_side, default=None, metavar="PX",
                         help="window side in pixels (default: the model's window side, which `iterseg models` "
-                             "shows; for a model without one, ceil(max(H, W) / patches) rounded up to its size "
-                             "multiple, the source paper's rule)")
+                             "shows); 'tied': ceil(max(H, W) / patches) rounded up to the model's size multiple, "
+                             "the source paper's rule, which is also the default of a model without a side")
     parser.add_argument("--context", type=int_at_least(0), default=0, metavar="PX",
                         help="pixels of surrounding image stage 2 sees around each window (default 0)")
     add_model(parser)
@@ -131,11 +155,12 @@ def add_score(parser):
 
 
 def add_precision(parser):
-    parser.add_argument("--precision", choices=PRECISIONS, default="fp32",
-                        help="fp32 (default, the reference); bf16: bfloat16 autocast with channels_last, "
-                             "several times faster on CPUs with AVX-512 BF16/AMX (much slower without), Dice "
-                             "within ~0.002; int8: an int8 bundle made by `iterseg quantize`, compiled per "
-                             "input shape on first use")
+    parser.add_argument("--precision", choices=PRECISIONS, default="auto",
+                        help="auto (default): the fastest of fp32 and bf16 on this CPU (fp32 without bf16 "
+                             "units, e.g. AVX2; bf16 with AMX; measured once with AVX-512 BF16), as the report "
+                             "says; fp32: the reference; bf16: bfloat16 autocast, several times faster on CPUs "
+                             "with AVX-512 BF16/AMX (much slower without), Dice within ~0.002; int8: an int8 "
+                             "bundle made by `iterseg quantize`, compiled per input shape on first use")
 
 
 def add_spec(parser):

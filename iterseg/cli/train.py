@@ -39,7 +39,8 @@ def add_parser(subparsers):
                              "records it")
     parser.add_argument("--lr", type=float, default=None)
     parser.add_argument("--seed", type=int, default=None)
-    parser.add_argument("--width", type=int_at_least(1), default=None, help="U-Net channels at full scale (default 16; stage 1 at scale 1/2: 8)")
+    parser.add_argument("--width", type=int_at_least(1), default=None,
+                        help="U-Net channels at full scale (default 16; stage 1 at scale 1/2: 8)")
     parser.add_argument("--depth", type=int_at_least(1), default=None, help="U-Net poolings")
     parser.add_argument("--sampling", choices=("uniform", "uncertain"), default=None,
                         help="S2 crop centres: uniform (default), or in proportion to S1 uncertainty "
@@ -51,7 +52,10 @@ def add_parser(subparsers):
                              "unconditioned S2 gains the new input channels at zero and stays the baseline's "
                              "reference network; a conditioned S2 without one is fine-tuned as it is). S1: train "
                              "a new stage 1 (e.g. at another --s1-scale) for this bundle's S2 and write the bundle")
-    parser.add_argument("--no-bf16", action="store_true", help="train in float32 (slower on CPU)")
+    parser.add_argument("--precision", choices=("auto", "fp32", "bf16"), default="auto",
+                        help="auto (default): bf16 autocast where the CPU has bf16 units (AMX, or AVX-512 BF16 "
+                             "measured faster), fp32 elsewhere (AVX2, where bf16 is emulated and ~8x slower)")
+    parser.add_argument("--no-bf16", action="store_true", help="deprecated: same as --precision fp32")
     parser.add_argument("--resume", action="store_true", help="continue from <out>/<stage>/last.pt")
     parser.add_argument("--max-minutes", type=positive_float, default=None, metavar="M",
                         help="train for this many minutes in all (with --stage both, stage 1 gets a third and "
@@ -94,4 +98,5 @@ def train_options(args, stage):
     given = {field: getattr(args, name) for name, field in FIELDS.items() if getattr(args, name) is not None}
     crop = args.crop or CROP[stage]
     crop_sizes = tuple(side for side in TrainOptions.crop_sizes if side <= crop) or (crop,)
-    return TrainOptions(stage=stage, crop=crop, crop_sizes=crop_sizes, bf16=not args.no_bf16, **given)
+    precision = "fp32" if args.no_bf16 else args.precision  # --no-bf16: deprecated alias of --precision fp32
+    return TrainOptions(stage=stage, crop=crop, crop_sizes=crop_sizes, precision=precision, **given)

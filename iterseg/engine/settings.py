@@ -15,9 +15,11 @@ import numpy as np
 
 from ..errors import InputError
 from ..model.runtime import check_precision
+from ..model.runtime import report as precision_report
 from .scores import SCORES, default_score
 
 DEFAULT_PATCHES = 16
+TIED = "tied"  # patch_size: the source paper's window side, ceil(max(H, W) / patches), tied to the count
 DEFAULT_MAX_OVERLAP = 0.25  # with overlapping grid windows (stride < side), unless max_overlap is given
 
 
@@ -25,7 +27,7 @@ DEFAULT_MAX_OVERLAP = 0.25  # with overlapping grid windows (stride < side), unl
 class Settings:
     """What a two-stage run may be told; see ``Segmenter.predict`` for each option's meaning."""
     patches: int | None = None
-    patch_size: int | None = None
+    patch_size: int | str | None = None
     score: str | None = None
     stride: int | None = None
     batch_size: int | None = None
@@ -35,7 +37,7 @@ class Settings:
     rounds: int = 1
     threshold: float | None = None
     max_overlap: float | None = None
-    precision: str = "fp32"
+    precision: str = "auto"
     compile: bool = False
 
     @classmethod
@@ -50,7 +52,7 @@ class Settings:
     def check(self):
         """This Settings, or InputError naming the first bad value."""
         for name, minimum in (("patches", 0), ("patch_size", 1), ("stride", 1), ("batch_size", 1)):
-            if getattr(self, name) is not None:
+            if getattr(self, name) is not None and not (name == "patch_size" and self.patch_size == TIED):
                 _integer(name, getattr(self, name), minimum)
         _integer("context", self.context, 0)
         _integer("rounds", self.rounds, 1)
@@ -79,7 +81,8 @@ class Settings:
         patches = self.patches
         if patches is None and self.capped_by_count:
             patches = DEFAULT_PATCHES if default_patches is None else default_patches
-        size = self.patch_size or window or default_window_side(shape, patches or DEFAULT_PATCHES, size_multiple)
+        tied = default_window_side(shape, patches or DEFAULT_PATCHES, size_multiple)
+        size = tied if self.patch_size == TIED else self.patch_size or window or tied
         stride = self.stride or size
         overlap = self.max_overlap if self.max_overlap is not None else (
             DEFAULT_MAX_OVERLAP if stride < size else None)
@@ -87,7 +90,7 @@ class Settings:
                     max_overlap=overlap)
 
     def report(self):
-        return {k: v for k, v in asdict(self).items() if k != "compile"}
+        return {**{k: v for k, v in asdict(self).items() if k != "compile"}, **precision_report(self.precision)}
 
 
 @dataclass(frozen=True)

@@ -5,7 +5,7 @@ import threading
 from dataclasses import dataclass, field
 
 from ..errors import ModelError
-from .runtime import Runner, warn_if_emulated
+from .runtime import Runner, check_precision, warn_if_emulated
 from .unet import UNet
 
 
@@ -133,16 +133,17 @@ class Bundle:
             found["reference"] = self.reference
         return found
 
-    def runners(self, precision="fp32", compile=False):
+    def runners(self, precision="auto", compile=False):
         """(S1, S2) prepared to run in ``precision`` (see runtime.py), made once per setting."""
         return self._prepared(precision, compile)[:2]
 
-    def baseline_runner(self, precision="fp32", compile=False):
+    def baseline_runner(self, precision="auto", compile=False):
         """The full-resolution network of the baseline (the reference, else S2), prepared like ``runners``."""
         return self._prepared(precision, compile)[2]
 
     def _prepared(self, precision, compile):
-        key = (precision, bool(compile))
+        precision = check_precision(precision)  # 'auto' -> this CPU's fastest, one runner per concrete name
+        key = (str(precision), bool(compile))
         if precision == "int8" and not self.int8_ranges:
             raise ModelError(f"model {self.name!r} has no int8 calibration; make an int8 bundle with "
                              f"`iterseg quantize --model {self.name} --spec SPEC --data-root DIR --out FILE` "

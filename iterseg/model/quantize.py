@@ -15,6 +15,7 @@ Glossary
              prepared network, in ``named_modules`` order
     x        float32 (N, C, h, w) normalised batch, h and w multiples of the U-Net's size multiple
 """
+import copy
 import dataclasses
 import functools
 import logging
@@ -137,6 +138,96 @@ def int8_network(model, ranges):
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         return convert_pt2e(prepared)
+
+
+
+# --- the same network without compilation (FX graph mode, x86 backend) -------------------------------
+
+def eager_int8_network(model, ranges):
+    """``model`` (folded, float weights) quantized for PyTorch's eager x86 int8 kernels (FX graph
+    mode quantization): no compilation, so the first call costs what later ones do. The bundle's
+    ranges belong to the PT2E observers; each FX observer gets the range of the PT2E observer that
+    sees the same tensor (matched by running both prepared networks on one random input). The
+    transposed convolutions, the convolutions feeding them and the 1x1 head stay float (PT2E has no
+    range for their outputs). ModelError
+    when an FX observer has no counterpart (a torch version that quantizes differently)."""
+    from torch.ao.quantization.quantize_fx import convert_fx  # noqa: PLC0415 (a second to import)
+
+    pt2e = prepare(model)
+    found = activation_observers(pt2e)
+    if len(found) != len(ranges):
+        raise ModelError(f"the bundle's int8 calibration ({len(ranges)} observers) does not fit this network as "
+                         f"torch/torchao prepare it ({len(found)}); calibrate again with `iterseg quantize`.")
+    fx = _fx_prepared(model)
+    multiple = model.config.size_multiple
+    probe = torch.randn(1, model.config.in_channels, 2 * multiple, 2 * multiple,
+                        generator=torch.Generator().manual_seed(0))
+    seen_pt2e = [prints[0] for prints in _observed(pt2e, found, probe).values()]
+    for observer, prints in _observed(fx, _fx_observers(fx), probe).items():
+        # an FX observer shared by several tensors (a concatenation's inputs and output) gets the
+        # union of their ranges; tensors PT2E does not observe (a max pool's output) add nothing
+        matches = [i for i, other in enumerate(seen_pt2e) if any(_same(p, other) for p in prints)]
+        if not matches:
+            raise ModelError("this torch version quantizes the network differently from the bundle's int8 "
+                             "calibration; run int8 compiled (see runtime.py) or calibrate again.")
+        observer.reset_min_max_vals()
+        observer.min_val = torch.stack([ranges[i][0] for i in matches]).min().clone()
+        observer.max_val = torch.stack([ranges[i][1] for i in matches]).max().clone()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return convert_fx(fx)
+
+
+def _fx_prepared(model):
+    """``model`` prepared for FX quantization: min/max activation observers like the PT2E ones,
+    per-channel symmetric int8 weights, transposed convolutions and the head left float."""
+    from torch.ao.quantization import QConfig, QConfigMapping, default_per_channel_weight_observer  # noqa: PLC0415
+    from torch.ao.quantization.observer import MinMaxObserver  # noqa: PLC0415
+    from torch.ao.quantization.quantize_fx import prepare_fx  # noqa: PLC0415
+
+    activation = MinMaxObserver.with_args(dtype=torch.quint8, reduce_range=not has_vnni(), eps=ACTIVATION_EPS)
+    mapping = (QConfigMapping().set_global(QConfig(activation=activation, weight=default_per_channel_weight_observer))
+               .set_object_type(nn.ConvTranspose2d, None).set_module_name("head", None))
+    for name in _feeding_transposed(model.config.depth):  # their outputs: PT2E keeps them float, no range
+        mapping.set_module_name(name, None)
+    example = torch.zeros(1, model.config.in_channels, model.config.size_multiple, model.config.size_multiple)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return prepare_fx(copy.deepcopy(model).eval(), mapping, (example,))
+
+
+def _feeding_transposed(depth):
+    """Names of the convolutions whose output goes into a transposed convolution: the last of the
+    bottleneck (``up.0``'s input) and the last of each fuse block but the final one."""
+    return [f"down.{depth - 1}.1.2"] + [f"fuse.{i}.2" for i in range(depth - 1)]
+
+
+def _fx_observers(prepared):
+    return [m for _, m in prepared.named_modules() if hasattr(m, "min_val") and getattr(m, "ch_axis", None) is None]
+
+
+def _observed(prepared, observers, x):
+    """{observer: [(shape, sum, sum of squares) of each tensor it saw]} for one run on ``x``."""
+    seen = {}
+
+    def record(observer, args, output):
+        seen.setdefault(observer, []).append(_fingerprint(args[0]))  # returns None: the output stays
+
+    hooks = [o.register_forward_hook(record) for o in observers]
+    with torch.no_grad():
+        prepared(x)
+    for hook in hooks:
+        hook.remove()
+    return {o: seen[o] for o in observers if o in seen}
+
+
+def _fingerprint(t):
+    t = t.detach().double()
+    return tuple(t.shape), float(t.sum()), float((t * t).sum())
+
+
+def _same(a, b):
+    return a[0] == b[0] and all(abs(x - y) <= 1e-4 * (1 + abs(y)) for x, y in zip(a[1:], b[1:], strict=True))
 
 
 # --- int8 weights on disk ----------------------------------------------------------------------------

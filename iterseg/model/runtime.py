@@ -4,71 +4,193 @@ Glossary
     x        float32 (N, C, h, w) normalised image batch
     logits   float32 (N, K, h, w), whatever precision computed them
 Precisions
-    fp32     the network as trained, float32 throughout (the reference)
+    auto     the fastest of fp32 and bf16 on this CPU, decided once per process (``resolve``):
+             fp32 without bf16 units (AVX2) or where the features are unknown, bf16 with AMX, and
+             with AVX-512 BF16 but no AMX whichever a short measured probe finds faster (cached
+             on disk per CPU model and torch version). Never int8, never slower than fp32.
+    fp32     the network as trained, float32 throughout (the reference), run with batch norm folded
+             into the convolutions and channels_last tensors (1.4-1.8x faster than as trained on
+             an AVX2 CPU; outputs equal to ~1e-5)
     bf16     bfloat16 autocast with channels_last tensors: on CPUs with AVX-512 BF16 or AMX units
              several times faster; probabilities differ from fp32 by a few 1e-3. On CPUs without
              them (AVX2 only) bf16 is emulated and many times SLOWER than fp32.
-    int8     an int8 bundle's networks (quantize.py: PT2E quantization, calibrated ranges), always
-             compiled by torch.compile, which lowers them to oneDNN int8 kernels; the first call
-             of each input shape compiles (tens of seconds on a 2-core CPU)
+    int8     an int8 bundle's networks (quantize.py, calibrated ranges) on PyTorch's eager x86 int8
+             kernels (FX graph mode): no compilation, the first image costs what later ones do. With
+             compile=True (or where this torch quantizes differently from the calibration) the PT2E
+             network lowered by torch.compile to oneDNN int8 kernels instead: the first call of
+             each input shape then compiles (minutes on a 2-core CPU)
 """
-import copy
+import functools
+import json
 import logging
+import os
+import time
+from pathlib import Path
 
 import torch
 
-from ..errors import InputError
-from .cpu import PRECISIONS, lacks_bf16_units
-from .quantize import int8_network
+from ..errors import InputError, ModelError
+from . import cpu
+from .cpu import CONCRETE_PRECISIONS, PRECISIONS, lacks_bf16_units
+from .quantize import eager_int8_network, fold_batch_norm, int8_network
 
 log = logging.getLogger(__name__)
+PROBE_MARGIN = 1.15  # with AVX-512 BF16 but no AMX, bf16 must beat fp32 by this factor to be picked
+
+
+class Precision(str):
+    """A concrete precision name ('fp32', ...) that remembers why it was chosen (``reason``); it
+    compares, hashes and serialises (JSON, pickle) as the plain name."""
+
+    def __new__(cls, name, reason):
+        made = super().__new__(cls, name)
+        made.reason = reason
+        return made
+
+    def __reduce__(self):
+        return Precision, (str(self), self.reason)
+
+    def __deepcopy__(self, memo):
+        return self
 
 
 def warn_if_emulated(precision):
     """Log a warning when bf16 is asked for on a CPU that lacks bf16 units."""
     if precision == "bf16" and lacks_bf16_units():
         log.warning("this CPU has no bf16 units (AVX-512 BF16 or AMX): bf16 is emulated and several times "
-                    "slower than fp32; use --precision fp32, or int8 with a bundle from `iterseg quantize`.")
+                    "slower than fp32; use --precision auto or fp32, or int8 with a bundle from `iterseg quantize`.")
 
 
 def check_precision(precision):
+    """``precision`` as a concrete name (a Precision: 'auto' resolved for this CPU), or InputError."""
     if precision not in PRECISIONS:
-        raise InputError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}.")
-    return precision
+        raise InputError(f"precision must be one of {', '.join(CONCRETE_PRECISIONS)}, got {precision!r}; "
+                         "or auto (the default) to let iterseg pick the fastest for this CPU.")
+    return resolve(precision)
 
+
+def resolve(precision):
+    """'auto' -> the Precision this CPU runs fastest (decided once per process); a concrete name ->
+    itself, with reason 'asked' unless it already carries one."""
+    if precision == "auto":
+        return _auto(cpu.cpu_flags())
+    return precision if isinstance(precision, Precision) else Precision(precision, "asked")
+
+
+def report(precision):
+    """{"precision": concrete name, "precision_reason": why} for a run's report."""
+    chosen = resolve(precision)
+    return {"precision": str(chosen), "precision_reason": chosen.reason}
+
+
+@functools.lru_cache(maxsize=8)
+def _auto(flags):
+    """What ``auto`` means on a CPU with these flags (the argument only keys the cache)."""
+    choice, reason = cpu.auto_choice()
+    if choice != "probe":
+        return Precision(choice, reason)
+    speedup = bf16_speedup()
+    choice = "bf16" if speedup >= PROBE_MARGIN else "fp32"
+    return Precision(choice, f"{reason}: bf16 measured {speedup:.2f}x fp32")
+
+
+# --- the probe --------------------------------------------------------------------------------------
+
+def cache_file():
+    """Where measured probes are kept: $ITERSEG_CACHE or ~/.cache/iterseg, file probe.json."""
+    base = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
+    return Path(os.environ.get("ITERSEG_CACHE") or base / "iterseg") / "probe.json"
+
+
+def bf16_speedup():
+    """fp32 time / bf16 time of a small conv net on this CPU, from the disk cache (keyed by CPU
+    model and torch version) or measured now (a few hundred ms) and stored."""
+    key = f"{cpu.cpu_model()} | torch {torch.__version__}"
+    path = cache_file()
+    try:
+        known = json.loads(path.read_text())
+    except (OSError, ValueError):
+        known = {}
+    if key not in known:
+        known[key] = measure_bf16_speedup()
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text(json.dumps(known, indent=1))
+        except OSError as error:
+            log.info("could not cache the precision probe in %s: %s", path, error)
+    return float(known[key])
+
+
+def measure_bf16_speedup(repeats=3, side=96):
+    """fp32 seconds / bf16 seconds (best of ``repeats``) of three 3x3 convolutions, 32 channels, on
+    4 x side x side channels_last inputs (about 1 GMAC per pass at the default side: a few hundred
+    ms in all where bf16 runs in hardware)."""
+    torch.manual_seed(0)
+    net = torch.nn.Sequential(*[torch.nn.Sequential(torch.nn.Conv2d(32, 32, 3, padding=1), torch.nn.ReLU())
+                                for _ in range(3)]).eval().to(memory_format=torch.channels_last)
+    x = torch.randn(4, 32, side, side).contiguous(memory_format=torch.channels_last)
+
+    def best(bf16):
+        times = []
+        with torch.inference_mode(), torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+            net(x)  # warm-up: oneDNN picks its kernels
+            for _ in range(repeats):
+                start = time.perf_counter()
+                net(x)
+                times.append(time.perf_counter() - start)
+        return min(times)
+
+    return best(False) / best(True)
+
+
+# --- running a network ------------------------------------------------------------------------------
 
 class Runner:
     """A network prepared for one precision; call it like the network: x -> float32 logits.
 
-    The bf16 runner holds its own channels_last copy of the network, so the float32 network the
-    bundle holds is never changed. ``compile`` wraps the network in ``torch.compile`` (inductor):
-    every new input shape then costs a compilation of tens of seconds on a 2-core CPU, so it only
-    pays for long runs over images of one size (see benchmarks/README.md).
+    fp32 and bf16 runners hold their own copy of the network with batch norm folded into the
+    convolutions, in channels_last, so the network the bundle holds is never changed. ``compile``
+    wraps the network in ``torch.compile`` (inductor): every new input shape then costs a compilation
+    of tens of seconds on a 2-core CPU, so it only pays for long runs over images of one size (see
+    benchmarks/README.md).
     """
 
     def __init__(self, model, precision="fp32", compile=False, int8_ranges=None):
         self.config = model.config
         self.precision = check_precision(precision)
-        if precision == "bf16":
-            model = copy.deepcopy(model).to(memory_format=torch.channels_last)
         dynamic = False  # float networks: one compilation per input shape
-        if precision == "int8":
-            # int8 needs the compiler for its kernels; after a second input shape it compiles one
-            # graph for all shapes (images of many sizes would otherwise recompile each time)
-            model, compile, dynamic = int8_network(model, int8_ranges), True, None
+        self.compiled_int8 = False
+        if self.precision == "int8":
+            model, compile, dynamic = self._int8_network(model, int8_ranges, compile)
+        else:
+            model = fold_batch_norm(model).to(memory_format=torch.channels_last)
         self.network = torch.compile(model, dynamic=dynamic) if compile else model
 
     def __call__(self, x):
         if self.precision == "int8":
             return self._int8(x)
-        if self.precision == "fp32":
-            return self.network(x)
-        with torch.autocast("cpu", dtype=torch.bfloat16):
-            return self.network(x.contiguous(memory_format=torch.channels_last)).float()
+        x = x.contiguous(memory_format=torch.channels_last)
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=self.precision == "bf16"):
+            return self.network(x).float().contiguous()
+
+    def _int8_network(self, model, ranges, compile):
+        """(network, compile, dynamic) for int8: PyTorch's eager x86 int8 kernels (no compilation)
+        unless ``compile`` is asked or this torch quantizes differently from the calibration; else
+        PT2E lowered by torch.compile, which after a second input shape compiles one graph for
+        all shapes (images of many sizes would otherwise recompile each time)."""
+        if not compile:
+            try:
+                return eager_int8_network(model, ranges), False, False
+            except ModelError as error:
+                log.warning("%s Compiling int8 instead (minutes on the first image).", error)
+        self.compiled_int8 = True
+        return int8_network(model, ranges), True, None
 
     def _int8(self, x):
         """The exported int8 graph takes sides of at least two size multiples (torch.export
         specialises a side of one multiple): a one-multiple side is mirrored to two and cropped back."""
+        if not self.compiled_int8:
+            return self.network(x)
         multiple = self.config.size_multiple
         height, width = x.shape[2:]
         pad_h, pad_w = multiple if height == multiple else 0, multiple if width == multiple else 0
@@ -76,3 +198,4 @@ class Runner:
             mode = "reflect" if min(height, width) > 1 else "replicate"
             x = torch.nn.functional.pad(x, (0, pad_w, 0, pad_h), mode=mode)
         return self.network(x)[:, :, :height, :width]
+

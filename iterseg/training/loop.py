@@ -2,11 +2,11 @@
 validation and the checkpoints.
 
 Loss = focal + (1 - soft Dice) (binary) or cross-entropy + (1 - mean soft Dice) (multi-class, see
-losses.py); Adam with cosine decay; flips and 90-degree rotations as the spec allows; bf16 autocast
-with channels_last on CPU. Each epoch ends with the validation score (Dice, or mIoU for a multi-class
-spec) of held-out training images, inside the field of view; the best weights are kept. A
-conditioned S2 trains on the images with the stage-1 probabilities appended, built as predict
-builds them (engine/refine.s2_input).
+losses.py); Adam with cosine decay; flips and 90-degree rotations as the spec allows; channels_last,
+in the precision ``auto`` picks for the CPU (bf16 autocast where it has bf16 units, else fp32). Each
+epoch ends with the validation score (Dice, or mIoU for a multi-class spec) of held-out training
+images, inside the field of view; the best weights are kept. A conditioned S2 trains on the images
+with the stage-1 probabilities appended, built as predict builds them (engine/refine.s2_input).
 
 Glossary
     image    float32 (H, W, C') in [0, 1] (C' = 3, plus K' stage-1 channels for a conditioned S2)
@@ -35,7 +35,7 @@ from ..engine.infer import run_whole
 from ..engine.refine import s2_input
 from ..engine.source import ArraySource, gather_boxes
 from ..errors import InputError
-from ..model.runtime import Runner
+from ..model.runtime import Runner, check_precision, warn_if_emulated
 from ..model.store import load_bundle
 from ..model.unet import UNet, UNetConfig
 from .assemble import load_stage_weights
@@ -60,7 +60,7 @@ class TrainOptions:
     crop_sizes: tuple = (64, 96, 128, 192, 256)   # S2 crop sides; batches keep crop * crop * batch pixels
     lr: float = 1e-3
     seed: int = 0
-    bf16: bool = True
+    precision: str = "auto"          # auto | fp32 | bf16 (model/runtime.py; auto: bf16 only with bf16 units)
     width: int | None = None         # None: 16, and for stage 1 scale.s1_width(s1_scale)
     depth: int = 4
     s1_scale: float | None = None    # None: stage 1's from its training masks (scale.py); stage 2 takes S1's
@@ -70,6 +70,15 @@ class TrainOptions:
     focal_gamma: float = 2.0
     condition: bool = False          # S2 also sees the stage-1 probabilities (a conditioned S2)
     init_from: str | None = None     # S2 only: a bundle whose S1 is used and whose S2 starts the training
+
+
+def train_precision(opts):
+    """The concrete precision ('fp32' or 'bf16', a runtime.Precision) a stage trains in:
+    ``opts.precision`` with 'auto' resolved for this CPU."""
+    precision = check_precision(opts.precision)
+    if precision == "int8":
+        raise InputError("training runs in auto, fp32 or bf16, not int8; make an int8 bundle with `iterseg quantize`.")
+    return precision
 
 
 # ---------------------------------------------------------------- loading images
@@ -255,7 +264,7 @@ def train_step(model, optimizer, crops, targets, mean, std, opts):
     """One optimiser step on crops (N, h, w, C) in [0, 1] and their targets; returns the loss."""
     x = to_tensor(crops, mean, std)
     y = target_tensor(targets)
-    with torch.autocast("cpu", dtype=torch.bfloat16, enabled=opts.bf16):
+    with torch.autocast("cpu", dtype=torch.bfloat16, enabled=train_precision(opts) == "bf16"):
         logits = model(x)
     loss = stage_loss(logits, y, opts.focal_gamma)
     optimizer.zero_grad(set_to_none=True)
@@ -334,9 +343,9 @@ def view_score(probs, target, fov):
 
 def validate(model, views, mean, std, opts):
     """Mean Dice (binary) or mean IoU over classes (multi-class), inside the field of view, of the
-    stage's prediction on the validation views (in bf16 with ``opts.bf16``, as model/runtime runs it)."""
+    stage's prediction on the validation views (in the training precision, as model/runtime runs it)."""
     model.eval()
-    runner = Runner(model, "bf16" if opts.bf16 else "fp32")
+    runner = Runner(model, train_precision(opts))
     scores = [view_score(stage_probs(runner, image, mean, std, opts), target, fov) for image, target, fov in views]
     model.train()
     return float(np.mean(scores))
@@ -380,6 +389,7 @@ def _check_options(opts):
         raise InputError(f"s1_scale must be in (0, 1], got {opts.s1_scale}.")
     if opts.stage == "s1" and opts.condition:
         raise InputError("--condition applies to stage 2 only (--stage s2).")
+    warn_if_emulated(train_precision(opts))  # and InputError for int8, before any work
 
 
 def _new_model(spec, opts, data):

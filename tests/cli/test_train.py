@@ -105,11 +105,11 @@ def test_options_left_out_keep_the_training_defaults():
     from iterseg.training.loop import TrainOptions
     args = build_parser().parse_args(["train", "--spec", "x", "--stage", "s2", "--out", "o", "--epochs", "3"])
     opts = train_options(args, "s2")
-    assert opts.epochs == 3 and opts.lr == TrainOptions.lr and opts.crop == 256 and opts.bf16
+    assert opts.epochs == 3 and opts.lr == TrainOptions.lr and opts.crop == 256 and opts.precision == "auto"
     assert opts.crop_sizes == TrainOptions.crop_sizes
     small = train_options(build_parser().parse_args(["train", "--spec", "x", "--stage", "s1", "--out", "o",
                                                      "--crop", "100", "--no-bf16"]), "s1")
-    assert small.crop == 100 and small.crop_sizes == (64, 96) and not small.bf16
+    assert small.crop == 100 and small.crop_sizes == (64, 96) and small.precision == "fp32"  # --no-bf16
 
 
 def test_a_new_stage1_at_another_scale_for_a_bundles_s2(tmp_path, capsys):

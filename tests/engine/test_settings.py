@@ -145,3 +145,19 @@ def test_the_bundles_window_side_makes_patches_only_count_windows(bundle, image)
     assert iterseg.two_stage(image, bundle, patches=2).options["patch_size"] == 64  # the paper's rule: 128 / 2
     assert iterseg.api.Segmenter(fixed).macs(96, 128, patches=8)["stage2"] == 8 * iterseg.engine.cost.count_macs(
         fixed.s2.config, 24, 24)
+
+
+def test_tied_windows_follow_the_count_even_for_a_model_with_a_side():
+    tied = Settings(patches=8, patch_size="tied").check().plan((200, 100), 1, 4, window=48)
+    assert tied.size == 28  # ceil(200 / 8) = 25, rounded up to the multiple 4
+    assert Settings(patches=8).plan((200, 100), 1, 4, window=48).size == 48
+    assert Settings(patch_size="tied").plan((200, 100), 1, 4, window=48, default_patches=4).size == 52
+    with pytest.raises(InputError, match="patch_size must be an integer >= 1"):
+        Settings(patch_size="loose").check()
+
+
+def test_the_models_default_count_applies_only_when_nothing_else_decides():
+    assert Settings().plan((64, 64), 1, 4, default_patches=3).settings.patches == 3
+    assert Settings(patches=5).plan((64, 64), 1, 4, default_patches=3).settings.patches == 5
+    assert Settings(budget=0.2).plan((64, 64), 1, 4, default_patches=3).settings.patches is None
+    assert Settings().plan((64, 64), 1, 4).settings.patches == DEFAULT_PATCHES

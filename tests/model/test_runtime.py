@@ -1,4 +1,6 @@
-"""Running networks: precision (fp32 / bf16), torch.compile, and what the CPU can do."""
+"""Running networks: precision (auto / fp32 / bf16), torch.compile, and what the CPU can do."""
+import json
+
 import numpy as np
 import pytest
 import torch
@@ -6,8 +8,9 @@ import torch
 import iterseg
 from iterseg.cli import main
 from iterseg.errors import InputError
-from iterseg.model import cpu
+from iterseg.model import cpu, runtime
 from iterseg.model.runtime import Runner, check_precision
+from iterseg.model.unet import UNet, UNetConfig
 
 from synthetic import blob_image
 
@@ -83,10 +86,152 @@ def test_this_machines_flags_are_read_once():
 
 def test_runners_keep_the_network_and_return_float32_logits(bundle):
     x = torch.randn(2, 3, 16, 20)
-    fp32, bf16 = Runner(bundle.s2), Runner(bundle.s2, "bf16")
-    assert fp32.network is bundle.s2 and bf16.network is not bundle.s2 and fp32.config == bundle.s2.config
+    fp32, bf16 = Runner(bundle.s2, "fp32"), Runner(bundle.s2, "bf16")
+    assert fp32.network is not bundle.s2 and bf16.network is not bundle.s2 and fp32.config == bundle.s2.config
     with torch.inference_mode():
         expected = bundle.s2(x)
-        assert torch.equal(fp32(x), expected)
+        assert fp32(x).dtype == torch.float32 and fp32(x).is_contiguous()
+        torch.testing.assert_close(fp32(x), expected, atol=1e-5, rtol=1e-5)
         assert bf16(x).dtype == torch.float32 and (bf16(x) - expected).abs().max() < 0.1
     assert check_precision("bf16") == "bf16"
+
+
+# --- fp32: batch norm folded, channels_last -----------------------------------------------------------
+
+def unet_with_statistics(seed=0):
+    """A U-Net whose batch norms do something (random statistics and affine parameters)."""
+    torch.manual_seed(seed)
+    model = UNet(UNetConfig(3, 2, depth=3, width=8)).eval()
+    for module in model.modules():
+        if isinstance(module, torch.nn.BatchNorm2d):
+            module.running_mean.uniform_(-1, 1)
+            module.running_var.uniform_(0.3, 3)
+            module.weight.data.uniform_(0.5, 2)
+            module.bias.data.uniform_(-1, 1)
+    return model
+
+
+def test_fp32_runs_a_folded_channels_last_copy_with_the_same_output():
+    model = unet_with_statistics()
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    runner = Runner(model, "fp32")
+    network = runner.network
+    assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in network.modules())
+    assert network.inc[0].weight.is_contiguous(memory_format=torch.channels_last)
+    x = torch.randn(3, 3, 40, 56)
+    with torch.inference_mode():
+        torch.testing.assert_close(runner(x), model(x), atol=1e-5, rtol=1e-5)
+    assert any(isinstance(m, torch.nn.BatchNorm2d) for m in model.modules())  # the original keeps its norms
+    for name, value in model.state_dict().items():
+        assert torch.equal(value, before[name]), name
+
+
+# --- auto ---------------------------------------------------------------------------------------------
+
+@pytest.fixture
+def fresh_auto(monkeypatch, tmp_path):
+    """auto decided anew (its per-process cache cleared), its probe cached under tmp_path."""
+    monkeypatch.setenv("ITERSEG_CACHE", str(tmp_path / "cache"))
+    runtime._auto.cache_clear()
+    yield tmp_path / "cache" / "probe.json"
+    runtime._auto.cache_clear()
+
+
+def fake_cpu(monkeypatch, flags, speedup=None):
+    """This CPU has ``flags``; the bf16 probe measures ``speedup`` (None: the probe must not run)."""
+    monkeypatch.setattr(cpu, "cpu_flags", lambda: frozenset(flags))
+
+    def probe(*args, **kwargs):
+        assert speedup is not None, "auto ran the probe where the flags decide"
+        return speedup
+    monkeypatch.setattr(runtime, "measure_bf16_speedup", probe)
+
+
+@pytest.mark.parametrize("flags, speedup, picked, reason", [
+    ({"avx2", "fma"}, None, "fp32", "auto: no bf16 units (AVX2)"),
+    ({"avx2", "avx512f", "avx512_vnni"}, None, "fp32", "auto: no bf16 units (AVX2)"),
+    ({"avx2", "avx512f", "avx512_bf16", "amx_bf16", "amx_int8"}, None, "bf16", "auto: AMX bf16 units"),
+    ({"avx2", "avx512f", "avx512_bf16"}, 2.0, "bf16", "auto: AVX-512 BF16 without AMX: bf16 measured 2.00x fp32"),
+    ({"avx2", "avx512f", "avx512_bf16"}, 0.6, "fp32", "auto: AVX-512 BF16 without AMX: bf16 measured 0.60x fp32"),
+    ({"avx2", "avx512f", "avx512_bf16"}, 1.05, "fp32", None),  # within noise of fp32: keep the reference
+    (set(), None, "fp32", "auto: CPU features unknown"),
+    ({"neon"}, None, "fp32", "auto: no bf16 units"),
+])
+def test_auto_picks_from_the_cpu_features_and_never_a_slower_path(monkeypatch, fresh_auto, flags, speedup,
+                                                                 picked, reason):
+    fake_cpu(monkeypatch, flags, speedup)
+    chosen = check_precision("auto")
+    assert chosen == picked and chosen != "int8"
+    assert chosen.reason == reason or (reason is None and chosen.reason.startswith("auto: AVX-512 BF16"))
+    assert check_precision("auto") is chosen  # decided once per process
+
+
+def test_the_probe_is_measured_once_per_cpu_and_torch_and_kept_on_disk(monkeypatch, fresh_auto):
+    calls = []
+    monkeypatch.setattr(runtime, "measure_bf16_speedup", lambda: calls.append(1) or 1.7)
+    assert runtime.bf16_speedup() == runtime.bf16_speedup() == 1.7 and len(calls) == 1
+    stored = json.loads(fresh_auto.read_text())
+    assert stored == {f"{cpu.cpu_model()} | torch {torch.__version__}": 1.7}
+
+
+def test_the_probe_measures_both_precisions():
+    assert 0 < runtime.measure_bf16_speedup(repeats=1, side=8) < 100
+
+
+def test_the_report_says_what_auto_picked_and_why(monkeypatch, fresh_auto, bundle, image):
+    fake_cpu(monkeypatch, {"avx2", "fma"})
+    result = iterseg.two_stage(image, bundle, patches=2, patch_size=16)
+    assert (result.options["precision"], result.options["precision_reason"]) == ("fp32",
+                                                                                  "auto: no bf16 units (AVX2)")
+    asked = iterseg.two_stage(image, bundle, patches=2, patch_size=16, precision="fp32")
+    assert asked.options["precision_reason"] == "asked"
+    np.testing.assert_array_equal(asked.probs, result.probs)  # auto is fp32 here, not something else
+    fake_cpu(monkeypatch, {"avx512f", "amx_bf16"})
+    runtime._auto.cache_clear()
+    assert iterseg.two_stage(image, bundle, patches=2, patch_size=16).options["precision"] == "bf16"
+
+
+def test_the_cli_defaults_to_auto_and_writes_the_reason(monkeypatch, fresh_auto, tmp_path, image_path,
+                                                        bundle_path):
+    fake_cpu(monkeypatch, {"avx2", "fma"})
+    assert main(["predict", str(image_path), "--model", str(bundle_path), "--out", str(tmp_path)]) == 0
+    options = json.loads((tmp_path / f"{image_path.stem}.report.json").read_text())["options"]
+    assert options["precision"] == "fp32" and options["precision_reason"] == "auto: no bf16 units (AVX2)"
+
+
+def test_the_segmenter_resolves_auto_once(monkeypatch, fresh_auto, bundle):
+    fake_cpu(monkeypatch, {"avx2"})
+    segmenter = iterseg.Segmenter(bundle)
+    assert segmenter.defaults["precision"] == "fp32"
+    assert segmenter.defaults["precision"].reason == "auto: no bf16 units (AVX2)"
+    assert bundle.runners("auto")[1] is bundle.runners("fp32")[1]  # one runner per concrete precision
+
+
+# --- auto in training -------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("flags, options, trained_in", [
+    ({"avx2", "fma"}, {}, "fp32"),                         # AVX2: auto trains in fp32, never emulated bf16
+    ({"avx512f", "amx_bf16"}, {}, "bf16"),
+    ({"avx512f", "amx_bf16"}, {"precision": "fp32"}, "fp32"),
+    ({"avx512f", "amx_bf16"}, {"bf16": False}, "fp32"),     # the deprecated flag still means fp32
+    ({"avx2"}, {"bf16": True}, "bf16"),
+])
+def test_training_precision_follows_auto(monkeypatch, fresh_auto, flags, options, trained_in):
+    from iterseg.training.loop import TrainOptions, train_precision
+    fake_cpu(monkeypatch, flags)
+    assert train_precision(TrainOptions(**options)) == trained_in
+
+
+def test_training_in_int8_is_refused(fresh_auto):
+    from iterseg.training.loop import TrainOptions, train_precision
+    with pytest.raises(InputError, match="iterseg quantize"):
+        train_precision(TrainOptions(precision="int8"))
+
+
+def test_train_command_precision_options():
+    from iterseg.cli import train
+    parser = train.add_parser(__import__("argparse").ArgumentParser().add_subparsers())
+    base = ["--spec", "ph2", "--stage", "s2", "--out", "runs/x"]
+    assert train.train_options(parser.parse_args(base), "s2").precision == "auto"
+    assert train.train_options(parser.parse_args(base + ["--precision", "bf16"]), "s2").precision == "bf16"
+    assert train.train_options(parser.parse_args(base + ["--no-bf16"]), "s2").precision == "fp32"

@@ -27,7 +27,7 @@ from iterseg.training.sampling import CropSampler
 
 from synthetic import bright_network, write_dataset, write_multiclass_dataset
 
-TINY = dict(epochs=2, steps_per_epoch=3, batch_size=2, width=4, depth=2, crop=32, crop_sizes=(16, 32), bf16=False)
+TINY = dict(epochs=2, steps_per_epoch=3, batch_size=2, width=4, depth=2, crop=32, crop_sizes=(16, 32), precision="fp32")
 
 
 @pytest.fixture
@@ -120,14 +120,16 @@ def test_the_learning_rate_falls_to_five_percent():
 
 
 def test_a_time_budget_stops_inside_an_epoch_and_the_schedule_spans_it(spec, tmp_path):
-    budget = 0.02  # minutes: 1.2 s, far less than one epoch of a million steps
+    budget = 0.05  # minutes: 3 s, far less than one epoch of a million steps
     opts = TrainOptions(stage="s1", **{**TINY, "epochs": 1000, "steps_per_epoch": 10 ** 6, "max_minutes": budget})
     summary = train_stage(spec, opts, tmp_path / "run", quiet=True)
     with open(tmp_path / "run" / "s1" / "log.csv", newline="") as handle:
         log = list(csv.DictReader(handle))
     assert len(log) == 1  # the one epoch was cut short when the time was spent
-    assert 60 * budget <= summary["seconds"] < 60 * budget + 5  # plus one validation
-    assert float(log[0]["lr"]) < 0.2 * opts.lr  # the cosine spanned the time budget, not the 1000 epochs
+    assert 60 * budget <= summary["seconds"] < 60 * budget + 10  # plus one validation (and a busy machine)
+    # the cosine spanned the time budget, not the 1000 epochs (there it would still be at ~lr); the
+    # last step starts before the time is spent, how long before depends on the machine's load
+    assert float(log[0]["lr"]) < 0.5 * opts.lr
 
 
 def test_a_conditioned_s2_starts_from_an_unconditioned_one_with_the_same_output():

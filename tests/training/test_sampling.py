@@ -21,7 +21,7 @@ from iterseg.training.sampling import (
 
 from synthetic import bright_bundle, disc_pair, small_bundle, write_dataset
 
-TINY = dict(epochs=2, steps_per_epoch=3, batch_size=2, width=4, depth=2, crop=32, crop_sizes=(16, 32), bf16=False)
+TINY = dict(epochs=2, steps_per_epoch=3, batch_size=2, width=4, depth=2, crop=32, crop_sizes=(16, 32), precision="fp32")
 
 
 @pytest.fixture
