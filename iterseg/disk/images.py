@@ -1,11 +1,20 @@
-"""Reading images, with the checks that turn damaged or oversized files into one-line InputErrors.
+"""Reading images, with the checks that turn damaged, oversized or odd files into one-line InputErrors.
+
+Every image file enters through ``read_image`` / ``read_image_noted``: the size is checked from the
+header (Pillow opens PNG/JPEG/BMP/GIF/PPM/WebP lazily; tifffile reads TIFF headers) against a pixel
+limit BEFORE anything is decoded, the bytes are read by Python (so any file name works, including
+names that are not valid UTF-8) and decoded from memory, JPEG/EXIF orientation is applied so the
+array matches what viewers show, and of a multi-page TIFF or an animated GIF/PNG/WebP the first
+page is used with a note.
 
 Glossary
     image    (H, W) or (H, W, C) array in RGB(A) order, dtype as stored (uint8, uint16, float32)
+    notes    list of short strings saying what was done to the file's pixels (for Result.notes)
 """
 import contextlib
 import logging
 import os
+import warnings
 from pathlib import Path
 
 import cv2
@@ -16,6 +25,14 @@ from ..errors import InputError
 
 TIFF_SUFFIXES = (".tif", ".tiff", ".btf", ".tf8")
 SUPPORTED = "PNG, JPEG, BMP, GIF, PPM/PGM or TIFF"
+MAX_PIXELS = 100_000_000  # default limit of an image decoded whole (10000 x 10000)
+MAX_STREAMED_PIXELS = 10_000_000_000  # default limit of a tiled TIFF read tile by tile (100000 x 100000)
+TILED_HOWTO = ("convert it to a tiled TIFF, which iterseg streams region by region (e.g. `vips tiffsave IN OUT.tif "
+               "--tile --pyramid --bigtiff`, or tifffile.imwrite(OUT, image, tile=(256, 256))), crop it")
+# formats whose header Pillow reads for the checks, all of which OpenCV decodes (JPEG includes MPO)
+DECODED_FORMATS = ("PNG", "JPEG", "BMP", "DIB", "GIF", "PPM", "WEBP", "JPEG2000", "TIFF")
+# EXIF orientation -> (np.rot90 turns counter-clockwise, then flip left-right), as viewers apply it
+ORIENTATIONS = {2: (0, True), 3: (2, False), 4: (2, True), 5: (3, True), 6: (3, False), 7: (1, True), 8: (1, False)}
 
 
 def check_image_file(path):
@@ -45,26 +62,45 @@ def check_decoded_size(path, shape):
                          f"tiled TIFF, which iterseg streams region by region, or crop it.")
 
 
-def _read_tiff(path):
-    """The first image of a TIFF: series 0 (level 0 of a pyramid) when it is (H, W), (H, W, C) or
-    planar (C, H, W) RGB(A), else the first page of a stack."""
+def check_pixels(path, height, width, max_pixels=None, streamed=False):
+    """InputError if an image of ``height`` x ``width`` (from its header) exceeds the pixel limit:
+    ``max_pixels``, else MAX_PIXELS for an image decoded whole / MAX_STREAMED_PIXELS for a streamed one."""
+    limit = max_pixels or (MAX_STREAMED_PIXELS if streamed else MAX_PIXELS)
+    pixels = int(height) * int(width)
+    if pixels > limit:
+        how = "crop it or raise --max-pixels (max_pixels=)" if streamed else TILED_HOWTO + ", or raise --max-pixels"
+        raise InputError(f"{path} declares {width} x {height} pixels ({pixels / 1e6:.0f} Mpx), above the limit of "
+                         f"{limit / 1e6:g} Mpx for an image {'streamed' if streamed else 'decoded whole'}; {how}.")
+
+
+def _read_tiff(path, max_pixels, notes):
+    """The first image of a TIFF: series 0 (level 0 of a pyramid) when it is one page holding (H, W),
+    (H, W, C) or planar (C, H, W) samples, else the first page (a stack of pages: noted)."""
     try:
-        with quiet_tifffile(), tifffile.TiffFile(path) as tif:
+        with quiet_tifffile(), open(path, "rb") as handle, tifffile.TiffFile(handle) as tif:
             series = tif.series[0]
+            page = series.keyframe
             shape = tuple(series.shape)
-            if len(shape) == 2 or len(shape) == 3 and (shape[2] <= 8 or shape[0] in (3, 4)):
-                check_decoded_size(path, shape)
+            # one page; or pages of (H, C) rows, as tifffile stores an (H, W, C) array with C > 4
+            whole = len(series.pages) == 1 and page.imagedepth == 1 or len(shape) == 3 and shape[2] <= 8
+            check_pixels(path, *(shape[:2] if whole and len(shape) == 3 and shape[2] <= 8 else
+                                 (page.imagelength, page.imagewidth)), max_pixels)
+            if whole and len(shape) in (2, 3):
+                check_decoded_size(path, series.shape)
                 image = series.asarray()
             else:
+                count = len(tif.pages)
                 check_decoded_size(path, tif.pages[0].shape)
                 image = tif.pages[0].asarray()
+                notes.append(f"multi-page TIFF: the first of its {count} pages was read" if count > 1 else
+                             f"TIFF of shape {tuple(series.shape)}: its first page was read")
     except InputError:
         raise
     except Exception as exc:  # tifffile raises several types for damaged files
         raise InputError(f"cannot read TIFF {path} ({str(exc)[:120]}); check that the file is complete.") from None
     if image.ndim == 3 and image.shape[0] in (3, 4) and image.shape[2] not in (3, 4):
         image = np.moveaxis(image, 0, -1)  # planar (C, H, W) storage
-    if image.ndim not in (2, 3):
+    if image.ndim not in (2, 3) or image.size == 0:
         raise InputError(f"TIFF {path} holds an array of shape {image.shape}; iterseg reads one 2-D image "
                          "(H, W) or (H, W, C) per file.")
     return image
@@ -95,23 +131,109 @@ def check_complete_jpeg(path):
         raise InputError(f"JPEG {path} is truncated (no end-of-image marker); copy or export it again.")
 
 
-def _read_opencv(path):
+def _header(path):
+    """(format, (width, height) or None, EXIF orientation 1-8, frames > 1) from the file's header,
+    without decoding pixels; (None, None, 1, False) when Pillow does not know the format."""
+    from PIL import Image
+    with open(path, "rb") as handle, warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # Pillow's DecompressionBombWarning: our limit decides
+        try:
+            with Image.open(handle, formats=DECODED_FORMATS) as image:
+                orientation = 1
+                with contextlib.suppress(Exception):  # a damaged EXIF block: no orientation
+                    orientation = int(image.getexif().get(0x0112, 1))
+                return image.format, image.size, orientation, bool(getattr(image, "is_animated", False))
+        except Image.DecompressionBombError:  # above Pillow's own limit (179 Mpx): the header without it
+            image = _open_unchecked(handle)
+            return (image.format, image.size, 1, False) if image is not None else ("?", (2 ** 62, 1), 1, False)
+        except Exception:  # noqa: BLE001 - not an image Pillow knows, or a damaged header
+            return None, None, 1, False
+
+
+def _open_unchecked(handle):
+    """The lazily opened image of ``handle`` (header only) without Pillow's decompression-bomb check,
+    as Image.open finds the format, or None: our own limit decides, with the true size in its message."""
+    from PIL import Image
+    Image.init()
+    handle.seek(0)
+    prefix = handle.read(16)
+    for name in (name for name in Image.ID if name in DECODED_FORMATS):
+        factory, accept = Image.OPEN[name]
+        try:
+            if accept is None or accept(prefix):
+                handle.seek(0)
+                return factory(handle, "")
+        except Exception:  # noqa: BLE001 - not this format; try the next, as Image.open does
+            continue
+    return None
+
+
+def _decode(path, max_pixels, notes):
+    """A non-TIFF file, header checked, decoded from its bytes by OpenCV (Pillow for GIF)."""
     if Path(path).suffix.lower() in (".jpg", ".jpeg"):
         check_complete_jpeg(path)
-    image = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
-    if image is None:
+    kind, size, orientation, animated = _header(path)
+    if size is None:
         raise InputError(f"cannot decode {path} as an image; iterseg reads {SUPPORTED} files.")
-    if image.ndim == 3 and image.shape[2] == 3:
-        return np.ascontiguousarray(image[:, :, ::-1])
-    if image.ndim == 3 and image.shape[2] == 4:
-        return np.ascontiguousarray(image[:, :, [2, 1, 0, 3]])
-    return image
+    check_pixels(path, size[1], size[0], max_pixels)
+    check_decoded_size(path, (size[1], size[0], 4))  # at most 4 channels, before decoding
+    if kind == "JPEG" and Path(path).suffix.lower() not in (".jpg", ".jpeg"):
+        check_complete_jpeg(path)
+    if kind == "GIF":
+        image = _decode_pillow(path)
+    else:
+        with open(path, "rb") as handle:
+            data = np.frombuffer(handle.read(), np.uint8)
+        try:
+            image = cv2.imdecode(data, cv2.IMREAD_UNCHANGED)
+        except cv2.error:
+            image = None
+        if image is None:
+            raise InputError(f"cannot decode {path} as an image; iterseg reads {SUPPORTED} files.")
+        if image.ndim == 3 and image.shape[2] == 3:
+            image = image[:, :, ::-1]
+        elif image.ndim == 3 and image.shape[2] == 4:
+            image = image[:, :, [2, 1, 0, 3]]
+    if animated and kind != "MPO":  # a multi-picture JPEG's first image is the photo viewers show
+        notes.append(f"animated {kind}: its first frame was read")
+    if orientation in ORIENTATIONS:
+        turns, flip = ORIENTATIONS[orientation]
+        image = np.rot90(image, turns) if turns else image
+        image = image[:, ::-1] if flip else image
+        notes.append(f"EXIF orientation {orientation} applied (the image as viewers show it)")
+    return np.ascontiguousarray(image)
 
 
-def read_image(path):
-    """The image at ``path`` as an (H, W) or (H, W, C) RGB(A) array, dtype as stored."""
+def _decode_pillow(path):
+    """The first frame of a GIF as gray, RGB or RGBA."""
+    from PIL import Image
+    try:
+        with open(path, "rb") as handle, warnings.catch_warnings(), Image.open(handle) as image:
+            warnings.simplefilter("ignore")
+            image.seek(0)
+            mode = "RGBA" if "transparency" in image.info or image.mode in ("RGBA", "LA", "PA") else (
+                "L" if image.mode in ("L", "1") else "RGB")
+            return np.asarray(image.convert(mode))
+    except Exception as exc:  # noqa: BLE001 - Pillow raises many types for damaged files
+        raise InputError(f"cannot decode {path} ({str(exc)[:120]}); check that the file is complete.") from None
+
+
+def read_image_noted(path, max_pixels=None):
+    """(image, notes): the image at ``path`` as an (H, W) or (H, W, C) RGB(A) array, dtype as stored,
+    and what was done to read it (first page of a stack, EXIF orientation). max_pixels: refuse
+    images whose header declares more pixels (default MAX_PIXELS), before decoding them."""
     path = Path(path)
     check_image_file(path)
-    if path.suffix.lower() in TIFF_SUFFIXES:
-        return _read_tiff(path)
-    return _read_opencv(path)
+    notes = []
+    try:
+        if path.suffix.lower() in TIFF_SUFFIXES:
+            return _read_tiff(path, max_pixels, notes), notes
+        return _decode(path, max_pixels, notes), notes
+    except (OSError, MemoryError) as exc:
+        message = exc.strerror if isinstance(exc, OSError) and exc.strerror else type(exc).__name__
+        raise InputError(f"cannot read {path} ({message}); check the file and its permissions.") from None
+
+
+def read_image(path, max_pixels=None):
+    """The image at ``path`` as an (H, W) or (H, W, C) RGB(A) array (see ``read_image_noted``)."""
+    return read_image_noted(path, max_pixels)[0]

@@ -164,8 +164,8 @@ class TiffSource:
     """A tiled (Big)TIFF read tile by tile: memory grows with what is read, not with the image."""
     in_memory = False
 
-    def __init__(self, path, channels, progress=None):
-        self.tiff = TiledImage(path)
+    def __init__(self, path, channels, progress=None, max_pixels=None):
+        self.tiff = TiledImage(path, max_pixels)
         try:
             check_dtype(self.tiff.dtype)
             self.shape = self.tiff.shape[:2]
@@ -254,14 +254,22 @@ def area_weights(rows, small, full):
     return np.clip(high - low, 0, None) / scale, dest
 
 
-def open_source(image, channels, stream=False, progress=None):
+def open_source(image, channels, stream=False, progress=None, max_pixels=None):
     """A source for ``image``: a Source is returned as it is; a path with ``stream`` opens a
-    TiffSource; any other path is read whole; an array is wrapped in an ArraySource."""
+    TiffSource; any other path is read whole (with the notes of disk/images.read_image_noted); an
+    array is wrapped in an ArraySource. max_pixels: refuse files whose header declares more pixels
+    (default disk/images.MAX_PIXELS read whole, MAX_STREAMED_PIXELS streamed)."""
     if hasattr(image, "read_boxes"):
         return image
     if isinstance(image, (str, bytes)) or hasattr(image, "__fspath__"):
+        if isinstance(image, bytes):
+            import os
+            image = os.fsdecode(image)
         if stream:
-            return TiffSource(image, channels, progress)
-        from ..disk.images import read_image
-        return ArraySource(read_image(image), channels)
+            return TiffSource(image, channels, progress, max_pixels)
+        from ..disk.images import read_image_noted
+        pixels, notes = read_image_noted(image, max_pixels)
+        source = ArraySource(pixels, channels)
+        source.notes[:0] = notes
+        return source
     return ArraySource(image, channels)

@@ -3,7 +3,9 @@
 A bundle file is ``torch.save`` of a dict holding only tensors, strings and numbers, and is read
 with ``torch.load(weights_only=True)``, which refuses anything that would run code when unpickled.
 """
+import dataclasses
 import json
+import math
 import warnings
 from pathlib import Path
 
@@ -74,17 +76,64 @@ def _mismatch(model, state):
     return ", ".join(parts) or None
 
 
-def _build(config_dict, state, where):
+MAX_DEPTH = 16  # 2 ** 16 pixels a side: more poolings than any image needs
+
+
+def _is_int(value):
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _is_number(value):
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def _architecture(config_dict, state, where):
+    """The UNetConfig a bundle declares, checked against the tensors actually in the file BEFORE any
+    network is built: what the metadata may ask to allocate is bounded by what the file holds."""
+    if not isinstance(state, dict) or not state or not all(
+            isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in state.items()):
+        raise ModelError(f"{where}: the weights are not a dict of tensors; re-export the bundle.")
+    names = {f.name for f in dataclasses.fields(UNetConfig)}
+    if not isinstance(config_dict, dict) or set(config_dict) - names or not all(
+            _is_int(config_dict[k]) for k in names - {"norm"} if k in config_dict) or not isinstance(
+            config_dict.get("norm", "batch"), str):
+        raise ModelError(f"{where}: the architecture in the bundle is invalid (expected integers "
+                         f"{', '.join(sorted(names - {'norm'}))} and a norm name, got {str(config_dict)[:120]}); "
+                         "re-export the bundle.")
     try:
-        model = UNet(UNetConfig(**config_dict))
+        config = UNetConfig(**config_dict)
     except (TypeError, ValueError) as exc:
         raise ModelError(f"{where}: the architecture in the bundle is invalid ({exc}); re-export the bundle.") from None
-    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
-        raise ModelError(f"{where}: the weights are not a dict of tensors; re-export the bundle.")
-    problem = _mismatch(model, state)
+    first, head = state.get("inc.0.weight"), state.get("head.weight")
+    held = {"depth": len({k.split(".")[1] for k in state if k.startswith("down.")})}
+    if first is not None and first.dim() == 4:
+        held.update(width=first.shape[0], in_channels=first.shape[1])
+    if head is not None and head.dim() == 4:
+        held["out_channels"] = head.shape[0]
+    wrong = [f"{key} {getattr(config, key)} but the weights hold {value}" for key, value in held.items()
+             if getattr(config, key) != value]
+    if wrong or len(held) < 4 or config.depth > MAX_DEPTH:
+        problem = "; ".join(wrong) or (f"depth {config.depth} > {MAX_DEPTH}" if config.depth > MAX_DEPTH
+                                       else "no input or output convolution")
+        raise ModelError(f"{where}: the weights do not fit the architecture the bundle declares ({problem}); "
+                         "the file was written for another network: re-export it with iterseg.save_bundle.")
+    return config
+
+
+def _build(config_dict, state, where):
+    config = _architecture(config_dict, state, where)
+    with torch.device("meta"):  # shapes only, nothing allocated
+        shapes = UNet(config)
+    problem = _mismatch(shapes, state)
     if problem:
         raise ModelError(f"{where}: the weights do not fit the architecture the bundle declares ({problem}); "
                          "the file was written for another network: re-export it with iterseg.save_bundle.")
+    for key, value in state.items():
+        bad = value.is_floating_point() and not bool(torch.isfinite(value).all())
+        if bad or key.endswith("running_var") and bool((value < 0).any()):
+            raise ModelError(f"{where}: tensor {key} holds {'NaN or infinite' if bad else 'negative'} values, "
+                             "which would make every mask meaningless; re-export or retrain the bundle.")
+    model = UNet(config)
     model.load_state_dict({k: v.float() if v.is_floating_point() else v for k, v in state.items()})
     return model
 
@@ -104,15 +153,41 @@ def _ranges(stored):
             for name, values in stored.items()}
 
 
+def _meta(payload, path):
+    """The bundle's metadata: a JSON object whose values have the types read_bundle needs."""
+    text = payload.get("meta")
+    if not isinstance(text, str):
+        raise ModelError(f"{path}: the bundle has no metadata text; re-export the bundle.")
+    meta = json.loads(text)
+    if not isinstance(meta, dict):
+        raise ModelError(f"{path}: damaged bundle metadata (not a JSON object); re-export the bundle.")
+    checks = {"mean": lambda v: isinstance(v, list) and v and all(_is_number(x) for x in v),
+              "std": lambda v: isinstance(v, list) and v and all(_is_number(x) and x > 0 for x in v),
+              "s1_scale": _is_number,
+              "class_names": lambda v: isinstance(v, list) and all(isinstance(x, str) for x in v),
+              "name": lambda v: isinstance(v, str), "provenance": lambda v: isinstance(v, dict),
+              "palette": lambda v: v is None or isinstance(v, list) and all(
+                  isinstance(c, list) and all(_is_int(x) for x in c) for c in v),
+              "int8": lambda v: isinstance(v, bool)}
+    for key, check in checks.items():
+        if key in meta and not check(meta[key]):
+            wanted = {"std": "positive finite numbers", "mean": "finite numbers"}.get(key, "another type")
+            raise ModelError(f"{path}: damaged bundle metadata ({key} = {str(meta[key])[:60]}; expected {wanted}); "
+                             "re-export the bundle.")
+    return meta
+
+
 def read_bundle(path):
-    """Load a bundle file written by ``save_bundle``; raises ModelError with what is wrong."""
+    """Load a bundle file written by ``save_bundle``; raises ModelError with what is wrong. Everything
+    is validated before use: metadata types, finite mean, positive std, architectures against the
+    tensors in the file (before any network is built), finite weights."""
     path = Path(path)
     if not path.is_file():
         raise ModelError(f"model file {path} does not exist; pass an existing bundle file or one of "
                          f"the embedded names: {', '.join(available_models())}.")
     payload = _read_payload(path)
     try:
-        meta = json.loads(payload["meta"])
+        meta = _meta(payload, path)
         int8 = bool(meta.get("int8"))
         s1 = _build(meta["s1"], _weights(payload["s1"], int8), f"{path} (S1)")
         s2 = _build(meta["s2"], _weights(payload["s2"], int8), f"{path} (S2)")
@@ -124,8 +199,9 @@ def read_bundle(path):
                       reference=reference, palette=meta.get("palette"),
                       int8_ranges=_ranges(payload.get("int8_ranges")) if int8 else None,
                       window=meta.get("window"), patches=meta.get("patches"))
-    except (KeyError, TypeError, json.JSONDecodeError) as exc:
-        raise ModelError(f"{path}: damaged bundle metadata ({exc!r}); re-export the bundle.") from None
+    except (KeyError, TypeError, ValueError, IndexError, AttributeError, RuntimeError, RecursionError) as exc:
+        raise ModelError(f"{path}: damaged bundle metadata ({str(exc)[:120] or type(exc).__name__}); "
+                         "re-export the bundle.") from None
 
 
 def untrained_bundle(config=None, seed=0):

@@ -54,6 +54,7 @@ class Spec:
     augment: dict = field(default_factory=dict)
     split_rule: dict = field(default_factory=dict)
     classes: tuple = ()                 # multi-class: ((name, value tuple), ...) in class-id order; () = binary
+    max_pixels: int | None = None       # refuse image files declaring more pixels (disk/images.check_pixels)
 
     @property
     def class_names(self):
@@ -123,15 +124,107 @@ def _listing(items):
     return ", ".join(str(i) for i in items[:MAX_LISTED]) + more
 
 
+MAX_SPEC_BYTES = 1 << 20
+
+
+class _PlainLoader(yaml.SafeLoader):
+    """yaml.SafeLoader without anchors and aliases: a spec never needs them, and aliases nested in
+    aliases ("billion laughs") expand to gigabytes from a few lines."""
+
+    def compose_node(self, parent, index):
+        if self.check_event(yaml.AliasEvent) or getattr(self.peek_event(), "anchor", None):
+            mark = self.peek_event().start_mark
+            raise yaml.YAMLError(f"anchors and aliases (& and *) are not allowed in a spec (line {mark.line + 1}); "
+                                 "write the values out")
+        return super().compose_node(parent, index)
+
+
 def _read_yaml(path):
     try:
-        raw = yaml.safe_load(Path(path).read_text(encoding="utf-8"))
+        data = Path(path).read_bytes()
+        if len(data) > MAX_SPEC_BYTES:
+            raise SpecError(f"spec {path} is {len(data)} bytes; a spec is a short YAML file (under 1 MB).")
+        raw = yaml.load(data.decode("utf-8"), Loader=_PlainLoader)  # noqa: S506 - a safe loader, no aliases
     except yaml.YAMLError as exc:
-        raise SpecError(f"spec {path} is not valid YAML ({str(exc).splitlines()[0]}).") from None
-    missing = [key for key in ("name", "images", "match", "mask", "split") if key not in (raw or {})]
+        raise SpecError(f"spec {path} is not valid YAML ({str(exc).splitlines()[0][:200]}).") from None
+    except UnicodeDecodeError:
+        raise SpecError(f"spec {path} is not UTF-8 text; save it as UTF-8 YAML.") from None
+    except RecursionError:
+        raise SpecError(f"spec {path} nests too deeply; a spec is a flat mapping (see data_specs/ph2.yaml).") from None
+    except OSError as exc:
+        raise SpecError(f"cannot read spec {path} ({exc.strerror or exc}); check the path.") from None
+    if not isinstance(raw, dict):
+        raise SpecError(f"spec {path} is not a YAML mapping of keys (name, images, match, mask, split); "
+                        "see data_specs/ph2.yaml for the format.")
+    missing = [key for key in ("name", "images", "match", "mask", "split") if key not in raw]
     if missing:
         raise SpecError(f"spec {path} lacks {', '.join(missing)}; see data_specs/ph2.yaml for the format.")
-    return raw
+    return _checked(raw, path)
+
+
+def _relative(value, key, path, template=False):
+    """InputError unless ``value`` is a non-empty relative path pattern that stays inside the root."""
+    if not isinstance(value, str) or not value.strip():
+        raise SpecError(f"spec {path}: '{key}' must be a non-empty path relative to the data root, got {value!r}.")
+    parts = Path(value.replace("\\", "/")).parts
+    if value.startswith(("/", "~", "\\")) or Path(value).is_absolute() or (parts and ":" in parts[0]) or ".." in parts:
+        raise SpecError(f"spec {path}: '{key}' {value!r} must stay inside the data root (relative, no '..'); "
+                        "pass the folder above with --data-root instead.")
+    if template:
+        try:
+            value.format_map({})
+        except KeyError:
+            pass
+        except (ValueError, IndexError, AttributeError, TypeError) as exc:
+            raise SpecError(f"spec {path}: '{key}' {value!r} is not a valid template ({exc}); use {{name}} "
+                            "for the groups 'match' captures.") from None
+
+
+def _is_scalar_id(value):
+    return isinstance(value, (str, int)) and not isinstance(value, bool)
+
+
+def _checked(raw, path):
+    """``raw`` with every field of the expected type (SpecError otherwise); ids as strings."""
+    if not isinstance(raw["name"], (str, int)) or isinstance(raw["name"], bool):
+        raise SpecError(f"spec {path}: 'name' must be a short text, got {raw['name']!r}.")
+    _relative(raw["images"], "images", path)
+    for key in ("mask", "fov"):
+        if key == "mask" or raw.get(key) is not None:
+            _relative(raw[key], key, path, template=True)
+    if not isinstance(raw["match"], str):
+        raise SpecError(f"spec {path}: 'match' must be a regular expression in quotes, got {raw['match']!r}.")
+    try:
+        re.compile(raw["match"])
+    except (re.error, RecursionError, OverflowError) as exc:
+        raise SpecError(f"spec {path}: 'match' is not a valid regular expression ({exc}); fix it.") from None
+    split = raw["split"]
+    if not isinstance(split, dict):
+        raise SpecError(f"spec {path}: 'split' must be a mapping, e.g. {{seed: 0, test_fraction: 0.3}}, "
+                        "{test: [id, ...]} or {by: group, train: value, test: value}.")
+    split = dict(split)
+    if "by" in split:
+        if not isinstance(split["by"], str) or not all(_is_scalar_id(split.get(n)) for n in SPLITS):
+            raise SpecError(f"spec {path}: a split by group needs 'by: GROUP', 'train: VALUE' and 'test: VALUE'.")
+        split.update({n: str(split[n]) for n in SPLITS})
+    elif split.get("test") is not None:
+        if not isinstance(split["test"], list) or not all(_is_scalar_id(t) for t in split["test"]):
+            raise SpecError(f"spec {path}: 'split: test' must list sample ids, e.g. test: [img01, img02].")
+        split["test"] = [str(t) for t in split["test"]]
+    else:
+        seed, fraction = split.get("seed", 0), split.get("test_fraction", 0.3)
+        if not isinstance(seed, int) or isinstance(seed, bool) or seed < 0 or isinstance(fraction, bool) or \
+                not isinstance(fraction, (int, float)) or not 0 < fraction < 1:
+            raise SpecError(f"spec {path}: a seeded split needs 'seed' (an integer >= 0) and 'test_fraction' "
+                            "(a number between 0 and 1).")
+    foreground = raw.get("foreground", 255)
+    values = foreground if isinstance(foreground, list) else [foreground]
+    if len(values) not in (1, 3) or not all(isinstance(v, int) and not isinstance(v, bool) and 0 <= v <= 65535
+                                            for v in values):
+        raise SpecError(f"spec {path}: 'foreground' must be a mask value (0-65535) or an RGB colour [r, g, b].")
+    if not isinstance(raw.get("augment") or {}, dict) or not isinstance(raw.get("unpaired", ""), (str, type(None))):
+        raise SpecError(f"spec {path}: 'augment' must be a mapping and 'unpaired' a word (skip).")
+    return {**raw, "name": str(raw["name"]), "split": split}
 
 
 def _fill(template, groups, spec_file):
@@ -140,11 +233,17 @@ def _fill(template, groups, spec_file):
     except KeyError as exc:
         raise SpecError(f"spec {spec_file}: template {template!r} uses {exc}, which 'match' does not "
                         "capture.") from None
+    except (ValueError, IndexError, AttributeError, TypeError) as exc:
+        raise SpecError(f"spec {spec_file}: template {template!r} cannot be filled ({exc}); use {{name}} for "
+                        "the groups 'match' captures.") from None
 
 
 def _find_samples(raw, root, spec_file):
     pattern = re.compile(raw["match"])
-    images = sorted(p for p in root.glob(raw["images"]) if p.is_file())
+    try:
+        images = sorted(p for p in root.glob(raw["images"]) if p.is_file())
+    except (ValueError, NotImplementedError, OSError) as exc:
+        raise SpecError(f"spec {spec_file}: cannot search {raw['images']!r} under {root} ({exc}).") from None
     if not images:
         raise SpecError(f"spec {spec_file}: no image matches {raw['images']!r} under {root}; check the data root.")
     samples, groups_of, unmatched, unpaired = [], {}, [], []
@@ -175,7 +274,7 @@ def _split(raw, samples, groups_of, spec_file):
     ids = [s.id for s in samples]
     if "by" in rule:
         group = rule["by"]
-        part = {s.id: groups_of[s.id].get(group) for s in samples}
+        part = {s.id: str(groups_of[s.id].get(group)) for s in samples}
         return {name: [s for s in samples if part[s.id] == rule[name]] for name in SPLITS}, rule
     test = rule.get("test")
     if test is None:
@@ -187,9 +286,11 @@ def _split(raw, samples, groups_of, spec_file):
     return {"train": [s for s in samples if s.id not in test], "test": [s for s in samples if s.id in test]}, rule
 
 
-def load_spec(name_or_path, root=None):
+def load_spec(name_or_path, root=None, max_pixels=None):
     """Read and validate a spec: every image paired with a mask (unpaired ones are reported, and
-    refused unless the spec says ``unpaired: skip``), fields present, split non-empty."""
+    refused unless the spec says ``unpaired: skip``), fields present and of the right types, paths
+    inside the data root, split non-empty. YAML anchors and aliases are refused. max_pixels: the
+    limit read_sample applies to every image file (see disk/images.check_pixels)."""
     spec_file = spec_path(name_or_path)
     raw = _read_yaml(spec_file)
     root = data_root(root)
@@ -207,7 +308,7 @@ def load_spec(name_or_path, root=None):
     foreground = tuple(foreground) if isinstance(foreground, (list, tuple)) else (foreground,)
     rule = {**rule, "unpaired_skipped": sorted(unpaired)}
     return Spec(raw["name"], spec_file, root, split, foreground, raw.get("augment") or {}, rule,
-                _classes(raw.get("classes"), spec_file))
+                _classes(raw.get("classes"), spec_file), max_pixels)
 
 
 def _classes(raw, spec_file):
@@ -262,15 +363,15 @@ def _as_binary(array, foreground, path):
 def read_sample(spec, sample):
     """(image, target, fov or None), checking that their sizes agree: target bool (H, W) for a binary
     spec, uint8 class ids for a multi-class one (whose unlabelled pixels leave the fov)."""
-    image = read_image(sample.image)
+    image = read_image(sample.image, spec.max_pixels)
     labelled = None
     if spec.multiclass:
-        target, labelled = _as_class_ids(read_image(sample.mask), spec.classes, sample.mask)
+        target, labelled = _as_class_ids(read_image(sample.mask, spec.max_pixels), spec.classes, sample.mask)
     else:
-        target = _as_binary(read_image(sample.mask), spec.foreground, sample.mask)
+        target = _as_binary(read_image(sample.mask, spec.max_pixels), spec.foreground, sample.mask)
     fov = None
     if sample.fov is not None:
-        fov_image = read_image(sample.fov)
+        fov_image = read_image(sample.fov, spec.max_pixels)
         fov = (fov_image if fov_image.ndim == 2 else fov_image.max(axis=2)) > 0
     for name, other in (("mask", target), ("field of view", fov)):
         if other is not None and other.shape != image.shape[:2]:

@@ -90,7 +90,7 @@ def test_an_image_too_large_for_memory_is_refused_before_decoding(tmp_path, monk
     for offset in offsets:
         data[offset:offset + 4] = struct.pack("<I", 200_000)
     (tmp_path / "huge.tif").write_bytes(bytes(data))
-    with pytest.raises(InputError, match="200000 x 200000 values .*tiled TIFF"):
+    with pytest.raises(InputError, match="200000 x 200000 pixels .*tiled TIFF"):
         read_image(tmp_path / "huge.tif")
     monkeypatch.setattr(images, "memory_budget", lambda: 1000)
     with pytest.raises(InputError, match="more than this machine can hold"):
