@@ -18,6 +18,7 @@ __version__ = "0.2.0"
 
 _PUBLIC = {
     "load": "api", "Segmenter": "api", "Result": "api", "two_stage": "api", "baseline": "api",
+    "two_stage_inference": "api",
     "Bundle": "model.bundle", "UNet": "model.unet", "UNetConfig": "model.unet",
     "load_bundle": "model.store", "read_bundle": "model.store", "save_bundle": "model.store",
     "available_models": "model.store",
