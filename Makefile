@@ -1,13 +1,18 @@
 # The two README commands: `make demo` and `make test`. Each creates .venv on first use and installs
-# the CPU build of torch first (a plain `torch` requirement would pull a 3 GB CUDA build), then
-# iterseg in editable mode. The install is redone only when setup.py changes.
+# the CPU build of torch first, from PyTorch's CPU wheel index (a plain `torch` requirement would pull
+# a 3 GB CUDA build on Linux), falling back to the default index when that one cannot be reached
+# (10 s timeout, no retries); then iterseg in editable mode: `make demo` without the test extras,
+# `make test` with them. Each install is redone only when setup.py changes.
 # `make test` skips the tests marked slow (setup.cfg); `make test-slow` runs only those, `make test-all` both;
 # `make lint` runs ruff.
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 TORCH := torch==2.13.0
+TORCH_CPU_INDEX ?= https://download.pytorch.org/whl/cpu
+PIP := $(BIN)/python -m pip install --quiet --disable-pip-version-check
 INSTALLED := $(VENV)/.installed
+TEST_INSTALLED := $(VENV)/.test-installed
 BENCH_INSTALLED := $(VENV)/.bench-installed
 # the real datasets (PH2, DRIVE, HRF); benchmarks that need them skip when the folder is missing
 DATA ?= $(or $(ITERSEG_DATA),../shared/data)
@@ -15,15 +20,20 @@ SAMPLE := iterseg/samples/IMD002.jpg
 UNCONDITIONED := runs/unconditioned
 UNCONDITIONED_COMMIT := 24a5261^
 
-.PHONY: demo test test-slow test-all lint bench bench-sweeps bench-int8 bench-gigapixel install clean
+.PHONY: demo test test-slow test-all lint bench bench-sweeps bench-int8 bench-gigapixel bench-cluster install clean
 
 $(INSTALLED): setup.py
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --quiet --disable-pip-version-check $(TORCH)
-	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e '.[test]'
+	$(PIP) --timeout 10 --retries 0 --index-url $(TORCH_CPU_INDEX) $(TORCH) || \
+		{ echo "$(TORCH_CPU_INDEX) not reachable: torch from the default index"; $(PIP) $(TORCH); }
+	$(PIP) -e .
 	touch $@
 
-$(BENCH_INSTALLED): $(INSTALLED)
+$(TEST_INSTALLED): $(INSTALLED)
+	$(PIP) -e '.[test]'
+	touch $@
+
+$(BENCH_INSTALLED): $(TEST_INSTALLED)
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e '.[bench]'
 	touch $@
 
@@ -32,19 +42,19 @@ install: $(INSTALLED)
 demo: $(INSTALLED)
 	$(BIN)/iterseg predict $(SAMPLE) --patches 16 --out demo-out
 
-test: $(INSTALLED)
+test: $(TEST_INSTALLED)
 	$(BIN)/python -m pytest -m "not slow"
 
 # the tests marked slow (int8 compilation, torch.compile, sweeps, the real-data checks); CI runs them
-test-slow: $(INSTALLED)
+test-slow: $(TEST_INSTALLED)
 	$(BIN)/python -m pytest -m slow || test $$? -eq 5  # 5: no test is marked slow
 
 # the whole suite, the tests marked slow included
-test-all: $(INSTALLED)
+test-all: $(TEST_INSTALLED)
 	$(BIN)/python -m pytest
 
 # ruff, configured in ruff.toml
-lint: $(INSTALLED)
+lint: $(TEST_INSTALLED)
 	$(BIN)/ruff check iterseg kernels tests benchmarks
 
 # speed suites (about 7 minutes) then the FLOP/Dice sweep on DRIVE (about 3 minutes); see benchmarks/README.md
@@ -78,6 +88,11 @@ bench-int8: $(BENCH_INSTALLED)
 # streaming: 5000^2, 10000^2 and 20000^2 synthetic pyramidal BigTIFFs (written once into /tmp; about 3 minutes)
 bench-gigapixel: $(BENCH_INSTALLED)
 	$(BIN)/python -m benchmarks.gigapixel --sizes 5000,10000,20000 --patches 64
+
+# a folder on LocalClusters of 1 and 2 workers, scheduler overhead, one 10000^2 BigTIFF over 2 workers (about 8 minutes)
+bench-cluster: $(BENCH_INSTALLED)
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e '.[dask]'
+	$(BIN)/python -m benchmarks.cluster
 
 clean:
 	rm -rf $(VENV) demo-out iterseg-out .pytest_cache .benchmarks

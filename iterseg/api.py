@@ -4,28 +4,32 @@ tiled TIFFs streamed region by region). A thin layer over engine/loop.py.
 Glossary: see engine/loop.py (Result: mask, probs, windows, scores, macs, seconds, options, notes).
 """
 import contextlib
+import logging
 import os
 from typing import Any
 
 import numpy as np
 
+from . import postprocess
+from .custom import two_stage_inference  # noqa: F401 -- your own networks, re-exported
 from .engine import loop
 from .engine.cost import cost_report, count_macs, stage1_size
 from .engine.infer import box_shape
-from .engine.settings import DEFAULT_PATCHES, Settings, default_window_side
+from .engine.settings import Settings
 from .engine.source import open_source
 from .kernels import grid_windows, warm_up
 from .model.runtime import check_precision
 from .model.store import DEFAULT_MODEL, load_bundle
 
+log = logging.getLogger(__name__)
 Result = loop.Result
 Image = Any  # a path (str or os.PathLike), an (H, W[, C]) array, a torch tensor, or an engine source
 
 
 @contextlib.contextmanager
-def opened(image: Any, bundle, stream: bool = False):
+def opened(image: Any, bundle, stream: bool = False, max_pixels: int | None = None):
     """The source for ``image`` (see engine/source.open_source), closed afterwards if opened here."""
-    source = open_source(image, bundle.in_channels, stream)
+    source = open_source(image, bundle.in_channels, stream, max_pixels=max_pixels)
     try:
         yield source
     finally:
@@ -34,34 +38,71 @@ def opened(image: Any, bundle, stream: bool = False):
 
 
 def two_stage(image: Image, bundle, windows: np.ndarray | None = None, stream: bool = False,
-              show_progress: bool = False, **options) -> Result:
+              show_progress: bool = False, max_pixels: int | None = None, **options) -> Result:
     """Segment ``image`` (path, array, tensor or Source) with ``bundle``: stage 1 everywhere, stage 2
     on the windows that most need it. ``stream``: read a tiled TIFF path region by region.
+    max_pixels: refuse image files declaring more pixels (default 100 Mpx read whole, 10 Gpx streamed).
     options: see ``Segmenter.predict``. Returns a Result."""
     settings = Settings.from_options(**options)
-    with opened(image, bundle, stream) as source:
+    with opened(image, bundle, stream, max_pixels) as source:
         return loop.two_stage(source, bundle, settings, windows, show_progress)
 
 
-def baseline(image: Image, bundle, tile: int | None = None, batch_size: int = 1, **options) -> Result:
+def baseline(image: Image, bundle, tile: int | None = None, batch_size: int = 1, max_pixels: int | None = None,
+             **options) -> Result:
     """The full-resolution model over the whole ``image``; a Result with no windows (ratio 1)."""
     settings = Settings.from_options(**options)
-    with opened(image, bundle) as source:
+    with opened(image, bundle, max_pixels=max_pixels) as source:
         return loop.baseline(source, bundle, settings, tile, batch_size)
+
+
+def int8_note(bundle, precision) -> str | None:
+    """What to tell the user when an int8 bundle runs in another precision (None otherwise): it
+    runs, on its int8 weights dequantized to float, so masks stay right but without int8 speed."""
+    if not bundle.int8_ranges or str(precision) == "int8":
+        return None
+    return (f"int8 bundle {bundle.name!r} run in {precision} on its dequantized weights (no int8 speed-up); "
+            "pass --precision int8 (precision='int8') to run it in int8")
+
+
+def _with_int8_note(result: Result, bundle, options: dict) -> Result:
+    note = int8_note(bundle, options.get("precision"))
+    if note and note not in result.notes:
+        result.notes.append(note)
+    return result
+
+
+def _mask_options(bundle, options: dict) -> tuple:
+    """(cutoff, min_size, fill_holes) taken out of ``options`` and checked (postprocess.py)."""
+    cutoff, min_size, holes = (options.pop(name, default) for name, default in
+                               (("cutoff", None), ("min_size", None), ("fill_holes", False)))
+    min_size = min_size or 0
+    cutoff = postprocess.check_mask_options(cutoff, min_size, holes, bundle.num_classes, bool(options.get("stream")))
+    return cutoff, min_size, bool(holes)
 
 
 class Segmenter:
     """A loaded bundle with the methods of the public contract (see DESIGN.md)."""
 
-    def __init__(self, bundle, source: str | None = None, precision: str = "fp32", compile: bool = False):
+    def __init__(self, bundle, source: str | None = None, precision: str = "auto", compile: bool = False):
         self.bundle = bundle
         self.source = str(source) if source is not None else bundle.name
         self.defaults = {"precision": check_precision(precision), "compile": bool(compile)}
+        if int8_note(bundle, self.defaults["precision"]):
+            log.warning("%s.", int8_note(bundle, self.defaults["precision"]))
         warm_up()  # numba kernels load once here, not inside the first image's timings
 
     def __repr__(self):
         return (f"Segmenter({self.source!r}, classes={list(self.bundle.class_names)}, "
                 f"precision={self.defaults['precision']!r})")
+
+    def card(self) -> dict:
+        """The model card (iterseg/cards.py, as `iterseg models` prints it): task, input, image size
+        trained on, training data and licence, test Dice, cost at the default setting, file size."""
+        from .cards import model_card
+        from .model.store import WEIGHTS_DIR
+        path = self.source if os.path.isfile(self.source) else WEIGHTS_DIR / f"{self.source}.pt"
+        return model_card(self.bundle, path)
 
     def predict(self, image: Image, patches: int | None = None, **options) -> Result:
         """Two-stage segmentation of ``image`` (path, (H, W[, C]) array or tensor): a Result.
@@ -76,8 +117,15 @@ class Segmenter:
         rounds, re-scoring the merged map after each. threshold: refine only windows scoring above it.
         context: pixels of image stage 2 sees around each window. windows: refine exactly these.
         batch_size: windows per network call. precision, compile: see model/runtime.py.
-        stream: read a tiled TIFF path region by region (see ``predict_tiled``)."""
-        return two_stage(image, self.bundle, patches=patches, **{**self.defaults, **options})
+        stream: read a tiled TIFF path region by region (see ``predict_tiled``). max_pixels: refuse
+        image files whose header declares more pixels (default 100 Mpx read whole, 10 Gpx streamed).
+        cutoff: binary models' mask is foreground probability >= cutoff (default 0.5); min_size: remove
+        connected components under this many pixels; fill_holes: fill enclosed background (both need
+        the mask in memory: not with stream=True). See iterseg/postprocess.py."""
+        options = {**self.defaults, **options}
+        mask_options = _mask_options(self.bundle, options)
+        result = two_stage(image, self.bundle, patches=patches, **options)
+        return _with_int8_note(postprocess.finish(result, *mask_options), self.bundle, options)
 
     def predict_tiled(self, path: str | os.PathLike, patches: int | None = None, show_progress: bool = False,
                       **options) -> Result:
@@ -86,25 +134,30 @@ class Segmenter:
         return self.predict(path, patches, stream=True, show_progress=show_progress, **options)
 
     def predict_baseline(self, image: Image, **options) -> Result:
-        """The full-resolution model over the whole image; options: tile, batch_size, precision."""
-        return baseline(image, self.bundle, **{**self.defaults, **options})
+        """The full-resolution model over the whole image; options: tile, batch_size, precision, and
+        the mask options of ``predict`` (cutoff, min_size, fill_holes)."""
+        options = {**self.defaults, **options}
+        mask_options = _mask_options(self.bundle, options)
+        return _with_int8_note(postprocess.finish(baseline(image, self.bundle, **options), *mask_options),
+                               self.bundle, options)
 
-    def macs(self, height: int, width: int, patches: int | None = None, patch_size: int | None = None,
+    def macs(self, height: int, width: int, patches: int | None = None, patch_size: int | str | None = None,
              context: int = 0) -> dict:
         """The cost report for an H x W image without running anything (windows of the default grid;
         patches: the model's default count unless given)."""
         s1, s2 = self.bundle.s1.config, self.bundle.s2.config
         shape = (height, width)
-        if patches is None:
-            patches = DEFAULT_PATCHES if self.bundle.patches is None else self.bundle.patches
-        size = patch_size or self.bundle.window or default_window_side(shape, patches, s2.size_multiple)
-        count = min(patches, len(grid_windows(height, width, size)))
+        plan = Settings.from_options(patches=patches, patch_size=patch_size, context=context).plan(
+            shape, s2.out_channels, s2.size_multiple, self.bundle.window, self.bundle.patches)
+        size = plan.size
+        count = min(plan.settings.patches, len(grid_windows(height, width, size)))
         window_hw = (min(size, height), min(size, width))
         return cost_report(self.bundle, shape, count_macs(s1, *stage1_size(shape, self.bundle.s1_scale)),
                            box_shape(window_hw, context, s2.size_multiple, shape), count)
 
 
-def load(name_or_path: str | os.PathLike = DEFAULT_MODEL, precision: str = "fp32", compile: bool = False) -> Segmenter:
+def load(name_or_path: str | os.PathLike = DEFAULT_MODEL, precision: str = "auto", compile: bool = False) -> Segmenter:
     """A Segmenter for an embedded model name (default 'ph2') or a bundle file path, running its
-    networks in ``precision`` ('fp32', 'bf16' or 'int8'), optionally through torch.compile."""
+    networks in ``precision`` ('auto': the fastest for this CPU, 'fp32', 'bf16' or 'int8'), optionally
+    through torch.compile."""
     return Segmenter(load_bundle(name_or_path), source=name_or_path, precision=precision, compile=compile)

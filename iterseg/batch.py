@@ -5,24 +5,34 @@ Glossary
     outputs  per image STEM: mask, probabilities, overlay and report, written atomically (the report
              last, so an existing report means the image is done)
     row      one line of the summary: image, status (done / skipped / failed), reason, cost, seconds
-Tiled TIFFs above STREAM_PIXELS are streamed (engine/source.TiffSource): their mask is a tiled pyramidal BigTIFF,
-their probabilities are written only on request and their overlay is at stage-1 scale.
+The output folder is the user's data: files named like our outputs inside it are never read as inputs
+(so --out may be the input folder), a file we did not write (no report of ours lists it) is never
+overwritten, temporary files of killed runs are removed, and a rerun keeps the numbers of the images
+it skips (from their reports) and the rows of other images done earlier.
+Tiled TIFFs above STREAM_PIXELS are streamed (engine/source.TiffSource): their mask is a tiled pyramidal OME-TIFF
+(the input's physical pixel size carried over) and their overlay is at stage-1 scale. Probabilities (OME-TIFF) and
+contours (GeoJSON) are written only on request, for every image.
 """
 import contextlib
 import csv
 import glob
 import io
+import json
 import logging
 import os
+import re
+import time
 from pathlib import Path
 
 import tifffile
 
-from .disk.images import check_image_file, quiet_tifffile, read_image
+from .disk.images import check_image_file, quiet_tifffile, read_image_noted
 from .disk.outputs import (
     OUTPUT_TILE,
     atomic_output,
+    default_tint,
     overview,
+    write_geojson,
     write_json,
     write_mask,
     write_mask_pyramid,
@@ -30,7 +40,7 @@ from .disk.outputs import (
     write_probs,
     write_probs_pyramid,
 )
-from .disk.tiff import TiledImage, pyramid_tiles, tiled_reason
+from .disk.tiff import TiledImage, physical_size, pyramid_tiles, tiled_reason
 from .engine.loop import bar
 from .errors import InputError, IterSegError
 from .report import result_report
@@ -44,23 +54,54 @@ STREAM_PIXELS = 4096 * 4096  # stream='auto' streams tiled TIFFs larger than thi
 STREAM_MODES = ("auto", "always", "never")
 SUMMARY_FIELDS = ("image", "status", "reason", "windows", "macs_ratio", "foreground_fraction", "seconds",
                   "peak_rss_mb", "streamed")
+OUTPUT_ENDINGS = (".mask.png", ".mask.tif", ".overlay.png", ".probs.tif", ".report.json")  # see output_paths
+SUMMARY_NAME = "summary.csv"
+PARTIAL = re.compile(r"^\..+\.[0-9a-f]{8}\.partial(\.[A-Za-z0-9]+)?$")  # disk/outputs.atomic_output's names
+STALE_SECONDS = 600  # a temporary file untouched this long belongs to a run that was killed
+WRITING = "writing"  # status of the claim report written before the outputs (see _predict_file)
 
 
-def expand_inputs(items):
+def is_output_name(path):
+    """True for names iterseg writes into an output folder (outputs, summary, temporary files)."""
+    name = Path(path).name
+    return name.endswith(OUTPUT_ENDINGS) or name == SUMMARY_NAME or bool(PARTIAL.match(name))
+
+
+def _same_folder(a, b):
+    try:
+        return b is not None and Path(a).resolve() == Path(b).resolve()
+    except OSError:
+        return False
+
+
+def _candidates(found, out_dir):
+    """Image files among ``found`` (sorted), leaving out what we wrote into ``out_dir`` ourselves."""
+    images = sorted(p for p in found if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
+    ours = [p for p in images if is_output_name(p) and _same_folder(p.parent, out_dir) or PARTIAL.match(p.name)]
+    if ours:
+        log.debug("left out %d files named like iterseg outputs in %s", len(ours), out_dir)
+    return [p for p in images if p not in ours], len(ours)
+
+
+def expand_inputs(items, out_dir=None):
     """Image paths from files, folders (non-recursive, sorted) and glob patterns; InputError if an
-    item matches nothing."""
+    item matches nothing. Files of folders and patterns that lie in ``out_dir`` and are named like
+    our outputs (``*.mask.png``, ``*.overlay.png``, ``*.probs.tif``, ...) are left out, so that the
+    input folder may also be the output folder; files named one by one are always taken."""
     paths = []
     for item in map(str, items):
         path = Path(item)
         if path.is_dir():
-            found = sorted(p for p in path.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
+            found, left = _candidates(path.iterdir(), out_dir)
             if not found:
-                raise InputError(f"folder {path} holds no image files ({', '.join(IMAGE_SUFFIXES)}).")
+                raise InputError(f"folder {path} holds no image files ({', '.join(IMAGE_SUFFIXES)})"
+                                 + (f" but {left} outputs of iterseg" if left else "") + ".")
             paths += found
         elif not path.exists() and glob.has_magic(item):
-            found = sorted(Path(p) for p in glob.glob(item) if Path(p).suffix.lower() in IMAGE_SUFFIXES)
+            found, left = _candidates(map(Path, glob.glob(item)), out_dir)
             if not found:
-                raise InputError(f"pattern {item!r} matches no image files.")
+                raise InputError(f"pattern {item!r} matches no image files"
+                                 + (f" but {left} outputs of iterseg" if left else "") + ".")
             paths += found
         else:
             check_image_file(path)
@@ -103,14 +144,18 @@ def writing_to(out_dir):
                          f"permissions of the output folder {out_dir}, or choose another with --out.") from None
 
 
-def output_paths(out_dir, stem, streamed, save_probs):
+def output_paths(out_dir, stem, streamed, save_probs, geojson=False):
+    """{kind: path}: mask (PNG; pyramidal OME-TIFF when streamed), probabilities (OME-TIFF) only when
+    asked for, overlay, the mask's contours (STEM.contours.geojson) when asked for, and the report."""
     kinds = [("mask", "tif" if streamed else "png"), ("overlay", "png"), ("report", "json")]
-    if save_probs or not streamed:
+    if save_probs:
         kinds.insert(1, ("probs", "tif"))
+    if geojson:
+        kinds.insert(-1, ("contours", "geojson"))
     return {kind: out_dir / f"{stem}.{kind}.{ext}" for kind, ext in kinds}
 
 
-def stream_decision(path, mode):
+def stream_decision(path, mode, max_pixels=None):
     """(stream?, note for the report or None) for ``path`` under ``mode`` (auto / always / never)."""
     if mode == "never":
         return False, None
@@ -120,7 +165,7 @@ def stream_decision(path, mode):
         return False, (f"read whole: {reason}" if large else None)
     if mode == "always":
         return True, None
-    with TiledImage(path) as source:
+    with TiledImage(path, max_pixels) as source:
         pixels = source.shape[0] * source.shape[1]
     return pixels > STREAM_PIXELS, None
 
@@ -139,50 +184,107 @@ def class_palette(bundle):
     return bundle.palette if bundle.s2.config.out_channels > 1 else None
 
 
-def _predict(segmenter, path, options, baseline, streamed, show):
+def _predict(segmenter, path, options, baseline, streamed, show, max_pixels=None):
     """(Result, the image as read or None when streamed)."""
     if streamed:
-        return segmenter.predict(path, stream=True, show_progress=show, **options), None
-    image = read_image(path)
-    return (segmenter.predict_baseline(image) if baseline else segmenter.predict(image, **options)), image
+        return segmenter.predict(path, stream=True, show_progress=show, max_pixels=max_pixels, **options), None
+    image, notes = read_image_noted(path, max_pixels)
+    mask_options = {k: options[k] for k in ("cutoff", "min_size", "fill_holes") if k in options}
+    result = segmenter.predict_baseline(image, **mask_options) if baseline else segmenter.predict(image, **options)
+    result.notes[:0] = notes
+    return result, image
 
 
-def write_outputs(result, image, outputs, bundle, show):
-    """Write mask, probabilities (if asked for), overlay; returns the foreground fraction. A streamed
-    result (``image`` None) is written tile by tile as pyramidal TIFFs, its overlay at stage-1 scale."""
+def write_outputs(result, image, outputs, bundle, show, pixel_size=None, tint=None):
+    """Write mask, probabilities (if asked for), overlay, contours (if asked for); returns the
+    foreground fraction. A streamed result (``image`` None) is written tile by tile as pyramidal
+    OME-TIFFs, its overlay and contours at stage-1 scale. pixel_size: (y, x) micrometres per pixel of
+    the input, carried into the TIFFs; tint: overlay colour (default: disk/outputs.default_tint)."""
     palette = class_palette(bundle)
+    tint = tint or default_tint(bundle)
     if image is None:
         tiles = pyramid_tiles(*result.shape, OUTPUT_TILE)
         with bar(tiles, "writing mask", "tile", show) as progress:
-            foreground = write_mask_pyramid(outputs["mask"], result, bundle.num_classes, progress.update)
+            foreground = write_mask_pyramid(outputs["mask"], result, bundle.num_classes, progress.update, pixel_size)
         if "probs" in outputs:
             with bar(tiles, "writing probabilities", "tile", show) as progress:
-                write_probs_pyramid(outputs["probs"], result, bundle.num_classes, progress.update)
-        write_overlay(outputs["overlay"], *overview(result), palette=palette)
+                write_probs_pyramid(outputs["probs"], result, bundle.num_classes, progress.update, pixel_size)
+        small_image, small_mask, small_windows = overview(result)
+        write_overlay(outputs["overlay"], small_image, small_mask, small_windows, palette, tint)
+        if "contours" in outputs:
+            scale = (result.shape[0] / small_mask.shape[0], result.shape[1] / small_mask.shape[1])
+            write_geojson(outputs["contours"], small_mask, bundle.class_names, scale)
+            result.notes.append(f"contours traced on the {small_mask.shape[1]} x {small_mask.shape[0]} overview "
+                                "(stage-1 scale), in full-resolution pixel coordinates")
         return foreground
     write_mask(outputs["mask"], result.mask, palette)
     if "probs" in outputs:
-        write_probs(outputs["probs"], result.probs)
-    write_overlay(outputs["overlay"], image, result.mask, result.windows, palette)
+        write_probs(outputs["probs"], result.probs, pixel_size)
+    write_overlay(outputs["overlay"], image, result.mask, result.windows, palette, tint)
+    if "contours" in outputs:
+        write_geojson(outputs["contours"], result.mask, bundle.class_names)
     return float((result.mask > 0).mean())
 
 
+def done_report(path, out_dir):
+    """The report of ``path`` in ``out_dir`` if the image is done, else None (no report, or only the
+    claim written before the outputs, left by a run killed while writing them)."""
+    report = Path(out_dir) / f"{Path(path).stem}.report.json"
+    found = _read_report(report) if report.exists() else None
+    return report if report.exists() and (found is None or found.get("status") != WRITING) else None
+
+
+def _read_report(path):
+    """The report dict at ``path``, or None if it is missing or not a report of ours."""
+    try:
+        report = json.loads(Path(path).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    return report if isinstance(report, dict) and isinstance(report.get("outputs"), dict) else None
+
+
+def check_ours(outputs):
+    """InputError if a file ``outputs`` would replace exists and is not ours: only files that an
+    existing report of ours lists are; anything else (the user's ``scan.mask.png`` beside ``scan.png``,
+    leftovers of a killed run) is never overwritten."""
+    present = [path for path in outputs.values() if path.exists()]
+    if not present:
+        return
+    report = _read_report(outputs["report"]) or {}
+    listed = {Path(p).name for p in report.get("outputs", {}).values() if isinstance(p, str)}
+    foreign = [p for p in present if p.name not in listed and not (p == outputs["report"] and report)]
+    if foreign:
+        raise InputError(f"{foreign[0]} exists and was not written by iterseg for this image (no report of ours "
+                         "lists it); nothing was overwritten: move it away, or choose another --out.")
+
+
 def predict_file(segmenter, path, out_dir, options, baseline=False, stream="auto", save_probs=False,
-                 show_progress=False):
-    """Segment one file and write its outputs (the report last); returns the report dict."""
+                 show_progress=False, max_pixels=None, geojson=False, overlay_colour=None):
+    """Segment one file and write its outputs (the report last); returns the report dict. Refuses
+    (InputError) to replace files that are not ours; max_pixels: see disk/images.check_pixels.
+    geojson: also write the mask's contours; overlay_colour: (r, g, b) of the overlay's tint."""
     out_dir = output_folder(out_dir)
     with writing_to(out_dir):
-        return _predict_file(segmenter, Path(path), out_dir, options, baseline, stream, save_probs, show_progress)
+        return _predict_file(segmenter, Path(path), out_dir, options, baseline, stream, save_probs, show_progress,
+                             max_pixels, {"geojson": geojson, "tint": overlay_colour})
 
 
-def _predict_file(segmenter, path, out_dir, options, baseline, stream, save_probs, show_progress):
-    streamed, note = (False, None) if baseline else stream_decision(path, stream)
+def _predict_file(segmenter, path, out_dir, options, baseline, stream, save_probs, show_progress, max_pixels,
+                  writing=None):
+    writing = writing or {}
+    streamed, note = (False, None) if baseline else stream_decision(path, stream, max_pixels)
     log.debug("%s: %s%s", path, "streamed" if streamed else "read whole", f" ({note})" if note else "")
-    outputs = output_paths(out_dir, Path(path).stem, streamed, save_probs)
-    result, image = _predict(segmenter, path, options, baseline, streamed, show_progress)
+    outputs = output_paths(out_dir, Path(path).stem, streamed, save_probs, writing.get("geojson", False))
+    check_ours(outputs)
+    result, image = _predict(segmenter, path, options, baseline, streamed, show_progress, max_pixels)
+    # the claim: a report listing the outputs before they are written, so that a run killed while
+    # writing them leaves files a rerun knows as ours (and redoes), not foreign ones it must refuse
+    write_json(outputs["report"], {"image": str(path), "status": WRITING,
+                                   "outputs": {k: str(v) for k, v in outputs.items()}})
     timer = Timer()
     with timer("write"):
-        foreground = write_outputs(result, image, outputs, segmenter.bundle, show_progress)
+        foreground = write_outputs(result, image, outputs, segmenter.bundle, show_progress, physical_size(path),
+                                   writing.get("tint"))
     if note:
         result.notes.append(note)
     report = result_report(result, path, result_shape(result, image), model_info(segmenter), outputs, foreground)
@@ -220,37 +322,155 @@ def summary_row(path, status, reason="", report=None):
 
 
 def write_summary(path, rows):
-    """The summary rows as CSV, written atomically."""
+    """The summary rows as CSV, written atomically (file names that are not valid UTF-8 keep their bytes)."""
     text = io.StringIO()
-    writer = csv.DictWriter(text, fieldnames=SUMMARY_FIELDS, lineterminator="\n")
+    writer = csv.DictWriter(text, fieldnames=SUMMARY_FIELDS, lineterminator="\n", extrasaction="ignore")
     writer.writeheader()
     writer.writerows(rows)
     with atomic_output(path) as tmp:
-        tmp.write_text(text.getvalue(), encoding="utf-8")
+        tmp.write_text(text.getvalue(), encoding="utf-8", errors="surrogateescape")
+
+
+def read_summary(path):
+    """{image: row} of an earlier summary CSV ({} if there is none or it cannot be read)."""
+    try:
+        with open(path, newline="", encoding="utf-8", errors="surrogateescape") as handle:
+            return {row["image"]: row for row in csv.DictReader(handle) if row.get("image")}
+    except (OSError, csv.Error, KeyError, UnicodeError):
+        return {}
+
+
+def remove_stale_partials(out_dir, age=STALE_SECONDS):
+    """Delete temporary files (``.STEM.xxxxxxxx.partial.EXT``) of runs killed before they could
+    clean up: those untouched for ``age`` seconds (a live run keeps writing to its own). Returns how many."""
+    removed, now = 0, time.time()
+    try:
+        found = list(Path(out_dir).iterdir())
+    except OSError:
+        return 0
+    for path in found:
+        with contextlib.suppress(OSError):
+            if PARTIAL.match(path.name) and path.is_file() and now - path.stat().st_mtime > age:
+                path.unlink()
+                removed += 1
+    if removed:
+        log.info("removed %d temporary files of interrupted runs from %s", removed, out_dir)
+    return removed
+
+
+def _skipped_row(path, report_path, previous):
+    """The summary row of an image skipped because its report exists: with the numbers of that
+    report (or of the earlier summary's row when the report cannot be read)."""
+    reason = f"{report_path.name} exists (use --overwrite to redo it)"
+    report = _read_report(report_path)
+    with contextlib.suppress(KeyError, TypeError, ValueError, AttributeError):  # another version's report
+        if report is not None:
+            return summary_row(path, "skipped", reason, report)
+    old = previous.get(str(path), {})
+    return {**{k: v for k, v in old.items() if k in SUMMARY_FIELDS}, **summary_row(path, "skipped", reason)}
 
 
 def predict_files(segmenter, paths, out_dir, options, overwrite=False, summary_path=None, on_done=None,
-                  on_error=None, **file_options):
+                  on_error=None, client=None, **file_options):
     """Run ``predict_file`` over ``paths``: skip images whose report exists (unless ``overwrite``),
     carry on past an image that fails with a bad-input error, and rewrite the summary CSV after every
-    image, so an interrupted run keeps everything it finished. on_done(report) and
-    on_error(path, exception) are told of each image. Returns the summary rows."""
-    rows = []
-    for path in paths:
-        report_path = out_dir / f"{path.stem}.report.json"
-        if report_path.exists() and not overwrite:
-            log.debug("%s: skipped, %s exists", path, report_path)
-            rows.append(summary_row(path, "skipped", f"{report_path.name} exists (use --overwrite to redo it)"))
+    image, so an interrupted run keeps everything it finished. The summary keeps the earlier rows of
+    images done before that this run does not name; a summary that cannot be written does not stop
+    the run (logged; InputError at the end). on_done(report) and on_error(path, exception) are told
+    of each image. client: a ``dask.distributed.Client`` to run the images on its workers instead of
+    here (iterseg.cluster.predict_files; same rules, same outputs). Returns the rows of this run, in
+    the order of ``paths``."""
+    if client is not None:
+        from .cluster import predict_files as on_cluster
+        return on_cluster(client, segmenter, paths, out_dir, options, overwrite=overwrite, summary_path=summary_path,
+                          on_done=on_done, on_error=on_error, **file_options)
+    run = FolderRun(paths, out_dir, overwrite, summary_path, on_done, on_error)
+    for path in run.pending():
+        run.record(path, attempt(segmenter, path, out_dir, options, **file_options))
+    return run.finish()
+
+
+def attempt(segmenter, path, out_dir, options, **file_options):
+    """``predict_file`` with a bad input turned into an outcome: ("done", report) or ("failed", the
+    IterSegError or OSError). Anything else (a bug) propagates. Local and cluster mode both call this."""
+    try:
+        return "done", predict_file(segmenter, path, out_dir, options, **file_options)
+    except (IterSegError, OSError) as exc:
+        return "failed", exc
+
+
+def skip_row(path, out_dir, overwrite, previous):
+    """The one skip/run decision: the "skipped" row of ``path`` if its report exists and not
+    ``overwrite`` (numbers from that report, else from ``previous`` summary rows), None to run it."""
+    report_path = None if overwrite else done_report(path, out_dir)
+    if report_path is None:
+        return None
+    log.debug("%s: skipped, %s exists", path, report_path)
+    return _skipped_row(path, report_path, previous)
+
+
+class FolderRun:
+    """The bookkeeping of one folder run, whoever runs the images (this process, or a cluster's
+    workers): which images to run (``pending``), one row per image (``record``, which rewrites the
+    summary in the order of ``paths`` and tells on_done / on_error), and the end (``finish``)."""
+
+    def __init__(self, paths, out_dir, overwrite=False, summary_path=None, on_done=None, on_error=None):
+        self.paths, self.out_dir, self.overwrite = list(paths), Path(out_dir), overwrite
+        self.summary_path, self.on_done, self.on_error = summary_path, on_done, on_error
+        self.order = {path: index for index, path in enumerate(self.paths)}
+        remove_stale_partials(out_dir)
+        self.previous = read_summary(summary_path) if summary_path else {}
+        self.rows, self.summary_failure = {}, None
+
+    def pending(self):
+        """The paths to run, in order (a generator: skipped images are recorded as it reaches them)."""
+        for path in self.paths:
+            row = skip_row(path, self.out_dir, self.overwrite, self.previous)
+            if row is None:
+                yield path
+            else:
+                self._add(path, row)
+
+    def record(self, path, outcome):
+        """Record an outcome of ``attempt`` (("done", report) or ("failed", exception)) for ``path``."""
+        status, value = outcome
+        if status == "done":
+            self._add(path, summary_row(path, "done", "", value), lambda: self.on_done and self.on_done(value))
         else:
-            try:
-                report = predict_file(segmenter, path, out_dir, options, **file_options)
-                rows.append(summary_row(path, "done", "", report))
-                if on_done:
-                    on_done(report)
-            except (IterSegError, OSError) as exc:
-                rows.append(summary_row(path, "failed", str(exc)))
-                if on_error:
-                    on_error(path, exc)
-        if summary_path:
-            write_summary(summary_path, rows)
-    return rows
+            self._add(path, summary_row(path, "failed", str(value)),
+                      lambda: self.on_error and self.on_error(path, value))
+
+    def _add(self, path, row, tell=None):
+        self.rows[self.order[path]] = row
+        if tell:
+            tell()
+        if self.summary_path:
+            self.summary_failure = _try_summary(self.summary_path, self.ordered(), self.previous,
+                                                self.summary_failure)
+
+    def ordered(self):
+        """The rows recorded so far, in the order of the paths."""
+        return [self.rows[index] for index in sorted(self.rows)]
+
+    def finish(self):
+        """This run's rows; InputError if the summary could not be written."""
+        if self.summary_failure:
+            raise InputError(f"cannot write the summary {self.summary_path} ({self.summary_failure}); every image's "
+                             "outputs and report were written: free space or remove what is in the summary's place, "
+                             "then rerun to rewrite it.")
+        return self.ordered()
+
+
+def _try_summary(summary_path, rows, previous, failure):
+    """Write the summary (this run's rows, then earlier rows of other images that are done); returns
+    None, or why it failed (logged the first time)."""
+    named = {row["image"] for row in rows}
+    kept = [row for image, row in previous.items() if image not in named and row.get("status") in ("done", "skipped")]
+    try:
+        write_summary(summary_path, rows + kept)
+        return None
+    except OSError as exc:
+        reason = exc.strerror or str(exc)
+        if failure is None:
+            log.error("cannot write the summary %s (%s); carrying on with the images", summary_path, reason)
+        return reason

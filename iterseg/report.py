@@ -10,6 +10,15 @@ def class_fractions(mask, class_names):
     return {name: round(float(c) / mask.size, 6) for name, c in zip(class_names, counts, strict=True)}
 
 
+def labelled_windows(windows, scores):
+    """[{"y", "x", "h", "w", "score"}] of windows (N, 4) of (y, x, h, w) in full-resolution pixels, in
+    selection order; score None where there is none (windows given by the caller)."""
+    rows = np.asarray(windows).astype(int).reshape(-1, 4).tolist()
+    scores = [float(s) for s in scores] if len(scores) == len(rows) else [float("nan")] * len(rows)
+    return [{"y": y, "x": x, "h": h, "w": w, "score": None if np.isnan(score) else score}
+            for (y, x, h, w), score in zip(rows, scores, strict=True)]
+
+
 def result_report(result, image_path, image_shape, model, outputs, foreground_fraction=None):
     """JSON-ready dict: image, model, options, windows, macs (with convention), seconds, outputs, notes.
     foreground_fraction (any class but 0): computed from ``result.mask`` unless given (streamed results
@@ -20,14 +29,15 @@ def result_report(result, image_path, image_shape, model, outputs, foreground_fr
     names = model.get("classes", ())
     if len(names) > 2 and not result.options.get("streamed"):  # a streamed mask is never built whole
         extra["class_fractions"] = class_fractions(result.mask, names)
+    windows = labelled_windows(result.windows, result.scores)
     return {**extra,
         "iterseg": __version__,
         "image": {"path": str(image_path), "height": int(image_shape[0]), "width": int(image_shape[1]),
                   "channels": int(image_shape[2]) if len(image_shape) == 3 else 1},
         "model": model,
         "options": result.options,
-        "windows": np.asarray(result.windows).astype(int).tolist(),
-        "window_scores": [float(s) for s in result.scores],
+        "windows": windows,
+        "window_scores": [w["score"] for w in windows],  # also in "windows"; kept for older readers
         "foreground_fraction": float(foreground_fraction),
         "macs": result.macs,
         "seconds": {k: round(v, 4) for k, v in result.seconds.items()},
@@ -44,12 +54,17 @@ def summary(report):
     """A few lines for the terminal."""
     image, macs, sec = report["image"], report["macs"], report["seconds"]
     options = report["options"]
+    if options.get("baseline"):
+        what = (f"  baseline: the full-resolution model over the whole image ({options.get('kind')}); "
+                f"foreground {100 * report['foreground_fraction']:.1f} %")
+    else:
+        asked = f" of {options['patches']} windows asked" if options.get("patches") is not None else " windows"
+        what = (f"  refined {len(report['windows'])}{asked}"
+                f" ({options.get('patch_size')} px, score {options.get('score')}); "
+                f"foreground {100 * report['foreground_fraction']:.1f} %")
     lines = [
         f"{image['path']}: {image['width']} x {image['height']}, model {report['model']['name']}",
-        f"  refined {len(report['windows'])}"
-        f"{' of ' + str(options['patches']) + ' windows asked' if options.get('patches') is not None else ' windows'} "
-        f"({options.get('patch_size')} px, score {options.get('score')}); "
-        f"foreground {100 * report['foreground_fraction']:.1f} %",
+        what,
         f"  MACs  S1 {_giga(macs['stage1'])}  S2 {_giga(macs['stage2'])}  total {_giga(macs['total'])}"
         f"  baseline {_giga(macs['baseline'])}  ratio {100 * macs['ratio']:.2f} %  ({macs['convention']})",
         f"  seconds ({options.get('precision', 'fp32')})  " + "  ".join(f"{k} {v:.4f}" for k, v in sec.items()),
@@ -57,5 +72,5 @@ def summary(report):
     if "class_fractions" in report:
         shares = sorted(report["class_fractions"].items(), key=lambda item: -item[1])
         lines.append("  classes  " + "  ".join(f"{name} {100 * share:.1f} %" for name, share in shares))
-    lines += [f"  note: {note}" for note in report["notes"]]
+    lines += [f"  {note}" if note.startswith("warning: ") else f"  note: {note}" for note in report["notes"]]
     return "\n".join(lines)

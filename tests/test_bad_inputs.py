@@ -309,7 +309,7 @@ def test_out_equal_to_the_input_folder_never_reads_its_own_outputs(scans, model,
     argv = ["predict", str(scans), *model, "--out", str(scans), "--quiet", "--patches", "2"]
     assert run_cli(argv, capsys)[0] == 0
     first = sorted(p.name for p in scans.iterdir())
-    assert len(first) == 3 * 5 + 1  # image, mask, probs, overlay, report each, and the summary
+    assert len(first) == 3 * 4 + 1  # image, mask, overlay, report each (probabilities only on request), the summary
     assert run_cli(argv, capsys)[0] == 0
     assert run_cli([*argv, "--overwrite"], capsys)[0] == 0
     assert sorted(p.name for p in scans.iterdir()) == first

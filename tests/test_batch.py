@@ -146,12 +146,32 @@ def test_predict_file_writes_the_outputs_and_the_report_last(tmp_path, image_pat
     monkeypatch.setattr(batch, "write_json", lambda path, report: written.append(path) or real_json(path, report))
     report = batch.predict_file(segmenter, image_path, tmp_path / "out", {"patches": 3})
     names = sorted(p.name for p in (tmp_path / "out").iterdir())
-    assert names == ["blobs.mask.png", "blobs.overlay.png", "blobs.probs.tif", "blobs.report.json"]
-    assert written == [tmp_path / "out" / "blobs.report.json"] and report["outputs"]["mask"].endswith("blobs.mask.png")
+    assert names == ["blobs.mask.png", "blobs.overlay.png", "blobs.report.json"]  # probabilities: only on request
+    # the claim (listing the outputs before they are written), then the report
+    assert written == [tmp_path / "out" / "blobs.report.json"] * 2
+    assert report["outputs"]["mask"].endswith("blobs.mask.png")
     assert len(report["windows"]) == 3 and report["peak_rss_mb"] > 0 and "tiles_read" not in report
     mask = cv2.imread(str(tmp_path / "out" / "blobs.mask.png"), cv2.IMREAD_UNCHANGED)
     np.testing.assert_array_equal(mask, segmenter.predict(image_path, patches=3).mask * 255)
     assert report["foreground_fraction"] == pytest.approx((mask > 0).mean())
+
+
+def test_a_run_killed_while_writing_outputs_is_redone_not_refused(tmp_path, image_path, bundle_path, monkeypatch):
+    out = tmp_path / "out"
+
+    def killed(*args, **kwargs):
+        raise KeyboardInterrupt  # the mask is written, the overlay and the report are not
+
+    with monkeypatch.context() as patched:
+        patched.setattr(batch, "write_overlay", killed)
+        with pytest.raises(KeyboardInterrupt):
+            batch.predict_file(iterseg.load(bundle_path), image_path, out, {"patches": 3})
+    assert (out / "blobs.mask.png").exists() and json.loads((out / "blobs.report.json").read_text())["status"] == \
+        batch.WRITING
+    assert batch.done_report(image_path, out) is None  # not done: a rerun redoes it
+    assert main(["predict", str(image_path), "--model", str(bundle_path), "--out", str(out), "--quiet"]) == 0
+    report = json.loads((out / "blobs.report.json").read_text())
+    assert "status" not in report and len(report["windows"]) > 0 and (out / "blobs.overlay.png").exists()
 
 
 def test_predict_files_tells_of_each_image_and_writes_the_summary_after_each(tmp_path, folder, bundle_path):

@@ -19,7 +19,10 @@ def test_a_report_holds_what_the_result_says(bundle, image):
     json.dumps(report)  # JSON-ready
     assert report["iterseg"] == iterseg.__version__ and report["model"] == MODEL
     assert report["image"] == {"path": "in/blobs.png", "height": 96, "width": 128, "channels": 3}
-    assert report["windows"] == result.windows.tolist() and all(type(v) is int for w in report["windows"] for v in w)
+    # windows labelled, in selection order, each with its score (window_scores kept for older readers)
+    assert [[w[k] for k in "yxhw"] for w in report["windows"]] == result.windows.tolist()
+    assert all(type(w[k]) is int for w in report["windows"] for k in "yxhw")
+    assert [w["score"] for w in report["windows"]] == pytest.approx(result.scores.tolist())
     assert report["window_scores"] == pytest.approx(result.scores.tolist())
     assert report["foreground_fraction"] == pytest.approx(float(result.mask.mean()))
     assert report["macs"] == result.macs and report["options"] == result.options
@@ -42,6 +45,20 @@ def test_the_summary_lines(bundle, image):
     budget = iterseg.two_stage(image, bundle, budget=0.3, patch_size=32)
     budget_report = result_report(budget, "blobs.png", image.shape, MODEL, {})
     assert f"  refined {len(budget.windows)} windows (32 px" in summary(budget_report)
+
+
+def test_windows_given_by_the_caller_have_no_score(bundle, image):
+    result = iterseg.two_stage(image, bundle, windows=np.array([[0, 0, 32, 32]]))
+    report = result_report(result, "blobs.png", image.shape, MODEL, {})
+    json.loads(json.dumps(report, allow_nan=False))  # strict JSON: no NaN
+    assert report["windows"] == [{"y": 0, "x": 0, "h": 32, "w": 32, "score": None}]
+
+
+def test_the_baseline_summary_says_what_ran(bundle, image):
+    result = iterseg.Segmenter(bundle).predict_baseline(image)
+    lines = summary(result_report(result, "blobs.png", image.shape, MODEL, {})).splitlines()
+    assert lines[1].startswith("  baseline: the full-resolution model over the whole image (s2); foreground ")
+    assert "None" not in "\n".join(lines[:3])
 
 
 def test_a_multiclass_report_has_class_fractions_unless_streamed(tmp_path):

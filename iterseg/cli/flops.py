@@ -20,7 +20,8 @@ def run(args):
     default = DEFAULT_PATCHES if segmenter.bundle.patches is None else segmenter.bundle.patches
     patches = default if args.patches is None else args.patches
     macs = segmenter.macs(height, width, patches=patches, patch_size=args.patch_size, context=args.context)
-    print(f"{width} x {height} image, model {segmenter.bundle.name}, {patches} patches ({macs['convention']})")
+    print(f"{height} x {width} image (H x W), model {segmenter.bundle.name}, {patches} patches "
+          f"({macs['convention']})")
     for key in ROWS:
         print(f"  {key:<9} {macs[key] / 1e9:12.3f} GMACs")
     print(f"  ratio     {100 * macs['ratio']:12.2f} %")

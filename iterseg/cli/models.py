@@ -1,23 +1,19 @@
-"""``iterseg models``: the embedded models, one line each (name, data, stage-1 scale, window side,
-default window count, size)."""
+"""``iterseg models``: the embedded models as a table (iterseg/cards.py): task, input, image size
+trained on, training data and licence, test Dice, cost at the default setting, file size."""
 
 
 def add_parser(subparsers):
-    return subparsers.add_parser("models", help="list the embedded models and their defaults")
+    parser = subparsers.add_parser("models", help="list the embedded models: task, data, licence, Dice, cost")
+    parser.add_argument("--json", action="store_true", help="print the model cards as JSON")
+    return parser
 
 
 def run(args):
-    from ..engine.settings import DEFAULT_PATCHES
+    import json
+
+    from ..cards import card_table, model_card
     from ..model.store import WEIGHTS_DIR, available_models, load_bundle
 
-    print(f"{'name':10s} {'data':8s} {'classes':8s} {'stage-1 scale':14s} {'window':8s} {'windows':8s} "
-          f"{'size':>7s}")
-    for name in available_models():
-        bundle = load_bundle(name)
-        path = WEIGHTS_DIR / f"{name}.pt"
-        size = f"{path.stat().st_size / 2 ** 20:.1f} MB" if path.is_file() else "-"
-        window = f"{bundle.window} px" if bundle.window else "N_p rule"
-        count = str(DEFAULT_PATCHES) if bundle.patches is None else str(bundle.patches)
-        print(f"{name:10s} {bundle.provenance.get('dataset', '-'):8s} {bundle.num_classes:<8d} "
-              f"{bundle.s1_scale:<14g} {window:8s} {count:8s} {size:>7s}")
+    cards = [model_card(load_bundle(name), WEIGHTS_DIR / f"{name}.pt") for name in available_models()]
+    print(json.dumps(cards, indent=2) if getattr(args, "json", False) else card_table(cards))
     return 0

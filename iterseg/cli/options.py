@@ -160,7 +160,7 @@ def add_precision(parser):
                              "units, e.g. AVX2; bf16 with AMX; measured once with AVX-512 BF16), as the report "
                              "says; fp32: the reference; bf16: bfloat16 autocast, several times faster on CPUs "
                              "with AVX-512 BF16/AMX (much slower without), Dice within ~0.002; int8: an int8 "
-                             "bundle made by `iterseg quantize`, compiled per input shape on first use")
+                             "bundle made by `iterseg quantize`, run by PyTorch's x86 int8 kernels (no compilation)")
 
 
 def add_spec(parser):

@@ -6,6 +6,7 @@ from pathlib import Path
 from .options import (
     EXAMPLES,
     add_geometry,
+    add_max_pixels,
     add_precision,
     add_score,
     chosen_model,
@@ -50,11 +51,50 @@ def add_parser(subparsers):
                         help="read tiled TIFFs region by region in bounded memory: auto (default) for tiled "
                              "TIFFs above 4096 x 4096 pixels, always, or never")
     parser.add_argument("--save-probs", action="store_true",
-                        help="also write the probabilities of streamed images (always written otherwise)")
+                        help="also write the probabilities as STEM.probs.tif (float32 OME-TIFF; pyramidal for "
+                             "streamed images); not written by default")
+    parser.add_argument("--cutoff", type=open_fraction, default=None, metavar="P",
+                        help="binary models: foreground where its probability is >= P (default 0.5)")
+    parser.add_argument("--min-size", type=int_at_least(0), default=0, metavar="PX",
+                        help="remove connected regions smaller than PX pixels from the mask (default 0: keep all; "
+                             "not for streamed images)")
+    parser.add_argument("--fill-holes", action="store_true",
+                        help="fill background holes enclosed by a region (not for streamed images)")
+    parser.add_argument("--geojson", action="store_true",
+                        help="also write the mask's contours as STEM.contours.geojson (polygons in pixel coordinates "
+                             "with a classification per class; QuPath imports them as annotations); streamed images: "
+                             "traced on the stage-1-scale overview")
+    parser.add_argument("--overlay-colour", "--overlay-color", type=colour, default=None, metavar="COLOUR",
+                        help="tint of the foreground in STEM.overlay.png: R,G,B or red, green, blue, yellow, "
+                             "cyan, magenta, orange, white, black (default: red, green for models trained on "
+                             "fundus photographs)")
     parser.add_argument("--overwrite", action="store_true",
                         help="redo images whose outputs exist (default: skip them)")
+    add_max_pixels(parser)
     parser.add_argument("--quiet", action="store_true", help="print nothing but errors; no progress bars")
+    parser.add_argument("--cluster", default=None, metavar="SPEC",
+                        help="run the images as tasks on a Dask cluster (needs pip install 'iterseg[dask]'): "
+                             "local:N starts N single-threaded worker processes here, tcp://HOST:PORT or a "
+                             "scheduler file FILE.json uses a running scheduler whose workers see the same files; "
+                             "same outputs, summary and skip rules as without it")
     return parser
+
+
+def open_fraction(text):
+    """A probability strictly between 0 and 1."""
+    value = fraction(text)
+    if not 0 < value < 1:
+        raise argparse.ArgumentTypeError(f"expected a number between 0 and 1 (exclusive), got {text!r}")
+    return value
+
+
+def colour(text):
+    """'R,G,B' or a colour name -> (r, g, b) (disk/outputs.parse_colour)."""
+    from ..disk.outputs import parse_colour
+    try:
+        return parse_colour(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def run(args):
@@ -64,13 +104,17 @@ def run(args):
 
     if args.stream not in STREAM_MODES:
         raise InputError(f"--stream must be one of {', '.join(STREAM_MODES)}, got {args.stream!r}.")
-    paths = expand_inputs(args.images)
+    if args.cluster:
+        from ..cluster import parse_cluster, require_dask
+        require_dask()
+        parse_cluster(args.cluster)
+    paths = expand_inputs(args.images, Path(args.out))
     out_dir = output_folder(args.out)
     segmenter = load(chosen_model(args), precision=args.precision)
     if segmenter.bundle.untrained and not args.quiet:
         log.warning("model 'untrained' has random weights: its masks mean nothing; it only exercises the "
                     "engine. Pass --model with a trained bundle.")
-    many = len(paths) > 1 or any(Path(item).is_dir() or not Path(item).exists() for item in args.images)
+    many = args.cluster or len(paths) > 1 or any(Path(item).is_dir() or not Path(item).exists() for item in args.images)
     return (_predict_many if many else _predict_one)(segmenter, paths, out_dir, args)
 
 
@@ -78,19 +122,39 @@ def _options(args):
     """The two-stage options of ``args`` as ``batch.predict_file`` takes them."""
     names = ("patches", "patch_size", "score", "stride", "batch_size", "context", "budget", "budget_gmacs",
              "rounds", "threshold", "max_overlap")
-    return {name: getattr(args, name) for name in names}
+    mask = {"cutoff": args.cutoff, "min_size": args.min_size, "fill_holes": args.fill_holes}  # only those given
+    return {**{name: getattr(args, name) for name in names}, **{k: v for k, v in mask.items() if v}}
+
+
+def _writing(args):
+    """The output options of ``args`` as ``batch.predict_file`` takes them."""
+    return {"geojson": args.geojson, "overlay_colour": args.overlay_colour}
 
 
 def _predict_one(segmenter, paths, out_dir, args):
     """One image: its error is the run's error (one line, exit 2)."""
-    from ..batch import predict_file
+    from ..batch import done_report, predict_file
     from ..report import summary
 
+    done = None if args.overwrite else done_report(paths[0], out_dir)
+    if done:
+        log.info("%s: skipped, %s exists (use --overwrite to redo it)", paths[0], done)
+        return 0
     report = predict_file(segmenter, paths[0], out_dir, _options(args), baseline=args.baseline, stream=args.stream,
-                          save_probs=args.save_probs, show_progress=not args.quiet)
+                          save_probs=args.save_probs, show_progress=not args.quiet, max_pixels=args.max_pixels,
+                          **_writing(args))
+    _warn(report)
     if not args.quiet:
         print(summary(report))
     return 0
+
+
+def _warn(report):
+    """Log the warnings among the report's notes (engine/checks.py): an input unlike the training
+    data, a refinement dearer than the baseline."""
+    from ..engine.checks import warnings_in
+    for warning in warnings_in(report["notes"]):
+        log.warning("%s: %s", report["image"]["path"], warning)
 
 
 def _predict_many(segmenter, paths, out_dir, args):
@@ -99,6 +163,7 @@ def _predict_many(segmenter, paths, out_dir, args):
     from ..report import summary
 
     def done(report):
+        _warn(report)
         if not args.quiet:
             print(summary(report), flush=True)
 
@@ -106,11 +171,23 @@ def _predict_many(segmenter, paths, out_dir, args):
         log.error("%s", exc)
 
     summary_path = out_dir / "summary.csv"
-    rows = predict_files(segmenter, paths, out_dir, _options(args), overwrite=args.overwrite,
-                         summary_path=summary_path, on_done=done, on_error=failed, baseline=args.baseline,
-                         stream=args.stream, save_probs=args.save_probs, show_progress=not args.quiet)
+    with _client(args) as client:
+        rows = predict_files(segmenter, paths, out_dir, _options(args), overwrite=args.overwrite,
+                             summary_path=summary_path, on_done=done, on_error=failed, client=client,
+                             baseline=args.baseline, stream=args.stream, save_probs=args.save_probs,
+                             show_progress=not args.quiet, max_pixels=args.max_pixels, **_writing(args))
     counts = {status: sum(row["status"] == status for row in rows) for status in ("done", "skipped", "failed")}
     level = logging.ERROR if counts["failed"] else logging.INFO
     log.log(level, "%d images: %d done, %d skipped (outputs exist), %d failed; summary in %s", len(rows),
             counts["done"], counts["skipped"], counts["failed"], summary_path)
     return 2 if counts["failed"] else 0
+
+
+def _client(args):
+    """The Dask client of --cluster (iterseg/cluster.py), or a context holding None without it."""
+    import contextlib
+
+    if not args.cluster:
+        return contextlib.nullcontext()
+    from ..cluster import connect
+    return connect(args.cluster)

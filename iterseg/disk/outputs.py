@@ -16,8 +16,38 @@ import cv2
 import numpy as np
 import tifffile
 
-OVERLAY_TINT = np.array([255, 40, 40], dtype=np.float32)    # foreground, RGB
+OVERLAY_TINT = np.array([255, 40, 40], dtype=np.float32)    # foreground, RGB (default)
 WINDOW_COLOUR = (255, 220, 0)                                 # refined windows, RGB
+COLOURS = {"red": (255, 40, 40), "green": (40, 220, 40), "blue": (40, 90, 255), "yellow": (255, 230, 0),
+           "cyan": (0, 230, 230), "magenta": (255, 0, 255), "orange": (255, 140, 0), "white": (255, 255, 255),
+           "black": (0, 0, 0)}
+
+
+def parse_colour(text):
+    """'R,G,B' (0-255 each) or a name of COLOURS -> (r, g, b); ValueError saying what is accepted."""
+    text = str(text).strip().lower()
+    if text in COLOURS:
+        return COLOURS[text]
+    try:
+        rgb = tuple(int(part) for part in text.split(","))
+    except ValueError:
+        rgb = ()
+    if len(rgb) != 3 or not all(0 <= v <= 255 for v in rgb):
+        raise ValueError(f"expected R,G,B (0-255 each) or one of {', '.join(COLOURS)}, got {text!r}")
+    return rgb
+
+
+def default_tint(bundle):
+    """The overlay colour of a binary model's foreground: its palette's foreground colour when that is
+    not a gray, else green for a model trained on red-dominated images (fundus photographs, where a red
+    tint is invisible: mean red above 1.5 times the other channels), else red."""
+    palette = getattr(bundle, "palette", None)
+    if palette is not None and len(palette) == 2 and len(set(palette[1])) > 1:
+        return tuple(int(v) for v in palette[1])
+    mean = np.asarray(getattr(bundle, "mean", ()), np.float64)
+    if len(mean) == 3 and mean[0] > 1.5 * mean[1:].max():
+        return COLOURS["green"]
+    return tuple(int(v) for v in OVERLAY_TINT)
 
 
 @contextlib.contextmanager
@@ -56,11 +86,20 @@ def write_mask(path, mask, palette=None):
         indexed.save(tmp, format="PNG")
 
 
-def write_probs(path, probs):
-    """float32 TIFF of ``probs`` (H, W) or (K, H, W), zlib-compressed."""
+def write_probs(path, probs, pixel_size=None):
+    """float32 OME-TIFF of ``probs`` (H, W) or (K, H, W), zlib-compressed, tiled (512 px);
+    pixel_size: (y, x) micrometres per pixel, written as PhysicalSizeY/X and resolution tags."""
+    probs = np.asarray(probs, dtype=np.float32)
+    metadata = {"axes": "YX" if probs.ndim == 2 else "CYX"}
+    resolution = {}
+    if pixel_size is not None:
+        metadata.update(PhysicalSizeY=float(pixel_size[0]), PhysicalSizeYUnit="µm",
+                        PhysicalSizeX=float(pixel_size[1]), PhysicalSizeXUnit="µm")
+        resolution = {"resolution": (1e4 / pixel_size[1], 1e4 / pixel_size[0]), "resolutionunit": "CENTIMETER"}
+    tile = (512, 512) if min(probs.shape[-2:]) >= 512 else None
     with atomic_output(path) as tmp:
-        tifffile.imwrite(tmp, np.asarray(probs, dtype=np.float32), compression="zlib", photometric="minisblack",
-                         compressionargs={"level": 1}, metadata={"axes": "YX" if np.ndim(probs) == 2 else "CYX"})
+        tifffile.imwrite(tmp, probs, compression="zlib", photometric="minisblack", compressionargs={"level": 1},
+                         tile=tile, ome=True, metadata=metadata, **resolution)
 
 
 def display_rgb(image):
@@ -77,28 +116,71 @@ def display_rgb(image):
     return np.ascontiguousarray(np.repeat(image, 3, axis=2) if image.shape[2] == 1 else image)
 
 
-def overlay(image, mask, windows, palette=None):
+def overlay(image, mask, windows, palette=None, tint=None):
     """uint8 RGB (H, W, 3): ``image`` with the mask's foreground tinted and outlined and the refined
     ``windows`` drawn as rectangles. With a ``palette`` (multi-class), each class but 0 (background)
-    is tinted with its colour."""
+    is tinted with its colour. tint: (r, g, b) of a binary mask's foreground (default OVERLAY_TINT)."""
     rgb = display_rgb(image).copy()
     foreground = mask > 0
+    tint = np.asarray(OVERLAY_TINT if tint is None else tint, dtype=np.float32)
     if palette is None:
-        rgb[foreground] = (0.6 * rgb[foreground] + 0.4 * OVERLAY_TINT).astype(np.uint8)
+        rgb[foreground] = (0.6 * rgb[foreground] + 0.4 * tint).astype(np.uint8)
     else:
         colours = np.asarray(palette, dtype=np.float32)[mask[foreground]]
         rgb[foreground] = (0.5 * rgb[foreground] + 0.5 * colours).astype(np.uint8)
     thickness = max(1, round(max(mask.shape) / 600))
     contours, _ = cv2.findContours(foreground.astype(np.uint8), cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)
-    cv2.drawContours(rgb, contours, -1, tuple(int(c) for c in OVERLAY_TINT), thickness)
+    cv2.drawContours(rgb, contours, -1, tuple(int(c) for c in tint), thickness)
     for y, x, h, w in np.asarray(windows, dtype=np.int64):
         cv2.rectangle(rgb, (int(x), int(y)), (int(x + w - 1), int(y + h - 1)), WINDOW_COLOUR, thickness)
     return rgb
 
 
-def write_overlay(path, image, mask, windows, palette=None):
-    """PNG of ``overlay(image, mask, windows, palette)``."""
-    _write_with_opencv(path, overlay(image, mask, windows, palette))
+def write_overlay(path, image, mask, windows, palette=None, tint=None):
+    """PNG of ``overlay(image, mask, windows, palette, tint)``."""
+    _write_with_opencv(path, overlay(image, mask, windows, palette, tint))
+
+
+def mask_features(mask, class_names, scale=(1.0, 1.0)):
+    """GeoJSON Features (Polygons) of the regions of each class but 0 in ``mask`` (uint8 class ids):
+    one polygon per outer contour (cv2.findContours, RETR_CCOMP) with its holes as inner rings, through
+    the centres of the boundary pixels, in full-resolution pixel coordinates [x, y] (pixel (0, 0) spans
+    0..1; ``scale`` (sy, sx) maps mask pixels to them, for a mask drawn at a smaller scale);
+    property ``classification`` {"name": class name}, as QuPath imports."""
+    features = []
+    for value in np.unique(mask[mask > 0]):
+        contours, hierarchy = cv2.findContours((mask == value).astype(np.uint8), cv2.RETR_CCOMP,
+                                               cv2.CHAIN_APPROX_SIMPLE)
+        if hierarchy is None:
+            continue
+        hierarchy = hierarchy[0]
+
+        def ring(contour):
+            points = (contour[:, 0, :].astype(np.float64) + 0.5) * (scale[1], scale[0])  # pixel centres
+            points = np.vstack([points, points[:1]])  # a closed ring repeats its first point
+            return [[round(float(x), 2), round(float(y), 2)] for x, y in points]
+
+        for index, contour in enumerate(contours):
+            if hierarchy[index][3] >= 0 or len(contour) < 3:
+                continue  # holes join their parent below; fewer than 3 points enclose nothing
+            rings = [ring(contour)]
+            child = hierarchy[index][2]
+            while child >= 0:
+                if len(contours[child]) >= 3:
+                    rings.append(ring(contours[child]))
+                child = hierarchy[child][0]
+            name = class_names[value] if value < len(class_names) else str(int(value))
+            features.append({"type": "Feature", "geometry": {"type": "Polygon", "coordinates": rings},
+                             "properties": {"objectType": "annotation", "classification": {"name": name}}})
+    return features
+
+
+def write_geojson(path, mask, class_names, scale=(1.0, 1.0)):
+    """GeoJSON FeatureCollection of ``mask_features(mask, class_names, scale)``; returns its feature count."""
+    features = mask_features(mask, class_names, scale)
+    with atomic_output(path) as tmp:
+        tmp.write_text(json.dumps({"type": "FeatureCollection", "features": features}) + "\n", encoding="utf-8")
+    return len(features)
 
 
 def write_json(path, report):
@@ -118,10 +200,11 @@ def level_positions(start, count, level):
     return (start + np.arange(count)) * step + step // 2
 
 
-def write_mask_pyramid(path, result, classes, progress=None):
+def write_mask_pyramid(path, result, classes, progress=None, pixel_size=None):
     """The mask of ``result`` (anything with ``shape`` and ``mask_at(rows, cols)``) as a tiled
-    pyramidal BigTIFF (uint8; 0/255 for binary, class ids otherwise), written one tile at a time;
-    returns the foreground fraction at level 0. classes: the model's class count."""
+    pyramidal OME-TIFF (BigTIFF; uint8; 0/255 for binary, class ids otherwise), written one tile at a
+    time; returns the foreground fraction at level 0. classes: the model's class count. pixel_size:
+    (y, x) micrometres per pixel of the input (disk/tiff.physical_size), carried over."""
     from .tiff import write_pyramid
     foreground = [0]
 
@@ -131,13 +214,15 @@ def write_mask_pyramid(path, result, classes, progress=None):
             foreground[0] += int(np.count_nonzero(mask))
         return mask * 255 if classes == 2 else mask
 
-    write_pyramid(path, result.shape, np.uint8, region, tile=OUTPUT_TILE, progress=progress)
+    write_pyramid(path, result.shape, np.uint8, region, tile=OUTPUT_TILE, progress=progress, ome=True,
+                  pixel_size=pixel_size)
     return foreground[0] / (result.shape[0] * result.shape[1])
 
 
-def write_probs_pyramid(path, result, classes, progress=None):
+def write_probs_pyramid(path, result, classes, progress=None, pixel_size=None):
     """Probabilities (float32; the foreground's for binary, (H, W, K) for K classes) as a tiled
-    pyramidal BigTIFF written one tile at a time from ``result.probs_at``."""
+    pyramidal OME-TIFF (BigTIFF) written one tile at a time from ``result.probs_at``; pixel_size: see
+    ``write_mask_pyramid``."""
     from .tiff import write_pyramid
 
     def region(level, y, x, h, w):
@@ -145,7 +230,8 @@ def write_probs_pyramid(path, result, classes, progress=None):
         return probs[0] if classes == 2 else np.moveaxis(probs, 0, -1)
 
     shape = result.shape if classes == 2 else tuple(result.shape) + (classes,)
-    write_pyramid(path, shape, np.float32, region, tile=OUTPUT_TILE, photometric="minisblack", progress=progress)
+    write_pyramid(path, shape, np.float32, region, tile=OUTPUT_TILE, photometric="minisblack", progress=progress,
+                  ome=True, pixel_size=pixel_size)
 
 
 def overview(result):

@@ -9,13 +9,14 @@ Reading uses tifffile alone: the tile offsets of the level-0 page tell where eac
 so a region costs the tiles it overlaps, never the whole image.
 """
 import threading
+import uuid
 from pathlib import Path
 
 import numpy as np
 import tifffile
 
 from ..errors import InputError
-from .images import TIFF_SUFFIXES, quiet_tifffile
+from .images import TIFF_SUFFIXES, check_pixels, quiet_tifffile
 from .outputs import atomic_output
 
 
@@ -41,8 +42,8 @@ def tiled_reason(path):
                 return "the TIFF's tiles are volumetric or store colour planes separately"
             if len(tif.series[0].levels[0].shape) not in (2, 3):
                 return f"the TIFF's first image has shape {tif.series[0].levels[0].shape}"
-    except (tifffile.TiffFileError, ValueError, IndexError, OSError) as exc:
-        return f"tifffile cannot parse it ({exc})"
+    except Exception as exc:  # noqa: BLE001 - tifffile raises many types for damaged files
+        return f"tifffile cannot parse it ({str(exc)[:120]})"
     return None
 
 
@@ -50,20 +51,32 @@ class TiledImage:
     """An open tiled TIFF. ``read_region`` decodes only the level-0 tiles a region overlaps and
     counts them in ``tiles_read``; ``read_level`` reads a whole pyramid level. Thread-safe."""
 
-    def __init__(self, path):
+    def __init__(self, path, max_pixels=None):
         reason = tiled_reason(path)
         if reason:
             raise InputError(f"{path} cannot be streamed: {reason}.")
         self.path = Path(path)
         self._tif = tifffile.TiffFile(path)
-        series = self._tif.series[0]
-        self._levels = series.levels
-        self._page = series.levels[0].keyframe
-        self.shape = tuple(series.levels[0].shape)
-        self.dtype = np.dtype(self._page.dtype)
-        self.tile = (self._page.tilelength, self._page.tilewidth)
+        try:
+            series = self._tif.series[0]
+            self._levels = series.levels
+            self._page = series.levels[0].keyframe
+            self.shape = tuple(series.levels[0].shape)
+            self.dtype = np.dtype(self._page.dtype)
+            self.tile = (self._page.tilelength, self._page.tilewidth)
+            check_pixels(path, self.shape[0], self.shape[1], max_pixels, streamed=True)
+            if min(self.tile) < 1 or len(self._page.dataoffsets) < self._tiles_across() * -(
+                    -self.shape[0] // self.tile[0]):
+                raise InputError(f"tiled TIFF {path} lists fewer tiles than its size needs; export it again.")
+        except BaseException:
+            self._tif.close()
+            raise
+        self._size = self._tif.filehandle.size
         self.tiles_read = 0
         self._lock = threading.Lock()
+
+    def _tiles_across(self):
+        return -(-self.shape[1] // self.tile[1])
 
     def __enter__(self):
         return self
@@ -80,20 +93,41 @@ class TiledImage:
 
     def read_level(self, index):
         """The whole pyramid level ``index`` as an array (h, w) or (h, w, C)."""
-        with self._lock:
-            return self._levels[index].asarray()
+        with self._lock, quiet_tifffile():
+            try:
+                level = self._levels[index].asarray()
+            except Exception as exc:  # noqa: BLE001 - tifffile and its codecs raise many types
+                raise self._damaged(f"pyramid level {index}", exc) from None
+        if tuple(level.shape[:2]) != tuple(self._levels[index].shape[:2]):
+            raise self._damaged(f"pyramid level {index}", ValueError(f"shape {level.shape}"))
+        return level
+
+    def _damaged(self, where, exc):
+        return InputError(f"tiled TIFF {self.path}: {where} cannot be read ({str(exc)[:100] or type(exc).__name__}); "
+                          "the file is damaged or incomplete: copy or export it again.")
 
     def _tile(self, row, col):
-        """Decoded tile (th, tw[, C]) at tile row/column ``row``, ``col`` of level 0."""
+        """Decoded tile (th, tw[, C]) at tile row/column ``row``, ``col`` of level 0; InputError if its
+        bytes lie past the end of the file or do not decode to a tile."""
         page = self._page
-        index = row * -(-self.shape[1] // self.tile[1]) + col
+        index = row * self._tiles_across() + col
         with self._lock:
-            offset, count = page.dataoffsets[index], page.databytecounts[index]
+            offset, count = int(page.dataoffsets[index]), int(page.databytecounts[index])
+            if count and (offset < 0 or offset + count > self._size):
+                raise self._damaged(f"tile {index} (row {row}, column {col})",
+                                    ValueError(f"its {count} bytes at offset {offset} lie past the end of the file"))
             handle = self._tif.filehandle
             handle.seek(offset)
             data = handle.read(count) if count else None
             self.tiles_read += 1
-        tile = page.decode(data, index, jpegtables=page.jpegtables)[0]
+        try:
+            with quiet_tifffile():
+                tile = page.decode(data, index, jpegtables=page.jpegtables)[0]
+        except Exception as exc:  # noqa: BLE001 - codecs raise many types for corrupt data
+            raise self._damaged(f"tile {index} (row {row}, column {col})", exc) from None
+        expected = (1,) + self.tile + ((self.shape[2],) if len(self.shape) == 3 else (1,))
+        if tile is not None and tuple(tile.shape) != expected:
+            raise self._damaged(f"tile {index} (row {row}, column {col})", ValueError(f"decoded shape {tile.shape}"))
         if tile is None:  # an empty tile: tifffile writes nothing for all-zero tiles when asked
             tile = np.zeros((1,) + self.tile + ((self.shape[2],) if len(self.shape) == 3 else (1,)), self.dtype)
         tile = tile[0]
@@ -139,16 +173,20 @@ def pyramid_tiles(height, width, tile, levels=None):
 
 
 def write_pyramid(path, shape, dtype, region, tile=(256, 256), compression="zlib", photometric=None,
-                  levels=None, progress=None):
+                  levels=None, progress=None, ome=False, pixel_size=None):
     """Write a tiled pyramidal BigTIFF tile by tile, atomically; no full level is ever in memory.
 
     shape: level-0 (H, W) or (H, W, C). region(level, y, x, h, w) returns the pixels (h, w[, C]) of
     that region of pyramid level ``level`` (coordinates of that level; level k is level 0 halved k
     times, rounded up). levels: how many to write (default: until one fits in a tile).
-    progress: called with the number of tiles written after each tile. Returns the level shapes.
+    progress: called with the number of tiles written after each tile. ome: an OME-TIFF (OME-XML in
+    the first page's description; the levels as SubIFDs), which QuPath, napari and Bio-Formats open as
+    one pyramidal image. pixel_size: (y, x) micrometres per level-0 pixel, written as the OME
+    PhysicalSizeY/X and as resolution tags (pixels per centimetre) of every level. Returns the level shapes.
     """
     levels = pyramid_shapes(shape[0], shape[1], tile)[:levels]
     photometric = photometric or ("rgb" if len(shape) == 3 and shape[2] == 3 else "minisblack")
+    metadata = ome_metadata(shape, photometric, pixel_size, Path(path).name) if ome else None
 
     def tiles(level, h, w):
         for y in range(0, h, tile[0]):
@@ -157,10 +195,73 @@ def write_pyramid(path, shape, dtype, region, tile=(256, 256), compression="zlib
                 if progress:
                     progress(1)
 
-    with atomic_output(path) as tmp, tifffile.TiffWriter(tmp, bigtiff=True) as tif:
+    with atomic_output(path) as tmp, tifffile.TiffWriter(tmp, bigtiff=True, ome=ome) as tif:
         for level, (h, w) in enumerate(levels):
+            resolution = {} if pixel_size is None else {
+                "resolution": (1e4 * w / (shape[1] * pixel_size[1]), 1e4 * h / (shape[0] * pixel_size[0])),
+                "resolutionunit": "CENTIMETER"}
             tif.write(tiles(level, h, w), shape=(h, w) + tuple(shape[2:]), dtype=dtype, tile=tile,
                       compression=compression, photometric=photometric,
                       planarconfig="contig" if len(shape) == 3 else None,  # (h, w, C) tiles, any C
-                      subifds=len(levels) - 1 if level == 0 else None, subfiletype=1 if level else 0)
+                      subifds=len(levels) - 1 if level == 0 else None, subfiletype=1 if level else 0,
+                      metadata=metadata if level == 0 else None, **resolution)
     return levels
+
+
+def ome_metadata(shape, photometric, pixel_size=None, name=""):
+    """tifffile's OME metadata dict for an image of ``shape`` (H, W[, C]): axes, physical pixel size,
+    and a UUID derived from the file name and shape (tifffile's default is random), so that the same
+    run writes the same bytes."""
+    identity = uuid.uuid5(uuid.NAMESPACE_URL, f"iterseg:{name}:{tuple(shape)}:{photometric}")
+    metadata = {"axes": "YX" if len(shape) == 2 else "YXS", "UUID": f"urn:uuid:{identity}"}
+    if pixel_size is not None:
+        metadata.update(PhysicalSizeY=float(pixel_size[0]), PhysicalSizeYUnit="µm",
+                        PhysicalSizeX=float(pixel_size[1]), PhysicalSizeXUnit="µm")
+    return metadata
+
+
+MICROMETRES = {"pm": 1e-6, "nm": 1e-3, "µm": 1.0, "um": 1.0, "micron": 1.0, "mm": 1e3, "cm": 1e4, "m": 1e6}
+RESOLUTION_UNITS = {2: 25400.0, 3: 1e4}  # TIFF ResolutionUnit: inch, centimetre (in micrometres)
+
+
+def physical_size(path):
+    """(y, x) micrometres per pixel of a TIFF's first image, from its OME-XML (PhysicalSizeY/X), else
+    its resolution tags (per inch or centimetre; ImageJ's per-micron too); None when the file is not
+    a TIFF or says neither (72 dpi, most writers' placeholder, counts as saying nothing)."""
+    if Path(path).suffix.lower() not in TIFF_SUFFIXES:
+        return None
+    try:
+        with quiet_tifffile(), tifffile.TiffFile(path) as tif:
+            return (_ome_size(tif.ome_metadata) if tif.is_ome else None) or _tag_size(tif)
+    except Exception:  # noqa: BLE001 - a damaged header: the reader says what is wrong; no size here
+        return None
+
+
+def _ome_size(xml):
+    """(y, x) micrometres per pixel from the first Pixels element of OME-XML, or None."""
+    import xml.etree.ElementTree as ElementTree
+    pixels = next((e for e in ElementTree.fromstring(xml).iter() if e.tag.endswith("}Pixels")), None)
+    if pixels is None or "PhysicalSizeX" not in pixels.attrib:
+        return None
+    sizes = []
+    for axis in ("Y", "X"):
+        value = pixels.attrib.get(f"PhysicalSize{axis}", pixels.attrib["PhysicalSizeX"])
+        unit = MICROMETRES.get(pixels.attrib.get(f"PhysicalSize{axis}Unit", "µm"))
+        if unit is None:
+            return None
+        sizes.append(float(value) * unit)
+    return tuple(sizes) if min(sizes) > 0 else None
+
+
+def _tag_size(tif):
+    """(y, x) micrometres per pixel from the first page's resolution tags, or None."""
+    tags = tif.pages[0].tags
+    if "XResolution" not in tags or "YResolution" not in tags:
+        return None
+    unit = RESOLUTION_UNITS.get(int(tags["ResolutionUnit"].value) if "ResolutionUnit" in tags else 2)
+    if unit is None and tif.is_imagej and str((tif.imagej_metadata or {}).get("unit", "")) in MICROMETRES:
+        unit = MICROMETRES[str(tif.imagej_metadata["unit"])]
+    per_unit = [v[0] / v[1] if v[1] else 0 for v in (tags["YResolution"].value, tags["XResolution"].value)]
+    if unit is None or min(per_unit) <= 0 or unit == 25400.0 and per_unit == [72.0, 72.0]:
+        return None  # 72 dpi: the placeholder most image writers put there, not a measurement
+    return unit / per_unit[0], unit / per_unit[1]

@@ -20,7 +20,9 @@ import numpy as np
 from tqdm import tqdm
 
 from ..kernels import grid_windows
+from ..model.runtime import report as precision_report
 from ..timer import Timer
+from . import checks
 from .coarse import stage1
 from .cost import baseline_cost, baseline_macs, cost_report, count_macs
 from .infer import auto_batch_size, box_shape, run_whole
@@ -51,6 +53,7 @@ class Result:
     notes: list = field(default_factory=list)
     view: np.ndarray | None = None
     tiles_read: int | None = None
+    cutoff: float = 0.5  # binary models: mask = foreground probability >= cutoff
 
     @property
     def shape(self):
@@ -66,7 +69,7 @@ class Result:
     @functools.cached_property
     def mask(self):
         """uint8 (H, W) class ids (0/1 for binary)."""
-        return to_mask(self.merged.full())
+        return to_mask(self.merged.full(), self.cutoff)
 
     def probs_at(self, rows, cols):
         """float32 (K, len(rows), len(cols)) probabilities at ascending pixel ``rows`` x ``cols``."""
@@ -74,12 +77,12 @@ class Result:
 
     def mask_at(self, rows, cols):
         """uint8 (len(rows), len(cols)) class ids at ascending pixel ``rows`` x ``cols``."""
-        return to_mask(self.merged.at(rows, cols))
+        return to_mask(self.merged.at(rows, cols), self.cutoff)
 
 
-def to_mask(probs):
-    """uint8 (h, w) class ids of probabilities (K, h, w): p >= 0.5 for binary, argmax otherwise."""
-    return (probs[0] >= 0.5).astype(np.uint8) if len(probs) == 1 else probs.argmax(axis=0).astype(np.uint8)
+def to_mask(probs, cutoff=0.5):
+    """uint8 (h, w) class ids of probabilities (K, h, w): p >= cutoff for binary, argmax otherwise."""
+    return (probs[0] >= cutoff).astype(np.uint8) if len(probs) == 1 else probs.argmax(axis=0).astype(np.uint8)
 
 
 def bar(total, desc, unit, show):
@@ -96,10 +99,11 @@ def merger_for(source, coarse, blended):
     return Merger(coarse.at, source.shape, blended)
 
 
-def two_stage(source, bundle, settings, windows=None, show_progress=False):
+def two_stage(source, bundle, settings, windows=None, show_progress=False, refiner=refine):
     """Segment ``source`` with ``bundle``: stage 1 everywhere, stage 2 on the windows that score
     highest, in ``settings.rounds`` rounds (engine/settings.py). windows: refine exactly these instead
-    (int64 (N, 4), equal sizes; their scores are NaN). Returns a Result."""
+    (int64 (N, 4), equal sizes; their scores are NaN). refiner: runs stage 2, with engine/refine.refine's
+    signature and result (iterseg/cluster.py passes one that fans the windows out to workers). Returns a Result."""
     timer = Timer()
     s1, s2 = bundle.runners(settings.precision, settings.compile)
     plan = settings.plan(source.shape, s2.config.out_channels, s2.config.size_multiple, bundle.window,
@@ -112,28 +116,29 @@ def two_stage(source, bundle, settings, windows=None, show_progress=False):
     merger = merger_for(source, coarse, plan.blend)
     if windows is None:
         chosen, scores, box_hw, boxes, rounds_log, select_notes = refine_rounds(
-            source, bundle, s2, coarse, merger, plan, timer, show_progress, s1_macs)
+            source, bundle, s2, coarse, merger, plan, timer, show_progress, s1_macs, refiner)
     else:
         chosen, scores, box_hw, boxes, rounds_log, select_notes = refine_given(
-            source, bundle, s2, coarse, merger, plan, timer, show_progress, windows)
+            source, bundle, s2, coarse, merger, plan, timer, show_progress, windows, refiner)
     with timer("merge"):
         if source.in_memory:
             merger.full()
     options = {**plan.report(), "batch_size": settings.batch_size or (auto_batch_size(*box_hw) if boxes else None),
                "s1_input": list(view.shape[:2]), "s2_input": list(box_hw) if boxes else None,
                "streamed": not source.in_memory, "rounds_log": rounds_log}
-    return Result(merged=merger, windows=chosen, scores=scores, macs=cost_report(bundle, source.shape, s1_macs,
-                  box_hw, boxes), seconds=timer.total(), options=options,
+    macs = cost_report(bundle, source.shape, s1_macs, box_hw, boxes)
+    notes += checks.input_notes(bundle, view, coarse.probs) + checks.cost_notes(macs)
+    return Result(merged=merger, windows=chosen, scores=scores, macs=macs, seconds=timer.total(), options=options,
                   notes=list(source.notes) + notes + select_notes + default_note(bundle, settings, windows),
                   view=view, tiles_read=source.tiles_read)
 
 
-def refine_given(source, bundle, s2, coarse, merger, plan, timer, show, windows):
+def refine_given(source, bundle, s2, coarse, merger, plan, timer, show, windows, refiner=refine):
     """Stage 2 on the caller's ``windows``; returns what ``refine_rounds`` returns."""
     if not len(windows):
         return windows, np.empty(0), None, 0, [], []
     with timer("stage2"), bar(len(windows), "stage 2", "window", show) as progress:
-        window_probs, boxes = refine(s2, bundle, source, coarse, windows, plan.settings.context,
+        window_probs, boxes = refiner(s2, bundle, source, coarse, windows, plan.settings.context,
                                      plan.settings.batch_size, progress.update)
         merger.add(windows, window_probs)
     box_hw = tuple(int(v) for v in boxes[0, 2:])
@@ -145,10 +150,10 @@ def default_note(bundle, settings, windows):
     if windows is not None or settings.patches is not None or not settings.capped_by_count or bundle.patches is None:
         return []
     measured = bundle.provenance.get("default", {}).get("measured")
-    return [f"{bundle.patches} windows: model {bundle.name!r}'s default" + (f" ({measured})" if measured else "")]
+    return [f"{bundle.patches} windows: the default of model {bundle.name!r}" + (f" ({measured})" if measured else "")]
 
 
-def refine_rounds(source, bundle, s2, coarse, merger, plan, timer, show, s1_macs):
+def refine_rounds(source, bundle, s2, coarse, merger, plan, timer, show, s1_macs, refiner=refine):
     """Choose and refine windows in ``plan.settings.rounds`` rounds, re-scoring the merged map after
     each: (windows in order, their scores, box (h, w), number of boxes, log per round, notes)."""
     settings, shape = plan.settings, source.shape
@@ -171,7 +176,7 @@ def refine_rounds(source, bundle, s2, coarse, merger, plan, timer, show, s1_macs
         if not len(chosen):
             break
         with timer("stage2"), bar(len(chosen), "stage 2", "window", show) as progress:
-            window_probs, _ = refine(s2, bundle, source, coarse, grid[chosen], settings.context,
+            window_probs, _ = refiner(s2, bundle, source, coarse, grid[chosen], settings.context,
                                      settings.batch_size, progress.update)
             merger.add(grid[chosen], window_probs)
         refined[chosen] = True
@@ -199,6 +204,7 @@ def baseline(source, bundle, settings, tile=None, batch_size=1):
     if bundle.baseline_kind == "s1+s2":
         with timer("stage1"):
             coarse, _, view, notes = stage1(source, s1, bundle.s1_scale, bundle.mean, bundle.std)
+        notes += checks.input_notes(bundle, view, coarse.probs)
     read = s2_reader(source, coarse, bundle.baseline_kind == "s1+s2")
     mean, std = (bundle.s2_mean, bundle.s2_std) if bundle.baseline_kind == "s1+s2" else (bundle.mean, bundle.std)
     with timer("stage2"):
@@ -206,7 +212,7 @@ def baseline(source, bundle, settings, tile=None, batch_size=1):
     for name in ("stage1", "select", "merge"):
         timer.seconds.setdefault(name, 0.0)
     merged = Merger(lambda rows, cols: take(probs, rows, cols).copy(), shape, dense=True)
-    options = {"baseline": True, "kind": bundle.baseline_kind, "tile": tile, "precision": settings.precision}
+    options = {"baseline": True, "kind": bundle.baseline_kind, "tile": tile, **precision_report(settings.precision)}
     return Result(merged=merged, windows=np.empty((0, 4), np.int64), scores=np.empty(0),
                   macs=baseline_cost(bundle, shape), seconds=timer.total(), options=options,
                   notes=list(source.notes) + notes, view=view, tiles_read=source.tiles_read)

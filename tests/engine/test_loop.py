@@ -58,7 +58,7 @@ def test_refining_no_window_reproduces_upsampled_stage1(bundle, image):
     source = ArraySource(image, 3)
     from iterseg.engine.coarse import stage1
     coarse = stage1(source, bundle.s1, bundle.s1_scale, bundle.mean, bundle.std)[0]
-    np.testing.assert_array_equal(result.probs, coarse.full()[0])
+    np.testing.assert_allclose(result.probs, coarse.full()[0], atol=1e-6)  # runners fold batch norm
     assert result.macs["stage2"] == 0 and len(result.windows) == 0
 
 

@@ -1,0 +1,276 @@
+"""Many images on a Dask cluster: the images of a folder run as Dask tasks, each one the same
+``batch.attempt`` -> ``batch.predict_file`` as local folder mode, so outputs are byte-identical and the
+rules (skip, resume, --overwrite, failed images, summary, exit codes) are those of ``batch.FolderRun``.
+Local mode and cluster mode differ only in who runs ``predict_file``: this process, or a worker.
+
+Needs the extra ``pip install 'iterseg[dask]'`` (dask + distributed, pure Python).
+
+    from dask.distributed import Client
+    import iterseg
+    from iterseg import batch
+    with Client(n_workers=4, threads_per_worker=1) as client:
+        rows = batch.predict_files(iterseg.load("ph2"), batch.expand_inputs(["slides/"]), out, {},
+                                   summary_path=out / "summary.csv", client=client)
+
+Who does what
+    client   decides skip/run (FolderRun.pending), submits one task per image, takes the results as
+             they finish (as_completed), writes summary.csv after each and prints progress.
+    worker   loads the model once per process (``worker_segmenter``, cached by model + precision),
+             runs ``batch.attempt`` on one image and writes its outputs (atomically, report last) into
+             the output folder, which must be on a filesystem the workers and the client share.
+Faults
+    A bad image (IterSegError / OSError) is a "failed" row, never retried. A worker that dies while
+    running an image (killed, out of memory) has the image rescheduled on another worker by the
+    scheduler, up to its ``distributed.scheduler.allowed-failures`` (set to ``retries`` for the local
+    clusters started here); after that the image is a "failed" row (KilledWorker). Any other exception
+    raised on a worker is retried ``retries`` times, then propagates (exit 1, as in local mode). A
+    rerun redoes what an interrupted one left unfinished: the claim report of an image killed while
+    writing marks it not done (batch.done_report).
+"""
+import contextlib
+import functools
+import importlib.util
+import logging
+import math
+import threading
+from pathlib import Path
+
+import numpy as np
+
+from .batch import FolderRun, attempt, stream_decision
+from .engine.refine import refine
+from .errors import InputError, IterSegError
+
+log = logging.getLogger(__name__)
+
+DEFAULT_RETRIES = 2
+INSTALL_HINT = "pip install 'iterseg[dask]'"
+
+
+class WorkerLost(IterSegError):
+    """Every worker that ran an image died while running it."""
+
+
+def require_dask():
+    """InputError (one line, exit 2 in the CLI) if dask.distributed is not installed."""
+    if importlib.util.find_spec("distributed") is None or importlib.util.find_spec("dask") is None:
+        raise InputError(f"--cluster needs Dask, which is not installed: {INSTALL_HINT}")
+
+
+def parse_cluster(spec):
+    """("local", N) for ``local:N``, ("address", spec) for ``tcp://HOST:PORT`` (or tls://, ucx://, inproc://),
+    ("file", path) for a scheduler file ``*.json``; InputError otherwise."""
+    spec = str(spec)
+    if spec.startswith("local:"):
+        count = spec.split(":", 1)[1]
+        if not count.isdigit() or int(count) < 1:
+            raise InputError(f"--cluster local:N needs a number of workers N >= 1, got {spec!r}.")
+        return "local", int(count)
+    if "://" in spec:
+        return "address", spec
+    if spec.endswith(".json"):
+        if not Path(spec).is_file():
+            raise InputError(f"scheduler file {spec} does not exist; start the scheduler with "
+                             f"--scheduler-file {spec} first, or pass --cluster local:N.")
+        return "file", spec
+    raise InputError(f"--cluster must be local:N, tcp://HOST:PORT or a scheduler file *.json, got {spec!r}.")
+
+
+@contextlib.contextmanager
+def connect(spec, retries=DEFAULT_RETRIES, timeout=30):
+    """A ``dask.distributed.Client`` for ``spec`` (see ``parse_cluster``), closed afterwards. ``local:N``
+    starts a LocalCluster of N single-threaded worker processes (closed with the client); a worker
+    that dies while running an image is tolerated ``retries`` times per image."""
+    require_dask()
+    import dask
+    from distributed import Client, LocalCluster
+
+    kind, value = parse_cluster(spec)
+    if kind == "local":
+        with dask.config.set({"distributed.scheduler.allowed-failures": retries}), \
+                LocalCluster(n_workers=value, threads_per_worker=1, processes=True, dashboard_address=":0",
+                             silence_logs=logging.ERROR) as cluster, Client(cluster) as client:
+            yield client
+        return
+    try:
+        client = Client(value, timeout=timeout) if kind == "address" else Client(scheduler_file=value, timeout=timeout)
+    except (OSError, TimeoutError) as exc:
+        raise InputError(f"cannot reach the Dask scheduler at {spec} ({exc}); start it (dask scheduler) and its "
+                         "workers first, or pass --cluster local:N.") from None
+    with client:
+        yield client
+
+
+@functools.lru_cache(maxsize=2)
+def worker_segmenter(model, precision, compile=False):
+    """The Segmenter of ``model`` (name or bundle path) in ``precision``, loaded once per worker process."""
+    from .api import load
+    return load(model, precision=precision, compile=compile)
+
+
+def preload(model, precision="auto", compile=False):
+    """Load the model on a worker ahead of its first image: ``client.run(preload, *model_spec(segmenter))``."""
+    worker_segmenter(model, precision, compile)
+
+
+def model_spec(segmenter):
+    """(model name or path, precision, compile) that a worker loads ``segmenter`` from."""
+    if isinstance(segmenter, (str, Path)):
+        return str(segmenter), "auto", False
+    return str(segmenter.source), segmenter.defaults["precision"], segmenter.defaults["compile"]
+
+
+def image_task(model, path, out_dir, options, file_options):
+    """One image on a worker: ``batch.attempt`` with the worker's cached Segmenter."""
+    return attempt(worker_segmenter(*model), path, out_dir, options, **file_options)
+
+
+def predict_files(client, segmenter, paths, out_dir, options, overwrite=False, summary_path=None, on_done=None,
+                  on_error=None, retries=DEFAULT_RETRIES, show_progress=False, **file_options):
+    """``batch.predict_files`` with the images run as tasks on ``client``'s workers (a
+    ``dask.distributed.Client``); same arguments, rules, outputs and rows. segmenter: a Segmenter
+    loaded from a bundle path or embedded name (each worker loads it again, once), or that name or
+    path. The output folder and ``paths`` must be valid on the workers (a shared filesystem; absolute
+    paths when the workers run elsewhere). retries: automatic retries of a task that raised something
+    other than a bad-input error. show_progress: a progress bar of images here (workers show none)."""
+    from distributed import as_completed
+    from tqdm import tqdm
+
+    model = model_spec(segmenter)
+    run = FolderRun(paths, out_dir, overwrite, summary_path, on_done, on_error)
+    todo = list(run.pending())
+    if len(todo) == 1 and _streamed(todo[0], file_options):  # one gigapixel image: its windows are the tasks
+        fanned = FannedOut(client, segmenter, retries=retries)
+        run.record(todo[0], attempt(fanned, todo[0], out_dir, options, show_progress=show_progress, **file_options))
+        return run.finish()
+    file_options = {**file_options, "show_progress": False}
+    futures = client.map(image_task, [model] * len(todo), todo, [out_dir] * len(todo), [options] * len(todo),
+                         [file_options] * len(todo), retries=retries, pure=False)
+    path_of = {future.key: path for future, path in zip(futures, todo, strict=True)}
+    try:
+        with tqdm(total=len(todo), desc="images", unit="image", disable=not show_progress, leave=False) as progress:
+            for future in as_completed(futures):
+                run.record(path_of[future.key], outcome(future))
+                progress.update()
+    finally:
+        client.cancel([future for future in futures if not future.done()])
+    return run.finish()
+
+
+def outcome(future, tasks="image"):
+    """The task's result: ("done", report) / ("failed", exception) for an image; ("failed", WorkerLost)
+    for a task whose workers all died."""
+    from distributed import KilledWorker
+
+    try:
+        return future.result()
+    except KilledWorker as exc:
+        return "failed", WorkerLost(f"every worker that ran this {tasks} died ({exc}); see the workers' logs "
+                                    "(out of memory?)")
+
+
+def _streamed(path, file_options):
+    """True if ``predict_file`` would stream ``path`` (a large tiled TIFF); False when it cannot tell."""
+    if file_options.get("baseline"):
+        return False
+    try:
+        return stream_decision(path, file_options.get("stream", "auto"), file_options.get("max_pixels"))[0]
+    except (IterSegError, OSError):
+        return False  # predict_file will say what is wrong
+
+
+# --- one gigapixel image across workers -------------------------------------------------------------
+# Glossary (see engine/loop.py): windows int64 (N, 4) of (y, x, h, w); window_probs float32 (K, N, h, w)
+# stage-2 probabilities; boxes int64 (N, 4) the network inputs; coarse the stage-1 CoarseMap.
+
+class FannedOut:
+    """A Segmenter whose streamed predictions (``predict(path, stream=True)``) run stage 1, selection
+    and merging here and stage 2 on ``client``'s workers, in chunks of windows that each worker reads
+    from the shared file; everything else is the wrapped ``segmenter``'s. ``batch.predict_file`` takes
+    it like a Segmenter, so the outputs are written here, by one process, as in local mode."""
+
+    def __init__(self, client, segmenter, chunk=None, retries=DEFAULT_RETRIES):
+        self.client, self.chunk, self.retries = client, chunk, retries
+        self.model = model_spec(segmenter)
+        self.segmenter = worker_segmenter(*self.model) if isinstance(segmenter, (str, Path)) else segmenter
+
+    def __getattr__(self, name):
+        return getattr(self.segmenter, name)
+
+    def predict(self, image, patches=None, stream=False, show_progress=False, max_pixels=None, **options):
+        if not stream:
+            return self.segmenter.predict(image, patches, show_progress=show_progress, max_pixels=max_pixels,
+                                          **options)
+        return predict_tiled(self.client, self.segmenter, image, patches, chunk=self.chunk, retries=self.retries,
+                             show_progress=show_progress, max_pixels=max_pixels, **options)
+
+
+def predict_tiled(client, segmenter, path, patches=None, chunk=None, retries=DEFAULT_RETRIES, show_progress=False,
+                  max_pixels=None, **options):
+    """``Segmenter.predict_tiled`` with stage 2 fanned out to ``client``'s workers: stage 1 and the
+    selection run here (engine/loop.two_stage), each chunk of ``chunk`` windows (default: about four
+    chunks per worker) is one task that reads its boxes from ``path`` (which the workers must see) and
+    returns their probabilities, merged here. Same windows and masks as one process. Returns a Result."""
+    from .api import _with_int8_note, opened
+    from .engine import loop
+    from .engine.settings import Settings
+
+    options = {**segmenter.defaults, **options}
+    settings = Settings.from_options(patches=patches, **options)
+    tiles = []  # tiles each task read on its worker
+    refiner = functools.partial(_fan_out, client, model_spec(segmenter), str(path), max_pixels, chunk, retries, tiles)
+    with opened(path, segmenter.bundle, stream=True, max_pixels=max_pixels) as source:
+        result = loop.two_stage(source, segmenter.bundle, settings, None, show_progress, refiner=refiner)
+    result.tiles_read = (result.tiles_read or 0) + sum(tiles)  # here (stage 1) and on the workers (stage 2)
+    return _with_int8_note(result, segmenter.bundle, options)
+
+
+def chunk_size(windows, workers, batch_size=None):
+    """Windows per task: about four tasks per worker, a whole number of batches when ``batch_size`` is set."""
+    size = max(1, math.ceil(windows / max(1, 4 * workers)))
+    return math.ceil(size / batch_size) * batch_size if batch_size else size
+
+
+def _fan_out(client, model, path, max_pixels, chunk, retries, tiles, runner, bundle, source, coarse, windows, context=0,
+             batch_size=None, progress=None):
+    """engine/refine.refine's contract, computed on the workers (``runner`` and ``source`` stay here);
+    appends to ``tiles`` how many tiles each task read."""
+    from distributed import as_completed
+
+    size = chunk or chunk_size(len(windows), len(client.scheduler_info()["workers"]), batch_size)
+    pieces = [windows[start:start + size] for start in range(0, len(windows), size)]
+    shared = client.scatter(coarse, broadcast=True) if bundle.conditioned else None
+    futures = [client.submit(refine_task, model, path, max_pixels, shared, piece, context, batch_size, pure=False,
+                             retries=retries) for piece in pieces]
+    sizes = {future.key: len(piece) for future, piece in zip(futures, pieces, strict=True)}
+    for future in as_completed(futures):
+        if future.status == "error":
+            _, lost = outcome(future, tasks="chunk of windows")  # raises the task's own error
+            raise lost
+        if progress:
+            progress(sizes[future.key])
+    results = client.gather(futures)
+    tiles.extend(read for _, _, read in results)
+    return (np.concatenate([probs for probs, _, _ in results], axis=1),
+            np.concatenate([boxes for _, boxes, _ in results]))
+
+
+@functools.lru_cache(maxsize=8)
+def worker_source(path, channels, max_pixels, stamp, thread):
+    """The TiffSource of ``path`` opened once per worker thread (a file handle is not shared between
+    threads; ``stamp``: size and mtime, so a replaced file is opened again)."""
+    from .engine.source import TiffSource
+    return TiffSource(path, channels, max_pixels=max_pixels)
+
+
+def refine_task(model, path, max_pixels, coarse, windows, context, batch_size):
+    """Stage 2 of ``windows`` of the TIFF at ``path`` on a worker: (window_probs, boxes, tiles read)."""
+    segmenter = worker_segmenter(*model)
+    bundle = segmenter.bundle
+    info = Path(path).stat()
+    source = worker_source(path, bundle.in_channels, max_pixels, (info.st_size, info.st_mtime_ns),
+                           threading.get_ident())
+    s2 = bundle.runners(model[1], model[2])[1]
+    before = source.tiles_read
+    window_probs, boxes = refine(s2, bundle, source, coarse, windows, context, batch_size)
+    return window_probs, boxes, source.tiles_read - before
