@@ -213,8 +213,7 @@ def test_the_segmenter_resolves_auto_once(monkeypatch, fresh_auto, bundle):
     ({"avx2", "fma"}, {}, "fp32"),                         # AVX2: auto trains in fp32, never emulated bf16
     ({"avx512f", "amx_bf16"}, {}, "bf16"),
     ({"avx512f", "amx_bf16"}, {"precision": "fp32"}, "fp32"),
-    ({"avx512f", "amx_bf16"}, {"bf16": False}, "fp32"),     # the deprecated flag still means fp32
-    ({"avx2"}, {"bf16": True}, "bf16"),
+    ({"avx2"}, {"precision": "bf16"}, "bf16"),              # asked for: emulated, but asked (a warning says so)
 ])
 def test_training_precision_follows_auto(monkeypatch, fresh_auto, flags, options, trained_in):
     from iterseg.training.loop import TrainOptions, train_precision
