@@ -221,6 +221,7 @@ def test_exported_from_the_package():
     assert iterseg.api.two_stage_inference is two_stage_inference
 
 
+@pytest.mark.slow  # seconds of training or a MONAI import: make test-slow / CI
 def test_monai_unet():
     nets = pytest.importorskip("monai.networks.nets")
     torch.manual_seed(0)

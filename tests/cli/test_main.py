@@ -17,7 +17,7 @@ from iterseg.cli import models as models_command
 
 from synthetic import blob_image
 
-OUTPUTS = ("mask.png", "probs.tif", "overlay.png", "report.json")
+OUTPUTS = ("mask.png", "overlay.png", "report.json")  # the probabilities only with --save-probs
 
 
 @pytest.mark.parametrize("argv, message", [
@@ -102,4 +102,5 @@ def test_installed_command_runs(tmp_path, image_path, bundle_path):
                            "--out", str(tmp_path / "o")], capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr
     assert all((tmp_path / "o" / f"blobs.{s}").is_file() for s in OUTPUTS)
+    assert not (tmp_path / "o" / "blobs.probs.tif").exists()
 

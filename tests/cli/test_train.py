@@ -6,6 +6,7 @@ import json
 import math
 
 import numpy as np
+import pytest
 import torch
 
 import iterseg
@@ -19,6 +20,7 @@ TINY = ["--epochs", "2", "--steps", "3", "--batch-size", "2", "--width", "4", "-
         "--no-bf16", "--quiet"]
 
 
+@pytest.mark.slow  # seconds of training or a MONAI import: make test-slow / CI
 def test_cli_trains_both_stages_into_a_usable_bundle_and_resumes(tmp_path, capsys):
     spec_path = write_dataset(tmp_path)
     out = tmp_path / "run"
@@ -59,6 +61,7 @@ def test_a_multiclass_spec_trains_a_bundle_with_its_classes_and_colours(tmp_path
     np.testing.assert_allclose(result.probs.sum(axis=0), 1, atol=1e-5)
 
 
+@pytest.mark.slow  # seconds of training or a MONAI import: make test-slow / CI
 def test_training_a_conditioned_s2_from_a_bundle(tmp_path, capsys):
     spec_path = write_dataset(tmp_path)
     common = ["--spec", str(spec_path), "--data-root", str(tmp_path), "--epochs", "1", "--steps", "2",
@@ -144,6 +147,7 @@ def test_a_new_stage1_for_a_conditioned_s2_is_refused(tmp_path, capsys):
     assert "conditioned" in capsys.readouterr().err
 
 
+@pytest.mark.slow  # seconds of training or a MONAI import: make test-slow / CI
 def test_max_minutes_is_one_budget_for_both_stages(tmp_path):
     spec_path = write_dataset(tmp_path)
     out = tmp_path / "run"

@@ -119,6 +119,7 @@ def test_the_learning_rate_falls_to_five_percent():
     assert cosine_lr(opts, 0.3) > cosine_lr(opts, 0.4) and cosine_lr(opts, 2.0) == pytest.approx(5e-5)
 
 
+@pytest.mark.slow  # seconds of training or a MONAI import: make test-slow / CI
 def test_a_time_budget_stops_inside_an_epoch_and_the_schedule_spans_it(spec, tmp_path):
     budget = 0.05  # minutes: 3 s, far less than one epoch of a million steps
     opts = TrainOptions(stage="s1", **{**TINY, "epochs": 1000, "steps_per_epoch": 10 ** 6, "max_minutes": budget})
