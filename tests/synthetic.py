@@ -126,6 +126,15 @@ def write_dataset(root, count=8, height=96, width=128):
     return spec
 
 
+def write_image_folder(folder, count):
+    """``folder`` with ``count`` small blob PNGs (img0.png ...) and one truncated PNG (broken.png)."""
+    folder.mkdir()
+    for i in range(count):
+        cv2.imwrite(str(folder / f"img{i}.png"), blob_image(64, 80, seed=i))
+    (folder / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n truncated")
+    return folder
+
+
 def write_tiled(path, image, tile=(64, 64), pyramid=False):
     """Write ``image`` (H, W[, C]) as a tiled BigTIFF; with ``pyramid``, levels made by INTER_AREA halving."""
     from iterseg.disk.tiff import pyramid_shapes, write_pyramid

@@ -522,18 +522,23 @@ META_KEYS = ["name", "mean", "std", "s1_scale", "class_names", "palette", "int8"
              "s2.norm", "s1.extra"]
 
 
+def mutated(mapping, changes):
+    """``mapping`` with each "key" or "section.field" of ``changes`` set (a field only where its section
+    is a mapping; otherwise the whole section is replaced)."""
+    for key, value in changes.items():
+        section, _, field = key.partition(".")
+        if field and isinstance(mapping.get(section), dict):
+            mapping[section][field] = value
+        else:
+            mapping[section] = value
+    return mapping
+
+
 @given(changes=st.dictionaries(st.sampled_from(META_KEYS), JSON, min_size=1, max_size=3),
        tensor=st.sampled_from([None, "nan", "shape", "drop", "text"]))
 def test_fuzz_the_bundle_metadata(stored_bundle, changes, tensor):
     payload = {**stored_bundle, "s2": dict(stored_bundle["s2"])}
-    meta = json.loads(payload["meta"])
-    for key, value in changes.items():
-        network, _, field = key.partition(".")
-        if field and isinstance(meta.get(network), dict):
-            meta[network][field] = value
-        else:
-            meta[network] = value
-    payload["meta"] = json.dumps(meta)
+    payload["meta"] = json.dumps(mutated(json.loads(payload["meta"]), changes))
     if tensor == "nan":
         payload["s2"]["head.bias"] = torch.full_like(payload["s2"]["head.bias"], float("inf"))
     elif tensor == "shape":
@@ -578,13 +583,7 @@ SPEC_KEYS = ["name", "images", "match", "mask", "fov", "foreground", "augment", 
 @given(changes=st.dictionaries(st.sampled_from(SPEC_KEYS), JSON | st.sampled_from(
     ["SYN/images/*.png", "../x", "/abs/*.png", "(?P<id>", "{id}", "{0}", "img1", "**"]), min_size=1, max_size=3))
 def test_fuzz_the_spec_loader_with_mutated_fields(dataset, changes):
-    raw = yaml.safe_load(SPEC_TEMPLATE)
-    for key, value in changes.items():
-        section, _, field = key.partition(".")
-        if field and isinstance(raw.get(section), dict):
-            raw[section][field] = value
-        else:
-            raw[section] = value
+    raw = mutated(yaml.safe_load(SPEC_TEMPLATE), changes)
     with tempfile.TemporaryDirectory() as folder:
         path = _spec(Path(folder), "fuzz", yaml.safe_dump(raw))
         try:

@@ -12,16 +12,12 @@ import iterseg
 from iterseg import batch
 from iterseg.cli import main
 
-from synthetic import blob_image, write_tiled
+from synthetic import blob_image, write_image_folder, write_tiled
 
 
 @pytest.fixture
 def folder(tmp_path):
-    images = tmp_path / "in"
-    images.mkdir()
-    for i in range(3):
-        cv2.imwrite(str(images / f"img{i}.png"), blob_image(64, 80, seed=i))
-    (images / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n truncated")
+    images = write_image_folder(tmp_path / "in", 3)
     (images / "notes.txt").write_text("not an image, not picked up")
     return images
 

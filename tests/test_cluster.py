@@ -7,13 +7,12 @@ import os
 import sys
 from pathlib import Path
 
-import cv2
 import pytest
 
 from iterseg import batch, cluster
 from iterseg.cli import main
 
-from synthetic import blob_image, conditioned_bundle, write_tiled
+from synthetic import blob_image, conditioned_bundle, write_image_folder, write_tiled
 
 distributed = pytest.importorskip("distributed")
 cloudpickle = pytest.importorskip("cloudpickle")
@@ -32,12 +31,7 @@ def client():
 
 @pytest.fixture
 def folder(tmp_path):
-    images = tmp_path / "in"
-    images.mkdir()
-    for i in range(4):
-        cv2.imwrite(str(images / f"img{i}.png"), blob_image(64, 80, seed=i))
-    (images / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n truncated")
-    return images
+    return write_image_folder(tmp_path / "in", 4)
 
 
 def summary(out):
