@@ -17,8 +17,8 @@ from .engine.cost import cost_report, count_macs, stage1_size
 from .engine.infer import box_shape
 from .engine.settings import Settings
 from .engine.source import open_source
-from .kernels import grid_windows, warm_up
-from .model.runtime import check_precision
+from .kernels import grid_windows
+from .model.runtime import check_precision, warm_up_kernels
 from .model.store import DEFAULT_MODEL, load_bundle
 
 log = logging.getLogger(__name__)
@@ -90,7 +90,7 @@ class Segmenter:
         self.defaults = {"precision": check_precision(precision), "compile": bool(compile)}
         if int8_note(bundle, self.defaults["precision"]):
             log.warning("%s.", int8_note(bundle, self.defaults["precision"]))
-        warm_up()  # numba kernels load once here, not inside the first image's timings
+        warm_up_kernels()  # numba kernels load once here, not inside the first image's timings
 
     def __repr__(self):
         return (f"Segmenter({self.source!r}, classes={list(self.bundle.class_names)}, "

@@ -19,7 +19,8 @@ from .engine.networks import COUNT_PIXELS, COUNT_SIDE, OUTPUTS, Network, Network
 from .engine.settings import Settings, check_windows
 from .engine.source import ArraySource, as_array
 from .errors import InputError
-from .kernels import grid_windows, warm_up
+from .kernels import grid_windows
+from .model.runtime import warm_up_kernels
 
 DEFAULT_SCALE = 0.125
 
@@ -74,7 +75,7 @@ def two_stage_inference(inputs, coarse, fine, *, outputs="logits", scale=DEFAULT
                                      budget=budget, budget_gmacs=budget_gmacs, threshold=threshold, rounds=rounds,
                                      context=context, batch_size=batch_size, max_overlap=max_overlap,
                                      precision="fp32")
-    warm_up()
+    warm_up_kernels()
     with torch.inference_mode():
         networks.probe()
     if windows is not None:

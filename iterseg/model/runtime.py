@@ -30,6 +30,7 @@ from pathlib import Path
 import torch
 
 from ..errors import InputError, ModelError
+from ..kernels import warm_up
 from . import cpu
 from .cpu import CONCRETE_PRECISIONS, PRECISIONS, lacks_bf16_units
 from .quantize import eager_int8_network, fold_batch_norm, int8_network
@@ -141,6 +142,18 @@ def measure_bf16_speedup(repeats=3, side=96):
         return min(times)
 
     return best(False) / best(True)
+
+
+# --- threads ------------------------------------------------------------------------------------------
+
+def warm_up_kernels():
+    """Load the numba kernels (``kernels.warm_up``) and keep torch's thread count. The first parallel
+    kernel of a process starts numba's OpenMP threads and sets OpenMP's thread count, which torch
+    shares, to numba's (NUMBA_NUM_THREADS, the CPU count): without this, ``torch.set_num_threads(1)``
+    or OMP_NUM_THREADS=1 (as Dask gives its workers) silently became all cores after loading a model."""
+    threads = torch.get_num_threads()
+    warm_up()
+    torch.set_num_threads(threads)
 
 
 # --- running a network ------------------------------------------------------------------------------

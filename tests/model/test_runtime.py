@@ -1,5 +1,8 @@
 """Running networks: precision (auto / fp32 / bf16), torch.compile, and what the CPU can do."""
 import json
+import os
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -68,6 +71,16 @@ def test_bf16_on_a_cpu_without_bf16_units_warns_once(monkeypatch, tmp_path, imag
     assert main(["predict", str(image_path), "--model", str(bundle_path), "--precision", "fp32",
                  "--overwrite", "--out", str(tmp_path)]) == 0
     assert "bf16 is emulated" not in capsys.readouterr().err
+
+
+def test_loading_a_model_keeps_the_thread_count_torch_was_given():
+    """numba's first parallel kernel (loading a Segmenter warms the kernels up) resets OpenMP's thread
+    count, which torch shares; a fresh process, so that the kernels start there."""
+    code = ("import torch; torch.set_num_threads(1); import iterseg; iterseg.load('ph2', precision='fp32'); "
+            "print(torch.get_num_threads())")
+    env = dict(os.environ, NUMBA_NUM_THREADS="2")  # what a 2-core machine gives numba
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, check=True)
+    assert out.stdout.split()[-1] == "1"
 
 
 def test_cpu_flags_decide_what_is_emulated(monkeypatch):
