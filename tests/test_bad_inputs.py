@@ -168,20 +168,21 @@ def test_refusing_a_bomb_stays_under_200_mb_above_idle(tmp_path):
     assert grown_mb < 200
 
 
-def test_jpeg_exif_orientation_is_applied(tmp_path):
+@pytest.mark.parametrize("name", ["photo.jpg", "photo.png"])
+def test_exif_orientation_is_applied(tmp_path, name):
     picture = np.zeros((20, 40, 3), np.uint8)
     picture[:5, :10] = (250, 0, 0)  # a red block top-left, as stored
     exif = Image.Exif()
     exif[0x0112] = 6  # "rotate 90 clockwise to display"
-    Image.fromarray(picture).save(tmp_path / "photo.jpg", exif=exif, quality=95)
-    image, notes = read_image_noted(tmp_path / "photo.jpg")
-    with Image.open(tmp_path / "photo.jpg") as shown:
+    Image.fromarray(picture).save(tmp_path / name, exif=exif, quality=95)
+    image, notes = read_image_noted(tmp_path / name)
+    with Image.open(tmp_path / name) as shown:
         from PIL import ImageOps
         expected = np.asarray(ImageOps.exif_transpose(shown))
     assert image.shape == (40, 20, 3) and np.abs(image.astype(int) - expected).max() <= 8
     assert image[:10, -5:, 0].mean() > 200  # the block is top-right, as viewers show it
     assert any("EXIF orientation 6" in note for note in notes)
-    result = iterseg.load("untrained").predict(tmp_path / "photo.jpg", patches=1)
+    result = iterseg.load("untrained").predict(tmp_path / name, patches=1)
     assert result.mask.shape == (40, 20) and any("EXIF" in note for note in result.notes)
 
 

@@ -64,8 +64,10 @@ def atomic_output(path):
 
 
 def _write_with_opencv(path, rgb_or_gray):
-    array = rgb_or_gray[:, :, ::-1] if rgb_or_gray.ndim == 3 else rgb_or_gray
-    ok, encoded = cv2.imencode(Path(path).suffix, np.ascontiguousarray(array))
+    array = np.ascontiguousarray(rgb_or_gray)
+    if array.ndim == 3 and array.shape[2] in (3, 4):
+        array = cv2.cvtColor(array, cv2.COLOR_RGB2BGR if array.shape[2] == 3 else cv2.COLOR_RGBA2BGRA)
+    ok, encoded = cv2.imencode(Path(path).suffix, array)
     if not ok:
         raise OSError(f"OpenCV could not encode {path}.")
     with atomic_output(path) as tmp:
