@@ -90,7 +90,13 @@ class Segmenter:
         self.defaults = {"precision": check_precision(precision), "compile": bool(compile)}
         if int8_note(bundle, self.defaults["precision"]):
             log.warning("%s.", int8_note(bundle, self.defaults["precision"]))
-        warm_up_kernels()  # numba kernels load once here, not inside the first image's timings
+        # what every process pays once is paid here, not inside the first image's timings: the numba
+        # kernels, the networks prepared for the precision (int8: about 0.5 s per network) and
+        # fvcore's count of each architecture
+        warm_up_kernels()
+        bundle.runners(self.defaults["precision"], self.defaults["compile"])
+        for network in bundle.networks().values():
+            count_macs(network.config, 1, 1)
 
     def __repr__(self):
         return (f"Segmenter({self.source!r}, classes={list(self.bundle.class_names)}, "

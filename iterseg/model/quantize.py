@@ -25,6 +25,7 @@ import torch
 from torch import nn
 
 from ..errors import ModelError
+from .cache import remembered
 from .cpu import has_vnni
 
 log = logging.getLogger(__name__)
@@ -147,35 +148,57 @@ def eager_int8_network(model, ranges):
     """``model`` (folded, float weights) quantized for PyTorch's eager x86 int8 kernels (FX graph
     mode quantization): no compilation, so the first call costs what later ones do. The bundle's
     ranges belong to the PT2E observers; each FX observer gets the range of the PT2E observer that
-    sees the same tensor (matched by running both prepared networks on one random input). The
-    transposed convolutions, the convolutions feeding them and the 1x1 head stay float (PT2E has no
-    range for their outputs). ModelError
-    when an FX observer has no counterpart (a torch version that quantizes differently)."""
+    sees the same tensor (``observer_map``, worked out once per torch version and architecture and
+    kept on disk, cache.py). The transposed convolutions, the convolutions feeding them and the 1x1
+    head stay float (PT2E has no range for their outputs). ModelError when an FX observer has no
+    counterpart (a torch version that quantizes differently) or the calibration does not fit."""
     from torch.ao.quantization.quantize_fx import convert_fx  # noqa: PLC0415 (a second to import)
 
-    pt2e = prepare(model)
-    found = activation_observers(pt2e)
-    if len(found) != len(ranges):
-        raise ModelError(f"the bundle's int8 calibration ({len(ranges)} observers) does not fit this network as "
-                         f"torch/torchao prepare it ({len(found)}); calibrate again with `iterseg quantize`.")
     fx = _fx_prepared(model)
-    multiple = model.config.size_multiple
-    probe = torch.randn(1, model.config.in_channels, 2 * multiple, 2 * multiple,
-                        generator=torch.Generator().manual_seed(0))
-    seen_pt2e = [prints[0] for prints in _observed(pt2e, found, probe).values()]
-    for observer, prints in _observed(fx, _fx_observers(fx), probe).items():
+    observers = _fx_observers(fx)
+    key = f"torch {torch.__version__} | {dataclasses.asdict(model.config)}"
+    known = remembered("int8_map.json", key, lambda: observer_map(model, fx, observers))
+    if known["pt2e_observers"] != len(ranges) or len(known["matches"]) != len(observers):
+        raise ModelError(f"the bundle's int8 calibration ({len(ranges)} observers) does not fit this network as "
+                         f"torch/torchao prepare it ({known['pt2e_observers']}); calibrate again with "
+                         "`iterseg quantize`.")
+    for observer, matches in zip(observers, known["matches"], strict=True):
+        if matches is None:  # sees no tensor in a forward pass
+            continue
         # an FX observer shared by several tensors (a concatenation's inputs and output) gets the
         # union of their ranges; tensors PT2E does not observe (a max pool's output) add nothing
-        matches = [i for i, other in enumerate(seen_pt2e) if any(_same(p, other) for p in prints)]
-        if not matches:
-            raise ModelError("this torch version quantizes the network differently from the bundle's int8 "
-                             "calibration; run int8 compiled (see runtime.py) or calibrate again.")
         observer.reset_min_max_vals()
         observer.min_val = torch.stack([ranges[i][0] for i in matches]).min().clone()
         observer.max_val = torch.stack([ranges[i][1] for i in matches]).max().clone()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         return convert_fx(fx)
+
+
+def observer_map(model, fx, observers):
+    """{"pt2e_observers": how many activation observers PT2E gives ``model``, "matches": for each FX
+    ``observers`` entry the indices of the PT2E observers that see the same tensors (None for one that
+    sees none)}, found by running both prepared networks on one random input (about 1.5 s: exporting
+    for PT2E is most of it). ModelError when an FX observer has no counterpart."""
+    pt2e = prepare(model)
+    found = activation_observers(pt2e)
+    multiple = model.config.size_multiple
+    probe = torch.randn(1, model.config.in_channels, 2 * multiple, 2 * multiple,
+                        generator=torch.Generator().manual_seed(0))
+    seen_pt2e = [prints[0] for prints in _observed(pt2e, found, probe).values()]
+    seen_fx = _observed(fx, observers, probe)
+    matches = []
+    for observer in observers:
+        if observer not in seen_fx:
+            matches.append(None)
+            continue
+        matches.append([i for i, other in enumerate(seen_pt2e) if any(_same(p, other) for p in seen_fx[observer])])
+        if not matches[-1]:
+            raise ModelError("this torch version quantizes the network differently from the bundle's int8 "
+                             "calibration; run int8 compiled (see runtime.py) or calibrate again.")
+    for observer in observers:  # what the probe left in them is no range of the bundle's
+        observer.reset_min_max_vals()
+    return {"pt2e_observers": len(found), "matches": matches}
 
 
 def _fx_prepared(model):

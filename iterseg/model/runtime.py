@@ -22,17 +22,16 @@ Precisions
 """
 import ctypes
 import functools
-import json
 import logging
 import os
 import time
-from pathlib import Path
 
 import torch
 
 from ..errors import InputError, ModelError
 from ..kernels import warm_up
 from . import cpu
+from .cache import remembered
 from .cpu import CONCRETE_PRECISIONS, PRECISIONS, lacks_bf16_units
 from .quantize import eager_int8_network, fold_batch_norm, int8_network
 
@@ -98,29 +97,11 @@ def _auto(flags):
 
 # --- the probe --------------------------------------------------------------------------------------
 
-def cache_file():
-    """Where measured probes are kept: $ITERSEG_CACHE or ~/.cache/iterseg, file probe.json."""
-    base = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
-    return Path(os.environ.get("ITERSEG_CACHE") or base / "iterseg") / "probe.json"
-
-
 def bf16_speedup():
-    """fp32 time / bf16 time of a small conv net on this CPU, from the disk cache (keyed by CPU
-    model and torch version) or measured now (a few hundred ms) and stored."""
+    """fp32 time / bf16 time of a small conv net on this CPU, from the disk cache (cache.py; keyed by
+    CPU model and torch version) or measured now (a few hundred ms) and kept."""
     key = f"{cpu.cpu_model()} | torch {torch.__version__}"
-    path = cache_file()
-    try:
-        known = json.loads(path.read_text())
-    except (OSError, ValueError):
-        known = {}
-    if key not in known:
-        known[key] = measure_bf16_speedup()
-        try:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            path.write_text(json.dumps(known, indent=1))
-        except OSError as error:
-            log.info("could not cache the precision probe in %s: %s", path, error)
-    return float(known[key])
+    return float(remembered("probe.json", key, measure_bf16_speedup))
 
 
 def measure_bf16_speedup(repeats=3, side=96):

@@ -116,3 +116,25 @@ def test_int8_runs_without_compiling_and_keeps_the_calibrated_network(int8_bundl
     assert torch.equal(first, again)
     assert (first.sigmoid() - reference.sigmoid()).abs().mean() < 0.01
     assert (first.sigmoid() - floats.sigmoid()).abs().mean() < 0.02
+
+
+@pytest.mark.slow
+def test_the_int8_observer_map_is_worked_out_once_and_kept_on_disk(int8_bundle, monkeypatch, tmp_path):
+    """Matching the FX observers to the bundle's PT2E ranges needs an export (most of the int8 set-up);
+    its result is kept per torch version and architecture, so a later process skips it and runs the
+    same network."""
+    from iterseg.model import quantize
+    monkeypatch.setenv("ITERSEG_CACHE", str(tmp_path))
+    _, int8 = int8_bundle
+    x = torch.randn(2, int8.s2.config.in_channels, 32, 48, generator=torch.Generator().manual_seed(2))
+    first = Runner(int8.s2, "int8", int8_ranges=int8.int8_ranges["s2"])
+    assert (tmp_path / "int8_map.json").is_file()
+
+    def no_export(model):
+        raise AssertionError("the kept observer map was not used")
+    monkeypatch.setattr(quantize, "prepare", no_export)
+    second = Runner(int8.s2, "int8", int8_ranges=int8.int8_ranges["s2"])
+    with torch.inference_mode():
+        assert torch.equal(first(x), second(x))
+    with pytest.raises(iterseg.ModelError, match="calibrate again"):  # a calibration that does not fit
+        quantize.eager_int8_network(quantize.fold_batch_norm(int8.s2), int8.int8_ranges["s2"][:-1])
