@@ -13,6 +13,9 @@ TORCH_CPU_INDEX ?= https://download.pytorch.org/whl/cpu
 # --no-compile: Python compiles what is imported on first use; byte-compiling all of torch at install
 # doubled the install time (94 s -> 54 s for torch and the test extras on 2 cores)
 PIP := $(BIN)/python -m pip install --quiet --no-compile --disable-pip-version-check
+# ... which needs Python to be allowed to write what it compiles: with PYTHONDONTWRITEBYTECODE set
+# (some shells and containers set it) every process would compile torch anew (import 3 s -> 6 s)
+unexport PYTHONDONTWRITEBYTECODE
 INSTALLED := $(VENV)/.installed
 TEST_INSTALLED := $(VENV)/.test-installed
 BENCH_INSTALLED := $(VENV)/.bench-installed

@@ -104,10 +104,10 @@ def connect(spec, retries=DEFAULT_RETRIES, timeout=30):
 @functools.lru_cache(maxsize=2)
 def worker_segmenter(model, precision, compile=False):
     """The Segmenter of ``model`` (name or bundle path) in ``precision``, loaded once per worker process,
-    with glibc's large-allocation thresholds back (runtime.undo_malloc_trim_threshold: Dask's
+    with glibc's large-allocation thresholds back (model/malloc.py: Dask's
     MALLOC_TRIM_THRESHOLD_ made its workers 1.6x slower per image)."""
     from .api import load
-    from .model.runtime import undo_malloc_trim_threshold
+    from .model.malloc import undo_malloc_trim_threshold
     undo_malloc_trim_threshold()
     return load(model, precision=precision, compile=compile)
 
