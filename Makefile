@@ -16,6 +16,7 @@ PIP := $(BIN)/python -m pip install --quiet --no-compile --disable-pip-version-c
 # ... which needs Python to be allowed to write what it compiles: with PYTHONDONTWRITEBYTECODE set
 # (some shells and containers set it) every process would compile torch anew (import 3 s -> 6 s)
 unexport PYTHONDONTWRITEBYTECODE
+TORCH_INSTALLED := $(VENV)/.torch-installed
 INSTALLED := $(VENV)/.installed
 TEST_INSTALLED := $(VENV)/.test-installed
 BENCH_INSTALLED := $(VENV)/.bench-installed
@@ -27,14 +28,18 @@ UNCONDITIONED_COMMIT := 24a5261^
 
 .PHONY: demo test test-slow test-all lint bench bench-sweeps bench-int8 bench-gigapixel bench-cluster install clean
 
-$(INSTALLED): setup.py
+$(TORCH_INSTALLED):
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(PIP) --timeout 10 --retries 0 --index-url $(TORCH_CPU_INDEX) $(TORCH) || \
 		{ echo "$(TORCH_CPU_INDEX) not reachable: torch from the default index"; $(PIP) $(TORCH); }
+	touch $@
+
+# one pip call per target: `make test` on a fresh clone installs iterseg once, with its test extras
+$(INSTALLED): $(TORCH_INSTALLED) setup.py
 	$(PIP) -e .
 	touch $@
 
-$(TEST_INSTALLED): $(INSTALLED)
+$(TEST_INSTALLED): $(TORCH_INSTALLED) setup.py
 	$(PIP) -e '.[test]'
 	touch $@
 

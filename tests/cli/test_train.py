@@ -47,6 +47,7 @@ def test_cli_trains_both_stages_into_a_usable_bundle_and_resumes(tmp_path, capsy
         assert [int(r["epoch"]) for r in csv.DictReader(f)] == [1, 2, 3]
 
 
+@pytest.mark.slow  # seconds of training: make test-slow / CI
 def test_a_multiclass_spec_trains_a_bundle_with_its_classes_and_colours(tmp_path):
     spec_path = write_multiclass_dataset(tmp_path)
     out = tmp_path / "run"
