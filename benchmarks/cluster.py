@@ -4,8 +4,9 @@
 
 1. Folder: --images synthetic RGB images of --side pixels (benchmarks/synthetic_tiff.picture), segmented
    by ``batch.predict_files`` (all outputs written, --overwrite) locally in this process (torch limited
-   to 1 thread) and on LocalClusters of 1 and 2 single-threaded worker processes. Each worker loads the
-   model and runs one image before the clock starts; the median of --rounds runs is kept. 2048² by
+   to 1 thread), on LocalClusters of 1 and 2 single-threaded worker processes, and, as the machine's
+   ceiling for 2 workers, in 1 and 2 plain processes (multiprocessing, no Dask) splitting the images.
+   Each worker loads the model and runs one image before the clock starts; the median of --rounds runs is kept. 2048² by
    default: a 1024² image costs ph2 about 0.1 s of compute plus 0.1 s of writing, the same order as the
    per-task cost of the scheduler and client (which share the 2 cores here), so it measures those.
 2. Scheduler overhead: the round trip of a no-op task submitted and awaited one at a time (median of
@@ -117,8 +118,42 @@ def folder_part(args, work):
             if workers == 2:
                 results["overhead"] = overhead(client)
     results["speedup_2_over_1"] = round(results["workers_2"]["images_per_s"] / results["workers_1"]["images_per_s"], 3)
+    plain = {count: statistics.median(plain_processes(paths, work, args, count) for _ in range(args.rounds))
+             for count in (1, 2)}
+    results["plain_processes"] = {f"{count}_wall_s": round(wall, 2) for count, wall in plain.items()}
+    results["plain_processes"]["speedup_2_over_1"] = round(plain[1] / plain[2], 3)
+    print("plain processes", results["plain_processes"], load(), file=sys.stderr, flush=True)
     results["load_after"] = load()
     return results
+
+
+def plain_process(model, precision, paths, out, warm, barrier):
+    """One of the no-Dask processes: one torch thread, model loaded and one image run, then its share."""
+    torch.set_num_threads(1)
+    seg = cluster.worker_segmenter(model, precision)
+    batch.predict_file(seg, paths[0], warm, {})
+    barrier.wait()
+    batch.predict_files(seg, paths, batch.output_folder(out), {}, overwrite=True)
+
+
+def plain_processes(paths, out, args, count):
+    """Wall seconds of ``count`` plain processes (multiprocessing, no Dask) splitting ``paths``, from the
+    moment all have loaded the model: what this machine allows ``count`` workers at best."""
+    import multiprocessing  # noqa: PLC0415
+
+    context = multiprocessing.get_context("spawn")
+    barrier = context.Barrier(count + 1)
+    processes = [context.Process(target=plain_process, args=(args.model, args.precision, paths[i::count],
+                                                             out / f"plain{count}", out / "warm", barrier))
+                 for i in range(count)]
+    for process in processes:
+        process.start()
+    barrier.wait()
+    start = time.perf_counter()
+    for process in processes:
+        process.join()
+    assert all(process.exitcode == 0 for process in processes)
+    return time.perf_counter() - start
 
 
 def overhead(client):
@@ -188,7 +223,13 @@ def markdown(results):
     for name in ("local_1_thread", "workers_1", "workers_2"):
         row = f[name]
         lines.append(f"| {name.replace('_', ' ')} | {row['wall_s']} | {row['images_per_s']} | {row['mean_image_s']} |")
-    lines += ["", f"2 workers / 1 worker: **{f['speedup_2_over_1']}x** (target >= 1.8x on idle cores).", "",
+    lines += ["", f"2 workers / 1 worker: **{f['speedup_2_over_1']}x** (target >= 1.8x on idle cores).", ""]
+    if "plain_processes" in f:
+        p = f["plain_processes"]
+        lines += [f"The machine's own ceiling, without Dask: 2 plain processes (multiprocessing, one torch thread "
+                  f"each, half of the images each) {p['2_wall_s']} s against one {p['1_wall_s']} s: "
+                  f"**{p['speedup_2_over_1']}x**.", ""]
+    lines += [
               f"Scheduler overhead: no-op round trip {o['round_trip_ms']} ms (one at a time), "
               f"{o['mapped_per_task_ms']} ms per task when 1000 are mapped at once.", ""]
     if "giga" in results:
