@@ -116,6 +116,7 @@ def test_options_left_out_keep_the_training_defaults():
     assert small.crop == 100 and small.crop_sizes == (64, 96) and small.precision == "fp32"  # --no-bf16
 
 
+@pytest.mark.slow  # seconds of training: make test-slow / CI
 def test_a_new_stage1_at_another_scale_for_a_bundles_s2(tmp_path, capsys):
     spec_path = write_dataset(tmp_path)
     common = ["--spec", str(spec_path), "--data-root", str(tmp_path), "--epochs", "1", "--steps", "2",
