@@ -4,7 +4,7 @@
 # (10 s timeout, no retries); then iterseg in editable mode: `make demo` without the test extras,
 # `make test` with them. Each install is redone only when setup.py changes.
 # `make test` skips the tests marked slow (setup.cfg); `make test-slow` runs only those, `make test-all` both;
-# `make lint` runs ruff.
+# `make lint` runs ruff; these three install the `dev` extra (test extras plus Dask, MONAI, ruff).
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
@@ -19,6 +19,7 @@ unexport PYTHONDONTWRITEBYTECODE
 TORCH_INSTALLED := $(VENV)/.torch-installed
 INSTALLED := $(VENV)/.installed
 TEST_INSTALLED := $(VENV)/.test-installed
+DEV_INSTALLED := $(VENV)/.dev-installed
 BENCH_INSTALLED := $(VENV)/.bench-installed
 # the real datasets (PH2, DRIVE, HRF); benchmarks that need them skip when the folder is missing
 DATA ?= $(or $(ITERSEG_DATA),../shared/data)
@@ -43,6 +44,11 @@ $(TEST_INSTALLED): $(TORCH_INSTALLED) setup.py
 	$(PIP) -e '.[test]'
 	touch $@
 
+# the slow tests and the linter need more (dask, MONAI, ruff): installed by their targets, not by `make test`
+$(DEV_INSTALLED): $(TORCH_INSTALLED) setup.py
+	$(PIP) -e '.[dev]'
+	touch $@
+
 $(BENCH_INSTALLED): $(TEST_INSTALLED)
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e '.[bench]'
 	touch $@
@@ -56,15 +62,15 @@ test: $(TEST_INSTALLED)
 	$(BIN)/python -m pytest -m "not slow"
 
 # the tests marked slow (int8 compilation, torch.compile, sweeps, the real-data checks); CI runs them
-test-slow: $(TEST_INSTALLED)
+test-slow: $(DEV_INSTALLED)
 	$(BIN)/python -m pytest -m slow || test $$? -eq 5  # 5: no test is marked slow
 
 # the whole suite, the tests marked slow included
-test-all: $(TEST_INSTALLED)
+test-all: $(DEV_INSTALLED)
 	$(BIN)/python -m pytest
 
 # ruff, configured in ruff.toml
-lint: $(TEST_INSTALLED)
+lint: $(DEV_INSTALLED)
 	$(BIN)/ruff check iterseg kernels tests benchmarks
 
 # speed suites (about 7 minutes) then the FLOP/Dice sweep on DRIVE (about 3 minutes); see benchmarks/README.md

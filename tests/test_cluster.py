@@ -178,24 +178,6 @@ def test_one_streamed_image_fans_its_windows_out_to_the_workers(tmp_path, bundle
     assert report["options"]["streamed"] and len(report["windows"]) == 12
 
 
-def test_cli_cluster_option_errors_are_one_line(tmp_path, folder, bundle_path, capsys, monkeypatch):
-    args = ["predict", str(folder), "--model", str(bundle_path), "--out", str(tmp_path / "o"), "--quiet"]
-    assert main(args + ["--cluster", "local:0"]) == 2
-    assert main(args + ["--cluster", "nowhere.json"]) == 2
-    assert main(args + ["--cluster", "banana"]) == 2
-    err = capsys.readouterr().err
-    assert "local:N" in err and "nowhere.json" in err and "banana" in err
-    monkeypatch.setattr(cluster.importlib.util, "find_spec", lambda name: None)
-    assert main(args + ["--cluster", "local:2"]) == 2
-    assert "pip install 'iterseg[dask]'" in capsys.readouterr().err
-    assert not (tmp_path / "o").exists()
-
-
-def test_help_explains_cluster(capsys):
-    assert main(["predict", "--help"]) == 0
-    assert "--cluster" in capsys.readouterr().out
-
-
 @pytest.mark.slow
 def test_cli_local_cluster_runs_a_folder(tmp_path, folder, bundle_path, capsys):
     out = tmp_path / "out"
