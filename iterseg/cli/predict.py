@@ -106,8 +106,8 @@ def run(args):
         raise InputError(f"--stream must be one of {', '.join(STREAM_MODES)}, got {args.stream!r}.")
     if args.cluster:
         from ..cluster import parse_cluster, require_dask
+        parse_cluster(args.cluster)  # a malformed value is named first, installed or not
         require_dask()
-        parse_cluster(args.cluster)
     paths = expand_inputs(args.images, Path(args.out))
     out_dir = output_folder(args.out)
     segmenter = load(chosen_model(args), precision=args.precision)
