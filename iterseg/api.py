@@ -38,14 +38,15 @@ def opened(image: Any, bundle, stream: bool = False, max_pixels: int | None = No
 
 
 def two_stage(image: Image, bundle, windows: np.ndarray | None = None, stream: bool = False,
-              show_progress: bool = False, max_pixels: int | None = None, **options) -> Result:
+              show_progress: bool = False, max_pixels: int | None = None, refiner=loop.refine, **options) -> Result:
     """Segment ``image`` (path, array, tensor or Source) with ``bundle``: stage 1 everywhere, stage 2
     on the windows that most need it. ``stream``: read a tiled TIFF path region by region.
     max_pixels: refuse image files declaring more pixels (default 100 Mpx read whole, 10 Gpx streamed).
+    refiner: what runs stage 2 (engine/loop.two_stage; iterseg/cluster.py fans it out to Dask workers).
     options: see ``Segmenter.predict``. Returns a Result."""
     settings = Settings.from_options(**options)
     with opened(image, bundle, stream, max_pixels) as source:
-        return loop.two_stage(source, bundle, settings, windows, show_progress)
+        return loop.two_stage(source, bundle, settings, windows, show_progress, refiner=refiner)
 
 
 def baseline(image: Image, bundle, tile: int | None = None, batch_size: int = 1, max_pixels: int | None = None,

@@ -193,40 +193,31 @@ class FannedOut:
     from the shared file; everything else is the wrapped ``segmenter``'s. ``batch.predict_file`` takes
     it like a Segmenter, so the outputs are written here, by one process, as in local mode."""
 
-    def __init__(self, client, segmenter, chunk=None, retries=DEFAULT_RETRIES):
-        self.client, self.chunk, self.retries = client, chunk, retries
-        self.model = model_spec(segmenter)
-        self.segmenter = worker_segmenter(*self.model) if isinstance(segmenter, (str, Path)) else segmenter
+    def __init__(self, client, segmenter, retries=DEFAULT_RETRIES):
+        self.client, self.retries = client, retries
+        self.segmenter = worker_segmenter(*model_spec(segmenter)) if isinstance(segmenter, (str, Path)) else segmenter
 
     def __getattr__(self, name):
         return getattr(self.segmenter, name)
 
-    def predict(self, image, patches=None, stream=False, show_progress=False, max_pixels=None, **options):
+    def predict(self, image, patches=None, stream=False, **options):
         if not stream:
-            return self.segmenter.predict(image, patches, show_progress=show_progress, max_pixels=max_pixels,
-                                          **options)
-        return predict_tiled(self.client, self.segmenter, image, patches, chunk=self.chunk, retries=self.retries,
-                             show_progress=show_progress, max_pixels=max_pixels, **options)
+            return self.segmenter.predict(image, patches, **options)
+        return predict_tiled(self.client, self.segmenter, image, patches, retries=self.retries, **options)
 
 
-def predict_tiled(client, segmenter, path, patches=None, chunk=None, retries=DEFAULT_RETRIES, show_progress=False,
-                  max_pixels=None, **options):
-    """``Segmenter.predict_tiled`` with stage 2 fanned out to ``client``'s workers: stage 1 and the
-    selection run here (engine/loop.two_stage), each chunk of ``chunk`` windows (default: about four
-    chunks per worker) is one task that reads its boxes from ``path`` (which the workers must see) and
-    returns their probabilities, merged here. Same windows and masks as one process. Returns a Result."""
-    from .api import _with_int8_note, opened
-    from .engine import loop
-    from .engine.settings import Settings
-
-    options = {**segmenter.defaults, **options}
-    settings = Settings.from_options(patches=patches, **options)
+def predict_tiled(client, segmenter, path, patches=None, chunk=None, retries=DEFAULT_RETRIES, max_pixels=None,
+                  **options):
+    """``Segmenter.predict_tiled`` with stage 2 fanned out to ``client``'s workers: stage 1, the
+    selection and the mask options run here (``Segmenter.predict`` with another refiner), each chunk
+    of ``chunk`` windows (default: about four chunks per worker) is one task that reads its boxes from
+    ``path`` (which the workers must see) and returns their probabilities, merged here. Same windows,
+    masks and report options as one process. Returns a Result."""
     tiles = []  # tiles each task read on its worker
     refiner = functools.partial(_fan_out, client, model_spec(segmenter), str(path), max_pixels, chunk, retries, tiles)
-    with opened(path, segmenter.bundle, stream=True, max_pixels=max_pixels) as source:
-        result = loop.two_stage(source, segmenter.bundle, settings, None, show_progress, refiner=refiner)
+    result = segmenter.predict(path, patches, stream=True, max_pixels=max_pixels, refiner=refiner, **options)
     result.tiles_read = (result.tiles_read or 0) + sum(tiles)  # here (stage 1) and on the workers (stage 2)
-    return _with_int8_note(result, segmenter.bundle, options)
+    return result
 
 
 def chunk_size(windows, workers, batch_size=None):

@@ -163,11 +163,11 @@ def test_one_streamed_image_fans_its_windows_out_to_the_workers(tmp_path, bundle
     save_bundle(conditioned_bundle()[0] if conditioned else bundle, path, half=False)
     segmenter = iterseg.load(path)
     scan = write_tiled(tmp_path / "scan.tif", blob_image(600, 520, seed=3), tile=(64, 64), pyramid=True)
-    options = {"patches": 12, "patch_size": 48, "batch_size": 2}
+    options = {"patches": 12, "patch_size": 48, "batch_size": 2, "cutoff": 0.3}  # mask options apply as locally
     local = segmenter.predict(scan, stream=True, **options)
     fanned = cluster.predict_tiled(client, segmenter, scan, chunk=4, **options)
     assert fanned.windows.tolist() == local.windows.tolist() and len(local.windows) == 12
-    assert (fanned.mask == local.mask).all() and fanned.macs == local.macs
+    assert (fanned.mask == local.mask).all() and fanned.macs == local.macs and fanned.options == local.options
     assert abs(fanned.probs - local.probs).max() < 1e-5 and fanned.tiles_read >= local.tiles_read > 0
     # through predict_files: the one streamed image of a run is fanned out, its outputs written here
     out = batch.output_folder(tmp_path / "out")
@@ -175,7 +175,7 @@ def test_one_streamed_image_fans_its_windows_out_to_the_workers(tmp_path, bundle
                                stream="always")
     assert [r["status"] for r in rows] == ["done"] and (out / "scan.mask.tif").is_file()
     report = json.loads((out / "scan.report.json").read_text())
-    assert report["options"]["streamed"] and len(report["windows"]) == 12
+    assert report["options"]["streamed"] and report["options"]["cutoff"] == 0.3 and len(report["windows"]) == 12
 
 
 @pytest.mark.slow
