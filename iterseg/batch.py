@@ -229,9 +229,18 @@ def write_outputs(result, image, outputs, bundle, show, pixel_size=None, tint=No
 def done_report(path, out_dir):
     """The report of ``path`` in ``out_dir`` if the image is done, else None (no report, or only the
     claim written before the outputs, left by a run killed while writing them)."""
+    done = _done(path, out_dir)
+    return done[0] if done else None
+
+
+def _done(path, out_dir):
+    """(report path, its dict or None when unreadable) if ``path`` is done in ``out_dir``, else None;
+    the report is read once."""
     report = Path(out_dir) / f"{Path(path).stem}.report.json"
-    found = _read_report(report) if report.exists() else None
-    return report if report.exists() and (found is None or found.get("status") != WRITING) else None
+    if not report.exists():
+        return None
+    found = _read_report(report)
+    return (report, found) if found is None or found.get("status") != WRITING else None
 
 
 def _read_report(path):
@@ -358,11 +367,10 @@ def remove_stale_partials(out_dir, age=STALE_SECONDS):
     return removed
 
 
-def _skipped_row(path, report_path, previous):
+def _skipped_row(path, report_path, report, previous):
     """The summary row of an image skipped because its report exists: with the numbers of that
-    report (or of the earlier summary's row when the report cannot be read)."""
+    ``report`` (or of the earlier summary's row when the report could not be read)."""
     reason = f"{report_path.name} exists (use --overwrite to redo it)"
-    report = _read_report(report_path)
     with contextlib.suppress(KeyError, TypeError, ValueError, AttributeError):  # another version's report
         if report is not None:
             return summary_row(path, "skipped", reason, report)
@@ -402,11 +410,11 @@ def attempt(segmenter, path, out_dir, options, **file_options):
 def skip_row(path, out_dir, overwrite, previous):
     """The one skip/run decision: the "skipped" row of ``path`` if its report exists and not
     ``overwrite`` (numbers from that report, else from ``previous`` summary rows), None to run it."""
-    report_path = None if overwrite else done_report(path, out_dir)
-    if report_path is None:
+    done = None if overwrite else _done(path, out_dir)
+    if done is None:
         return None
-    log.debug("%s: skipped, %s exists", path, report_path)
-    return _skipped_row(path, report_path, previous)
+    log.debug("%s: skipped, %s exists", path, done[0])
+    return _skipped_row(path, *done, previous)
 
 
 class FolderRun:
@@ -420,16 +428,18 @@ class FolderRun:
         self.order = {path: index for index, path in enumerate(self.paths)}
         remove_stale_partials(out_dir)
         self.previous = read_summary(summary_path) if summary_path else {}
-        self.rows, self.summary_failure = {}, None
+        self.rows, self.summary_failure, self.unwritten = {}, None, False
 
     def pending(self):
-        """The paths to run, in order (a generator: skipped images are recorded as it reaches them)."""
+        """The paths to run, in order (a generator: skipped images are recorded as it reaches them, and
+        written with the next image's row or at the end, not one summary rewrite per skipped image)."""
         for path in self.paths:
             row = skip_row(path, self.out_dir, self.overwrite, self.previous)
             if row is None:
                 yield path
             else:
-                self._add(path, row)
+                self.rows[self.order[path]] = row
+                self.unwritten = True
 
     def record(self, path, outcome):
         """Record an outcome of ``attempt`` (("done", report) or ("failed", exception)) for ``path``."""
@@ -444,6 +454,10 @@ class FolderRun:
         self.rows[self.order[path]] = row
         if tell:
             tell()
+        self._write()
+
+    def _write(self):
+        self.unwritten = False
         if self.summary_path:
             self.summary_failure = _try_summary(self.summary_path, self.ordered(), self.previous,
                                                 self.summary_failure)
@@ -454,6 +468,8 @@ class FolderRun:
 
     def finish(self):
         """This run's rows; InputError if the summary could not be written."""
+        if self.unwritten:
+            self._write()
         if self.summary_failure:
             raise InputError(f"cannot write the summary {self.summary_path} ({self.summary_failure}); every image's "
                              "outputs and report were written: free space or remove what is in the summary's place, "

@@ -39,13 +39,17 @@ def test_a_folder_run_survives_a_bad_image_and_writes_a_summary(tmp_path, folder
     assert not [p for p in out.iterdir() if p.name.startswith(".")]
 
 
-def test_done_images_are_skipped_unless_overwrite(tmp_path, folder, bundle_path):
+def test_done_images_are_skipped_unless_overwrite(tmp_path, folder, bundle_path, monkeypatch):
     (folder / "broken.png").unlink()
     out = tmp_path / "out"
     assert main(["predict", str(folder), "--model", str(bundle_path), "--out", str(out), "--quiet"]) == 0
     stamp = (out / "img0.report.json").stat().st_mtime_ns
+    writes = []
+    write_summary = batch.write_summary
+    monkeypatch.setattr(batch, "write_summary", lambda *args: writes.append(1) or write_summary(*args))
     assert main(["predict", str(folder), "--model", str(bundle_path), "--out", str(out), "--quiet"]) == 0
     assert {row["status"] for row in summary_rows(out).values()} == {"skipped"}
+    assert len(writes) == 1  # a rerun of thousands of done images does not rewrite the summary per image
     assert (out / "img0.report.json").stat().st_mtime_ns == stamp
     assert main(["predict", str(folder), "--model", str(bundle_path), "--out", str(out), "--quiet",
                  "--overwrite"]) == 0
