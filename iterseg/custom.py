@@ -152,9 +152,7 @@ def _finish(result, networks):
     options.pop("precision_reason", None)
     options["precision"] = "as given"
     options.update(networks="own", scale=networks.s1_scale, size_multiple=networks.s2.config.size_multiple)
-    if not networks.countable:
-        result.macs = None
-    elif networks.s1.config.scaled or networks.s2.config.scaled:
+    if networks.countable and (networks.s1.config.scaled or networks.s2.config.scaled):
         result.notes.append(f"MACs of inputs above {COUNT_PIXELS} pixels scaled from a {COUNT_SIDE} px square by "
                             "pixel count (exact for a fully convolutional network)")
     for network in (networks.s1, networks.s2):

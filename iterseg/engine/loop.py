@@ -126,8 +126,9 @@ def two_stage(source, bundle, settings, windows=None, show_progress=False, refin
     options = {**plan.report(), "batch_size": settings.batch_size or (auto_batch_size(*box_hw) if boxes else None),
                "s1_input": list(view.shape[:2]), "s2_input": list(box_hw) if boxes else None,
                "streamed": not source.in_memory, "rounds_log": rounds_log}
-    macs = cost_report(bundle, source.shape, s1_macs, box_hw, boxes)
-    notes += checks.input_notes(bundle, view, coarse.probs) + checks.cost_notes(macs)
+    # a user's plain functions (engine/networks.py) have no MACs: no cost, so no cost warning either
+    macs = cost_report(bundle, source.shape, s1_macs, box_hw, boxes) if getattr(bundle, "countable", True) else None
+    notes += checks.input_notes(bundle, view, coarse.probs) + (checks.cost_notes(macs) if macs else [])
     return Result(merged=merger, windows=chosen, scores=scores, macs=macs, seconds=timer.total(), options=options,
                   notes=list(source.notes) + notes + select_notes + default_note(bundle, settings, windows),
                   view=view, tiles_read=source.tiles_read)
