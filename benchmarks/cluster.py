@@ -20,7 +20,6 @@ Records the CPU, the load average before and after each part. Writes <out>/clust
 import argparse
 import json
 import os
-import resource
 import statistics
 import subprocess
 import sys
@@ -34,6 +33,7 @@ import torch
 
 from iterseg import batch, cluster
 from iterseg.disk.outputs import atomic_output
+from iterseg.timer import peak_rss_mb
 
 from .synthetic_tiff import discs, picture, write_synthetic_tiff
 from .timing import machine
@@ -53,10 +53,6 @@ def write_folder(folder, count, side):
             image = picture(0, 0, side, side, 1, (side, side), i, discs(side, side, i, count=6))
             cv2.imwrite(str(path), image[:, :, ::-1])
     return sorted(folder.glob("synthetic_*.png"))
-
-
-def peak_rss_mb():
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
 def noop(x):

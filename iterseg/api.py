@@ -89,8 +89,9 @@ class Segmenter:
         self.bundle = bundle
         self.source = str(source) if source is not None else bundle.name
         self.defaults = {"precision": check_precision(precision), "compile": bool(compile)}
-        if int8_note(bundle, self.defaults["precision"]):
-            log.warning("%s.", int8_note(bundle, self.defaults["precision"]))
+        note = int8_note(bundle, self.defaults["precision"])
+        if note:
+            log.warning("%s.", note)
         # what every process pays once is paid here, not inside the first image's timings: the numba
         # kernels, the networks prepared for the precision (int8: about 0.5 s per network) and
         # fvcore's count of each architecture

@@ -167,7 +167,6 @@ def eager_int8_network(model, ranges):
             continue
         # an FX observer shared by several tensors (a concatenation's inputs and output) gets the
         # union of their ranges; tensors PT2E does not observe (a max pool's output) add nothing
-        observer.reset_min_max_vals()
         observer.min_val = torch.stack([ranges[i][0] for i in matches]).min().clone()
         observer.max_val = torch.stack([ranges[i][1] for i in matches]).max().clone()
     with warnings.catch_warnings():
