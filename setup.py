@@ -34,11 +34,11 @@ setup(
         "torchao==0.18.0",
     ],
     extras_require={
-        # `make test`: matplotlib draws the benchmark plots (tests/test_sweep.py checks them), hypothesis
-        # fuzzes the kernels and the reader; none is needed at run time
-        "test": ["pytest>=7", "pytest-benchmark>=4", "matplotlib>=3.7", "hypothesis>=6"],
-        # `make test-slow` and `make lint` (CI): dask runs the cluster tests (marked slow), MONAI's UNet is
-        # a user network in tests/test_two_stage_inference.py, ruff lints (ruff.toml)
+        # `make test`: hypothesis fuzzes the kernels and the reader; none is needed at run time
+        "test": ["pytest>=7", "pytest-benchmark>=4", "hypothesis>=6"],
+        # `make test-slow` and `make lint` (CI): matplotlib draws the sweep plots (the slow sweep tests
+        # check them), dask runs the cluster tests, MONAI's UNet is a user network in
+        # tests/test_two_stage_inference.py, ruff lints (ruff.toml)
         "dev": ["pytest>=7", "pytest-benchmark>=4", "matplotlib>=3.7", "hypothesis>=6", "ruff>=0.6",
                 "dask[distributed]>=2024.1", "monai>=1.3"],
         # MONAI's sliding window, the speed benchmarks' reference point; never a runtime dependency
