@@ -27,7 +27,7 @@ SAMPLE := iterseg/samples/IMD002.jpg
 UNCONDITIONED := runs/unconditioned
 UNCONDITIONED_COMMIT := 24a5261^
 
-.PHONY: demo test test-slow test-all lint bench bench-sweeps bench-int8 bench-gigapixel bench-cluster install clean
+.PHONY: demo test test-auto test-slow test-all lint bench bench-sweeps bench-int8 bench-gigapixel bench-cluster install clean
 
 $(TORCH_INSTALLED):
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -60,6 +60,12 @@ demo: $(INSTALLED)
 
 test: $(TEST_INSTALLED)
 	$(BIN)/python -m pytest -m "not slow"
+
+# the fast suite with `--precision auto` forced to fp32, then to bf16, whatever this CPU would pick
+# (ITERSEG_AUTO_PRECISION): a test that assumes one meaning of auto fails on every machine; CI runs it
+test-auto: $(TEST_INSTALLED)
+	ITERSEG_AUTO_PRECISION=fp32 $(BIN)/python -m pytest -m "not slow" -q
+	ITERSEG_AUTO_PRECISION=bf16 $(BIN)/python -m pytest -m "not slow" -q
 
 # the tests marked slow (int8 compilation, torch.compile, sweeps, the real-data checks); CI runs them
 test-slow: $(DEV_INSTALLED)

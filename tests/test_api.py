@@ -9,6 +9,7 @@ import pytest
 
 import iterseg
 from iterseg.engine.loop import Result
+from iterseg.model.runtime import check_precision
 
 from synthetic import blob_image, write_tiled
 
@@ -43,14 +44,16 @@ def test_a_result_at_any_pixels_equals_its_whole_map(bundle, image):
 
 def test_load_and_predict_from_a_path(bundle_path, image_path):
     segmenter = iterseg.load(bundle_path)
-    assert repr(segmenter) == f"Segmenter({str(bundle_path)!r}, classes=['background', 'foreground'], precision='fp32')"
+    auto = str(check_precision("auto"))  # fp32 or bf16, by the CPU (or $ITERSEG_AUTO_PRECISION)
+    assert repr(segmenter) == f"Segmenter({str(bundle_path)!r}, classes=['background', 'foreground'], precision={auto!r})"
     result = segmenter.predict(image_path, patches=4)
     base = segmenter.predict_baseline(image_path)
     assert result.mask.shape == base.mask.shape == (96, 128) and len(result.windows) == 4
     assert base.macs["ratio"] == 1.0 and base.macs["total"] == base.macs["baseline"] and len(base.windows) == 0
     assert base.options["baseline"] and base.options["kind"] == "s2"
-    np.testing.assert_allclose(segmenter.predict_baseline(image_path, tile=48, batch_size=2).probs, base.probs,
-                               atol=1e-5)
+    whole = segmenter.predict_baseline(image_path, precision="fp32").probs  # exact: the reference precision
+    np.testing.assert_allclose(segmenter.predict_baseline(image_path, tile=48, batch_size=2, precision="fp32").probs,
+                               whole, atol=1e-5)
 
 
 def test_the_segmenter_precision_is_a_default_that_calls_can_override(bundle, image):

@@ -34,7 +34,7 @@ def test_a_report_holds_what_the_result_says(bundle, image):
 
 
 def test_the_summary_lines(bundle, image):
-    result = iterseg.two_stage(image, bundle, patches=500, patch_size=32)
+    result = iterseg.two_stage(image, bundle, patches=500, patch_size=32, precision="fp32")
     report = result_report(result, "blobs.png", image.shape, MODEL, {})
     lines = summary(report).splitlines()
     assert lines[0] == "blobs.png: 128 x 96, model small"

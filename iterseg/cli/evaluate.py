@@ -59,9 +59,11 @@ def run(args):
     windows = {name: getattr(args, name) for name in ("patch_size", "context") if getattr(args, name) is not None}
     report = evaluate(segmenter, spec, args.split, args.patches, score=args.score, limit=args.limit,
                       progress=progress, **windows)
+    # named by what was asked, so that the same command names its output alike on every CPU; the
+    # report inside says which precision ran
     stem = f"{spec.name}_{args.split}_{Path(str(model)).stem}"
-    if segmenter.defaults["precision"] != "fp32":  # the precision that ran ('auto' resolved)
-        stem += f"_{segmenter.defaults['precision']}"
+    if args.precision not in ("auto", "fp32"):
+        stem += f"_{args.precision}"
     write_report(report, out_dir / f"{stem}.json", out_dir / f"{stem}.md")
     print(markdown_table(report))
     return 0

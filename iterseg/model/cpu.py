@@ -5,11 +5,17 @@ Also the names of the numeric precisions a network can run in (runtime.py runs t
 ``auto`` picks from the flags; they live here, in a module that does not import torch, so that the
 command line can list them in its help quickly."""
 import functools
+import os
+
+from ..errors import InputError
 
 CONCRETE_PRECISIONS = ("fp32", "bf16", "int8")  # see runtime.py's docstring for what each means
 PRECISIONS = ("auto",) + CONCRETE_PRECISIONS  # what users choose from; auto resolves to fp32 or bf16
 BF16_UNITS = ("avx512_bf16", "amx_bf16")  # x86 flags of CPUs that compute bfloat16 in hardware
 VNNI_UNITS = ("avx512_vnni", "avx_vnni")  # x86 flags of CPUs with int8 dot products
+# Forces what ``auto`` resolves to (fp32 or bf16) whatever the CPU: CI runs the fast suite both ways
+# (`make test-auto`), so that a test that silently assumes one meaning of auto fails on every machine.
+AUTO_OVERRIDE = "ITERSEG_AUTO_PRECISION"
 
 
 @functools.lru_cache(maxsize=1)
@@ -58,10 +64,23 @@ def cpu_kind():
     return "avx2" if "avx2" in flags else "unknown"
 
 
+def forced_auto():
+    """The precision $ITERSEG_AUTO_PRECISION forces ``auto`` to ('fp32' or 'bf16'), or None when unset."""
+    forced = os.environ.get(AUTO_OVERRIDE, "").strip()
+    if forced and forced not in ("fp32", "bf16"):
+        raise InputError(f"{AUTO_OVERRIDE} must be fp32 or bf16, got {forced!r}; unset it to let "
+                         "--precision auto decide from the CPU.")
+    return forced or None
+
+
 def auto_choice():
-    """(precision, reason) that ``auto`` takes from the flags alone; precision 'probe' where the
-    flags do not decide (AVX-512 BF16 without AMX: bf16 is faster on some such CPUs, not on all).
-    Never int8 (it needs an int8 bundle) and never bf16 without bf16 units."""
+    """(precision, reason) that ``auto`` takes from $ITERSEG_AUTO_PRECISION or the flags alone;
+    precision 'probe' where the flags do not decide (AVX-512 BF16 without AMX: bf16 is faster on
+    some such CPUs, not on all). Never int8 (it needs an int8 bundle) and, unless forced, never bf16
+    without bf16 units."""
+    forced = forced_auto()
+    if forced:
+        return forced, f"auto: forced by {AUTO_OVERRIDE}"
     kind = cpu_kind()
     if kind == "amx":
         return "bf16", "auto: AMX bf16 units"

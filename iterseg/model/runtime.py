@@ -72,7 +72,7 @@ def resolve(precision):
     """'auto' -> the Precision this CPU runs fastest (decided once per process); a concrete name ->
     itself, with reason 'asked' unless it already carries one."""
     if precision == "auto":
-        return _auto(cpu.cpu_flags())
+        return _auto(cpu.cpu_flags(), cpu.forced_auto())
     return precision if isinstance(precision, Precision) else Precision(precision, "asked")
 
 
@@ -83,8 +83,8 @@ def report(precision):
 
 
 @functools.lru_cache(maxsize=8)
-def _auto(flags):
-    """What ``auto`` means on a CPU with these flags (the argument only keys the cache)."""
+def _auto(flags, forced):
+    """What ``auto`` means on a CPU with these flags, or as forced (the arguments only key the cache)."""
     choice, reason = cpu.auto_choice()
     if choice != "probe":
         return Precision(choice, reason)

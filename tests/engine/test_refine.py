@@ -16,7 +16,7 @@ from synthetic import blob_image, conditioned_bundle
 
 
 def test_stage2_windows_match_the_network_on_the_crop(bundle, image):
-    result = iterseg.two_stage(image, bundle, patches=3, patch_size=32)
+    result = iterseg.two_stage(image, bundle, patches=3, patch_size=32, precision="fp32")
     assert len(result.windows) == 3
     for y, x, h, w in result.windows:
         crop = (image[y:y + h, x:x + w].astype(np.float32) / 255 - np.float32(bundle.mean)) / np.float32(bundle.std)
@@ -63,8 +63,8 @@ def test_s2_is_fed_the_image_and_the_stage1_probabilities():
     bundle, _ = conditioned_bundle()
     image = blob_image(64, 96, seed=3)
     window = np.array([[16, 32, 32, 32]])
-    result = iterseg.two_stage(image, bundle, windows=window)
-    s1_only = iterseg.two_stage(image, bundle, patches=0)
+    result = iterseg.two_stage(image, bundle, windows=window, precision="fp32")  # exact: the reference
+    s1_only = iterseg.two_stage(image, bundle, patches=0, precision="fp32")
     pixels = image.astype(np.float32) / 255
     crop = (pixels[16:48, 32:64] - np.float32(bundle.mean)) / np.float32(bundle.std)
     condition = (s1_only.probs[16:48, 32:64, None] - 0.5) / 0.5

@@ -19,7 +19,7 @@ from synthetic import blob_image
 
 
 def test_bf16_stays_close_to_fp32(bundle, image):
-    fp32 = iterseg.two_stage(image, bundle, patches=6, patch_size=16)
+    fp32 = iterseg.two_stage(image, bundle, patches=6, patch_size=16, precision="fp32")
     bf16 = iterseg.two_stage(image, bundle, patches=6, patch_size=16, precision="bf16")
     assert bf16.probs.dtype == np.float32 and bf16.options["precision"] == "bf16"
     gap = np.abs(bf16.probs - fp32.probs)
@@ -143,21 +143,27 @@ def test_fp32_runs_a_folded_channels_last_copy_with_the_same_output():
 
 @pytest.fixture
 def fresh_auto(monkeypatch, tmp_path):
-    """auto decided anew (its per-process cache cleared), its probe cached under tmp_path."""
+    """auto decided anew (its per-process cache cleared) from the CPU (not $ITERSEG_AUTO_PRECISION, which
+    `make test-auto` sets), its probe cached under tmp_path."""
     monkeypatch.setenv("ITERSEG_CACHE", str(tmp_path / "cache"))
+    monkeypatch.delenv(cpu.AUTO_OVERRIDE, raising=False)
     runtime._auto.cache_clear()
     yield tmp_path / "cache" / "probe.json"
     runtime._auto.cache_clear()
 
 
 def fake_cpu(monkeypatch, flags, speedup=None):
-    """This CPU has ``flags``; the bf16 probe measures ``speedup`` (None: the probe must not run)."""
+    """This CPU has ``flags``; the bf16 probe measures ``speedup`` (None: the probe must not run).
+    Returns the list of probe runs (one entry per measurement)."""
     monkeypatch.setattr(cpu, "cpu_flags", lambda: frozenset(flags))
+    runs = []
 
     def probe(*args, **kwargs):
         assert speedup is not None, "auto ran the probe where the flags decide"
+        runs.append(speedup)
         return speedup
     monkeypatch.setattr(runtime, "measure_bf16_speedup", probe)
+    return runs
 
 
 @pytest.mark.parametrize("flags, speedup, picked, reason", [
@@ -172,11 +178,28 @@ def fake_cpu(monkeypatch, flags, speedup=None):
 ])
 def test_auto_picks_from_the_cpu_features_and_never_a_slower_path(monkeypatch, fresh_auto, flags, speedup,
                                                                  picked, reason):
-    fake_cpu(monkeypatch, flags, speedup)
+    runs = fake_cpu(monkeypatch, flags, speedup)
     chosen = check_precision("auto")
     assert chosen == picked and chosen != "int8"
     assert chosen.reason == reason or (reason is None and chosen.reason.startswith("auto: AVX-512 BF16"))
-    assert check_precision("auto") is chosen  # decided once per process
+    assert check_precision("auto") == chosen and len(runs) == (speedup is not None)  # measured once per process
+
+
+@pytest.mark.parametrize("forced", ["fp32", "bf16"])
+@pytest.mark.parametrize("flags", [{"avx2", "fma"}, {"avx512f", "amx_bf16"}, {"avx2", "avx512f", "avx512_bf16"}])
+def test_the_environment_forces_what_auto_means_on_every_cpu(monkeypatch, fresh_auto, bundle, image, flags, forced):
+    fake_cpu(monkeypatch, flags)  # the probe must not run either
+    monkeypatch.setenv(cpu.AUTO_OVERRIDE, forced)
+    chosen = check_precision("auto")
+    assert (chosen, chosen.reason) == (forced, f"auto: forced by {cpu.AUTO_OVERRIDE}")
+    assert iterseg.two_stage(image, bundle, patches=1, patch_size=32).options["precision"] == forced
+    assert check_precision("fp32") == "fp32" and check_precision("bf16") == "bf16"  # only auto is forced
+
+
+def test_a_bad_forced_auto_is_refused_in_one_line(monkeypatch, fresh_auto):
+    monkeypatch.setenv(cpu.AUTO_OVERRIDE, "int8")
+    with pytest.raises(InputError, match="ITERSEG_AUTO_PRECISION must be fp32 or bf16, got 'int8'"):
+        check_precision("auto")
 
 
 def test_the_probe_is_measured_once_per_cpu_and_torch_and_kept_on_disk(monkeypatch, fresh_auto):
@@ -187,8 +210,20 @@ def test_the_probe_is_measured_once_per_cpu_and_torch_and_kept_on_disk(monkeypat
     assert stored == {f"{cpu.cpu_model()} | torch {torch.__version__}": 1.7}
 
 
-def test_the_probe_measures_both_precisions():
-    assert 0 < runtime.measure_bf16_speedup(repeats=1, side=8) < 100
+def test_the_probe_divides_the_best_fp32_time_by_the_best_bf16_time(monkeypatch):
+    """The probe runs fp32 first, then bf16, each a warm-up and ``repeats`` timed passes; a fake clock
+    makes fp32 passes take 6, 4, 5 units and bf16 passes 2, 3, 2: best 4 / best 2 = 2."""
+    ran = []
+    readings = iter([0, 6, 0, 4, 0, 5, 0, 2, 0, 3, 0, 2])  # (start, end) of each timed pass
+    monkeypatch.setattr(runtime.time, "perf_counter", lambda: next(readings))
+    real_autocast = torch.autocast
+
+    def autocast(*args, enabled=True, **kwargs):
+        ran.append(enabled)
+        return real_autocast(*args, enabled=enabled, **kwargs)
+    monkeypatch.setattr(runtime.torch, "autocast", autocast)
+    assert runtime.measure_bf16_speedup(repeats=3, side=8) == pytest.approx(2.0)
+    assert ran == [False, True]  # fp32 then bf16
 
 
 def test_the_report_says_what_auto_picked_and_why(monkeypatch, fresh_auto, bundle, image):
