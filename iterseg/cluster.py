@@ -102,26 +102,27 @@ def connect(spec, retries=DEFAULT_RETRIES, timeout=30):
 
 
 @functools.lru_cache(maxsize=2)
-def worker_segmenter(model, precision, compile=False):
+def worker_segmenter(model, precision, compile=False, backend="auto"):
     """The Segmenter of ``model`` (name or bundle path) in ``precision``, loaded once per worker process,
     with glibc's large-allocation thresholds back (model/malloc.py: Dask's
     MALLOC_TRIM_THRESHOLD_ made its workers 1.6x slower per image)."""
     from .api import load
     from .model.malloc import undo_malloc_trim_threshold
     undo_malloc_trim_threshold()
-    return load(model, precision=precision, compile=compile)
+    return load(model, precision=precision, compile=compile, backend=backend)
 
 
-def preload(model, precision="auto", compile=False):
+def preload(model, precision="auto", compile=False, backend="auto"):
     """Load the model on a worker ahead of its first image: ``client.run(preload, *model_spec(segmenter))``."""
-    worker_segmenter(model, precision, compile)
+    worker_segmenter(model, precision, compile, backend)
 
 
 def model_spec(segmenter):
-    """(model name or path, precision, compile) that a worker loads ``segmenter`` from."""
+    """(model name or path, precision, compile, backend) that a worker loads ``segmenter`` from."""
     if isinstance(segmenter, (str, Path)):
-        return str(segmenter), "auto", False
-    return str(segmenter.source), segmenter.defaults["precision"], segmenter.defaults["compile"]
+        return str(segmenter), "auto", False, "auto"
+    defaults = segmenter.defaults
+    return str(segmenter.source), defaults["precision"], defaults["compile"], defaults["backend"]
 
 
 def image_task(model, path, out_dir, options, file_options):
@@ -265,7 +266,7 @@ def refine_task(model, path, max_pixels, coarse, windows, context, batch_size):
     info = Path(path).stat()
     source = worker_source(path, bundle.in_channels, max_pixels, (info.st_size, info.st_mtime_ns),
                            threading.get_ident())
-    s2 = bundle.runners(model[1], model[2])[1]
+    s2 = bundle.runners(*model[1:])[1]
     before = source.tiles_read
     window_probs, boxes = refine(s2, bundle, source, coarse, windows, context, batch_size)
     return window_probs, boxes, source.tiles_read - before

@@ -74,7 +74,7 @@ def two_stage_inference(inputs, coarse, fine, *, outputs="logits", scale=DEFAULT
     settings = Settings.from_options(patches=patches, patch_size=patch_size, score=score, stride=stride,
                                      budget=budget, budget_gmacs=budget_gmacs, threshold=threshold, rounds=rounds,
                                      context=context, batch_size=batch_size, max_overlap=max_overlap,
-                                     precision="fp32")
+                                     precision="fp32", backend="torch")  # users' networks run as given
     warm_up_kernels()
     with torch.inference_mode():
         networks.probe()
@@ -149,8 +149,9 @@ def read_inputs(inputs):
 def _finish(result, networks):
     """The Result with what a user's networks change: macs None unless both are modules, notes."""
     options = result.options
-    options.pop("precision_reason", None)
-    options["precision"] = "as given"
+    for name in ("precision", "backend"):
+        options.pop(f"{name}_reason", None)
+        options[name] = "as given"
     options.update(networks="own", scale=networks.s1_scale, size_multiple=networks.s2.config.size_multiple)
     if networks.countable and (networks.s1.config.scaled or networks.s2.config.scaled):
         result.notes.append(f"MACs of inputs above {COUNT_PIXELS} pixels scaled from a {COUNT_SIDE} px square by "

@@ -7,6 +7,7 @@ from .options import (
     EXAMPLES,
     add_geometry,
     add_max_pixels,
+    add_backend,
     add_precision,
     add_score,
     chosen_model,
@@ -43,6 +44,7 @@ def add_parser(subparsers):
     parser.add_argument("--batch-size", type=int_at_least(1), default=None,
                         help="windows per stage-2 network call (default: up to 16, at most 0.5 Mpx per call)")
     add_precision(parser)
+    add_backend(parser)
     parser.add_argument("--baseline", action="store_true",
                         help="run the full-resolution model over the whole image instead")
     parser.add_argument("--out", default="iterseg-out", metavar="DIR",
@@ -110,7 +112,7 @@ def run(args):
         require_dask()
     paths = expand_inputs(args.images, Path(args.out))
     out_dir = output_folder(args.out)
-    segmenter = load(chosen_model(args), precision=args.precision)
+    segmenter = load(chosen_model(args), precision=args.precision, backend=args.backend)
     if segmenter.bundle.untrained and not args.quiet:
         log.warning("model 'untrained' has random weights: its masks mean nothing; it only exercises the "
                     "engine. Pass --model with a trained bundle.")

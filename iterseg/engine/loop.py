@@ -20,7 +20,7 @@ import numpy as np
 from tqdm import tqdm
 
 from ..kernels import grid_windows
-from ..model.runtime import report as precision_report
+from ..model.runtime import report as runtime_report
 from ..timer import Timer
 from . import checks
 from .coarse import stage1
@@ -105,7 +105,7 @@ def two_stage(source, bundle, settings, windows=None, show_progress=False, refin
     (int64 (N, 4), equal sizes; their scores are NaN). refiner: runs stage 2, with engine/refine.refine's
     signature and result (iterseg/cluster.py passes one that fans the windows out to workers). Returns a Result."""
     timer = Timer()
-    s1, s2 = bundle.runners(settings.precision, settings.compile)
+    s1, s2 = bundle.runners(settings.precision, settings.compile, settings.backend)
     plan = settings.plan(source.shape, s2.config.out_channels, s2.config.size_multiple, bundle.window,
                          bundle.patches)
     if windows is not None:
@@ -196,8 +196,8 @@ def baseline(source, bundle, settings, tile=None, batch_size=1):
     (pixels) processes it in tiles with receptive-field context, which leaves the output unchanged
     up to float rounding; by default only images above MAX_WHOLE_PIXELS are tiled. Returns a Result."""
     timer = Timer()
-    s1 = bundle.runners(settings.precision, settings.compile)[0]
-    network = bundle.baseline_runner(settings.precision, settings.compile)
+    s1 = bundle.runners(settings.precision, settings.compile, settings.backend)[0]
+    network = bundle.baseline_runner(settings.precision, settings.compile, settings.backend)
     shape = source.shape
     if tile is None and shape[0] * shape[1] > MAX_WHOLE_PIXELS:
         tile = BASELINE_TILE
@@ -213,7 +213,8 @@ def baseline(source, bundle, settings, tile=None, batch_size=1):
     for name in ("stage1", "select", "merge"):
         timer.seconds.setdefault(name, 0.0)
     merged = Merger(lambda rows, cols: take(probs, rows, cols).copy(), shape, dense=True)
-    options = {"baseline": True, "kind": bundle.baseline_kind, "tile": tile, **precision_report(settings.precision)}
+    options = {"baseline": True, "kind": bundle.baseline_kind, "tile": tile,
+               **runtime_report(settings.precision, settings.backend, settings.compile)}
     return Result(merged=merged, windows=np.empty((0, 4), np.int64), scores=np.empty(0),
                   macs=baseline_cost(bundle, shape), seconds=timer.total(), options=options,
                   notes=list(source.notes) + notes, view=view, tiles_read=source.tiles_read)

@@ -189,8 +189,8 @@ class Networks:
         """True when both networks are torch modules, whose MACs fvcore counts."""
         return self.s1.config.countable and self.s2.config.countable
 
-    def runners(self, precision=None, compile=False):
-        """(coarse, fine) as they are: a user's networks run as given (no precision, no compile)."""
+    def runners(self, precision=None, compile=False, backend=None):
+        """(coarse, fine) as they are: a user's networks run as given (no precision, backend or compile)."""
         return self.s1, self.s2
 
     def probe(self):

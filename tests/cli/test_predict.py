@@ -66,7 +66,7 @@ def test_bad_input_exits_2_with_one_line(tmp_path, image_path, capsys, argv, mes
 def test_cli_precision_option(tmp_path, image_path, bundle_path, capsys):
     assert main(["predict", str(image_path), "--model", str(bundle_path), "--precision", "bf16",
                  "--out", str(tmp_path)]) == 0
-    assert "(bf16)" in capsys.readouterr().out
+    assert "seconds (bf16, " in capsys.readouterr().out
     assert json.loads((tmp_path / "blobs.report.json").read_text())["options"]["precision"] == "bf16"
     assert main(["predict", str(image_path), "--precision", "half", "--out", str(tmp_path)]) == 2
     assert "--precision" in capsys.readouterr().err

@@ -1,0 +1,103 @@
+"""The OpenVINO backend: a bundle's U-Net run by OpenVINO's CPU plugin instead of PyTorch.
+
+The graph is built directly from the network's layers with OpenVINO's operator set (no tracing: a
+few milliseconds, where ``ov.convert_model`` traces for a second or more per network and forks the
+process), on one dynamic input shape, so that images and windows of any size share one compiled
+model. OpenVINO keeps compiled models on disk (cache.py's folder, ``openvino/``), keyed by the graph
+with its weights, the CPU and its own version.
+
+Glossary
+    x        float32 (N, C, h, w) normalised image batch, h and w multiples of the size multiple; the
+             compiled model takes it as (N, h, w, C), the memory order of the engine's batches
+             (channels_last), so that no copy is made to feed it
+    logits   float32 (N, K, h, w), computed in f32 or bf16 (``INFERENCE_PRECISION_HINT``)
+"""
+import threading
+
+import numpy as np
+import torch
+from torch import nn
+
+from .cache import cache_dir
+
+HINTS = {"fp32": "f32", "bf16": "bf16"}  # iterseg's precision names -> OpenVINO's inference precision
+
+
+def installed():
+    """True when the ``openvino`` package can be imported."""
+    try:
+        import openvino  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def version():
+    import openvino
+    return openvino.__version__
+
+
+def unet_graph(folded):
+    """An ``openvino.Model`` computing ``folded`` (a model/unet.UNet with batch norm folded into its
+    convolutions, model/quantize.fold_batch_norm): input "x" (N, h, w, C) float32 of any N, h, w
+    (multiples of the size multiple) -> logits (N, K, h, w)."""
+    import openvino as ov
+    from openvino import opset13 as ops
+
+    def layer(node, module):
+        if isinstance(module, nn.Sequential):
+            for inner in module:
+                node = layer(node, inner)
+            return node
+        if isinstance(module, nn.ReLU):
+            return ops.relu(node)
+        if isinstance(module, nn.MaxPool2d):
+            return ops.max_pool(node, [2, 2], [1, 1], [0, 0], [0, 0], [2, 2]).output(0)
+        if isinstance(module, nn.Conv2d):
+            pad = module.padding[0]
+            conv = ops.convolution(node, constant(module.weight), [1, 1], [pad, pad], [pad, pad], [1, 1])
+            return with_bias(conv, module)
+        if isinstance(module, nn.ConvTranspose2d):  # weight (C_in, C_out, 2, 2), as OpenVINO takes it
+            conv = ops.convolution_backprop_data(node, constant(module.weight), strides=[2, 2], pads_begin=[0, 0],
+                                                 pads_end=[0, 0], dilations=[1, 1])
+            return with_bias(conv, module)
+        raise TypeError(f"no OpenVINO operator for {type(module).__name__}")
+
+    def constant(tensor):
+        return ops.constant(tensor.detach().float().numpy().astype(np.float32))
+
+    def with_bias(node, module):
+        if module.bias is None:
+            return node
+        return ops.add(node, constant(module.bias.reshape(1, -1, 1, 1)))
+
+    x = ops.parameter(ov.PartialShape([-1, -1, -1, folded.config.in_channels]), np.float32, name="x")
+    skips = [layer(ops.transpose(x, ops.constant(np.array([0, 3, 1, 2], np.int64))), folded.inc)]
+    for down in folded.down:
+        skips.append(layer(skips[-1], down))
+    y = skips.pop()
+    for up, fuse in zip(folded.up, folded.fuse, strict=True):
+        y = layer(ops.concat([skips.pop(), layer(y, up)], 1), fuse)
+    return ov.Model([layer(y, folded.head)], [x], "unet")
+
+
+class OpenVinoNetwork:
+    """``folded`` compiled by OpenVINO for the CPU in ``precision`` ('fp32' or 'bf16') on ``threads``
+    threads; call it like the network: x (torch tensor) -> float32 logits (torch tensor). Each calling
+    thread gets its own inference request, so a Segmenter shared by threads stays correct."""
+
+    def __init__(self, folded, precision, threads):
+        import openvino as ov
+        core = ov.Core()
+        core.set_property({"CACHE_DIR": str(cache_dir() / "openvino")})
+        self.compiled = core.compile_model(unet_graph(folded), "CPU", {
+            "INFERENCE_PRECISION_HINT": HINTS[precision], "INFERENCE_NUM_THREADS": int(threads),
+            "PERFORMANCE_HINT": "LATENCY"})
+        self._local = threading.local()
+
+    def __call__(self, x):
+        request = getattr(self._local, "request", None)
+        if request is None:
+            request = self._local.request = self.compiled.create_infer_request()
+        request.infer({0: np.ascontiguousarray(x.permute(0, 2, 3, 1).numpy(), dtype=np.float32)})
+        return torch.from_numpy(request.get_output_tensor(0).data.copy())  # the request reuses its buffer
