@@ -5,9 +5,9 @@ from pathlib import Path
 
 from .options import (
     EXAMPLES,
+    add_backend,
     add_geometry,
     add_max_pixels,
-    add_backend,
     add_precision,
     add_score,
     chosen_model,

@@ -35,9 +35,8 @@ import torch
 
 from ..errors import InputError, ModelError
 from ..kernels import warm_up
-from . import cpu
+from . import cpu, openvino_backend
 from .cache import remembered
-from . import openvino_backend
 from .cpu import BACKENDS, CONCRETE_PRECISIONS, PRECISIONS, lacks_bf16_units
 from .quantize import eager_int8_network, fold_batch_norm, int8_network
 from .unet import UNet
