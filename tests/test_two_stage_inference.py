@@ -253,3 +253,18 @@ def test_a_bundles_networks_reproduce_its_own_two_stage_run():
     np.testing.assert_allclose(own.probs, builtin.probs, atol=1e-5)  # the runner folds batch norm
     assert {k: own.macs[k] for k in ("stage1", "stage2", "baseline")} == {
         k: builtin.macs[k] for k in ("stage1", "stage2", "baseline")}
+
+
+@pytest.mark.slow  # OpenVINO's converter traces each module: seconds on 2 cores
+def test_openvino_runs_the_users_modules_with_the_same_result(x):
+    coarse, fine = conv_net(seed=1), conv_net(seed=2)
+    options = {"patches": 5, "patch_size": 16, "context": 2}
+    as_given = two_stage_inference(x, coarse, fine, **options)
+    converted = two_stage_inference(x, coarse, fine, backend="openvino", **options)
+    assert as_given.options["backend"] == "as given"
+    assert (converted.options["backend"], converted.options["precision"]) == ("openvino", "fp32")
+    np.testing.assert_array_equal(converted.windows, as_given.windows)
+    np.testing.assert_allclose(converted.probs, as_given.probs, atol=1e-5)
+    assert converted.macs == as_given.macs  # fvcore still counts the modules
+    with pytest.raises(InputError, match="backend 'openvino' needs the coarse network as a torch module"):
+        two_stage_inference(x, lambda t: t[:, :1], fine, backend="openvino", **options)

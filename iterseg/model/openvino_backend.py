@@ -1,10 +1,12 @@
-"""The OpenVINO backend: a bundle's U-Net run by OpenVINO's CPU plugin instead of PyTorch.
+"""The OpenVINO backend: a bundle's U-Net, or a user's torch module, run by OpenVINO's CPU plugin
+instead of PyTorch.
 
-The graph is built directly from the network's layers with OpenVINO's operator set (no tracing: a
-few milliseconds, where ``ov.convert_model`` traces for a second or more per network and forks the
-process), on one dynamic input shape, so that images and windows of any size share one compiled
-model. OpenVINO keeps compiled models on disk (cache.py's folder, ``openvino/``), keyed by the graph
-with its weights, the CPU and its own version.
+A bundle's graph is built directly from the network's layers with OpenVINO's operator set (no
+tracing: a few milliseconds, where ``ov.convert_model`` traces for a second or more per network); a
+user's module of unknown layers is converted by ``ov.convert_model``. Both on one dynamic input
+shape, so that images and windows of any size share one compiled model. OpenVINO keeps compiled
+models on disk (cache.py's folder, ``openvino/``), keyed by the graph with its weights, the CPU and
+its own version.
 
 Glossary
     x        float32 (N, C, h, w) normalised image batch, h and w multiples of the size multiple; the
@@ -13,6 +15,7 @@ Glossary
     logits   float32 (N, K, h, w), computed in f32 or bf16 (``INFERENCE_PRECISION_HINT``)
 """
 import threading
+import warnings
 
 import numpy as np
 import torch
@@ -81,23 +84,37 @@ def unet_graph(folded):
     return ov.Model([layer(y, folded.head)], [x], "unet")
 
 
-class OpenVinoNetwork:
-    """``folded`` compiled by OpenVINO for the CPU in ``precision`` ('fp32' or 'bf16') on ``threads``
-    threads; call it like the network: x (torch tensor) -> float32 logits (torch tensor). Each calling
-    thread gets its own inference request, so a Segmenter shared by threads stays correct."""
+def converted_module(module, in_channels):
+    """A user's torch ``module`` (N, C, h, w) -> (N, K, h, w) as an ``openvino.Model`` on one dynamic
+    input shape (N, C, h, w), traced by ``ov.convert_model`` on a small zero input."""
+    import openvino as ov
+    example = torch.zeros(1, in_channels, 32, 32)
+    with warnings.catch_warnings():  # the converter traces with torch.jit.trace, deprecated in torch 2.x
+        warnings.simplefilter("ignore", DeprecationWarning)
+        return ov.convert_model(module, example_input=example, input=[ov.PartialShape([-1, in_channels, -1, -1])])
 
-    def __init__(self, folded, precision, threads):
+
+class OpenVinoNetwork:
+    """An ``openvino.Model`` (``unet_graph``: input (N, h, w, C), ``channels_last``; or
+    ``converted_module``: input (N, C, h, w)) compiled for the CPU in ``precision`` ('fp32' or 'bf16')
+    on ``threads`` threads; call it like the network: x (N, C, h, w) torch tensor -> float32 output
+    (torch tensor). Each calling thread gets its own inference request, so a Segmenter shared by
+    threads stays correct."""
+
+    def __init__(self, graph, precision, threads, channels_last=True):
         import openvino as ov
         core = ov.Core()
         core.set_property({"CACHE_DIR": str(cache_dir() / "openvino")})
-        self.compiled = core.compile_model(unet_graph(folded), "CPU", {
+        self.compiled = core.compile_model(graph, "CPU", {
             "INFERENCE_PRECISION_HINT": HINTS[precision], "INFERENCE_NUM_THREADS": int(threads),
             "PERFORMANCE_HINT": "LATENCY"})
+        self.channels_last = channels_last
         self._local = threading.local()
 
     def __call__(self, x):
         request = getattr(self._local, "request", None)
         if request is None:
             request = self._local.request = self.compiled.create_infer_request()
-        request.infer({0: np.ascontiguousarray(x.permute(0, 2, 3, 1).numpy(), dtype=np.float32)})
+        fed = x.permute(0, 2, 3, 1) if self.channels_last else x
+        request.infer({0: np.ascontiguousarray(fed.numpy(), dtype=np.float32)})
         return torch.from_numpy(request.get_output_tensor(0).data.copy())  # the request reuses its buffer

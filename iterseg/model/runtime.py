@@ -235,8 +235,8 @@ class Runner:
         if self.precision == "int8":
             model, compile, dynamic = self._int8_network(model, int8_ranges, compile)
         elif self.backend == "openvino":
-            self.network = openvino_backend.OpenVinoNetwork(fold_batch_norm(model), self.precision,
-                                                            torch.get_num_threads())
+            graph = openvino_backend.unet_graph(fold_batch_norm(model))
+            self.network = openvino_backend.OpenVinoNetwork(graph, self.precision, torch.get_num_threads())
             return
         else:
             model = fold_batch_norm(model).to(memory_format=torch.channels_last)
