@@ -84,16 +84,18 @@ def _mask_options(bundle, options: dict) -> tuple:
 
 
 def warm_up_networks(bundle, s1, s2):
-    """Run each network once on zeros: stage 1 on a small input, stage 2 on a batch of the bundle's
-    windows as the engine runs them by default. The first call of a network, and of each new input
-    shape, sets up kernels and memory (OpenVINO: 2-4x a later call), which then stays out of the first
-    image's timings. A compiled int8 network is left alone (each new shape compiles for minutes)."""
+    """Run each network on zeros: stage 1 once on a small input, stage 2 twice on a batch of the
+    bundle's windows as the engine runs them by default. The first call of a network, and of each new
+    input shape, sets up kernels and memory (OpenVINO: 2-4x a later call; the second call of a shape
+    compiles it statically, openvino_backend.py), which then stays out of the first image's timings.
+    A compiled int8 network is left alone (each new shape compiles for minutes)."""
     if getattr(s2, "compiled_int8", False):
         return
     side = align_up(bundle.window or 4 * s2.config.size_multiple, s2.config.size_multiple)
     with torch.inference_mode():
         s1(torch.zeros(1, s1.config.in_channels, 4 * s1.config.size_multiple, 4 * s1.config.size_multiple))
-        s2(torch.zeros(auto_batch_size(side, side), s2.config.in_channels, side, side))
+        for _ in range(2):
+            s2(torch.zeros(auto_batch_size(side, side), s2.config.in_channels, side, side))
 
 
 class Segmenter:

@@ -14,6 +14,7 @@ Glossary
              (channels_last), so that no copy is made to feed it
     logits   float32 (N, K, h, w), computed in f32 or bf16 (``INFERENCE_PRECISION_HINT``)
 """
+import collections
 import threading
 import warnings
 
@@ -98,23 +99,65 @@ class OpenVinoNetwork:
     """An ``openvino.Model`` (``unet_graph``: input (N, h, w, C), ``channels_last``; or
     ``converted_module``: input (N, C, h, w)) compiled for the CPU in ``precision`` ('fp32' or 'bf16')
     on ``threads`` threads; call it like the network: x (N, C, h, w) torch tensor -> float32 output
-    (torch tensor). Each calling thread gets its own inference request, so a Segmenter shared by
-    threads stays correct."""
+    (torch tensor).
+
+    One model compiled for every shape (dynamic) runs a shape the first time; an input shape met a
+    second time gets a model compiled for that shape alone (static: 5-30 % faster; compiled once, in
+    0.05-0.3 s, and kept in OpenVINO's disk cache), for up to STATIC_SHAPES shapes, the most recent
+    kept. So a folder of same-sized images, and the batches of windows, run static from their second
+    use on; a shape seen once never pays for a compilation. Each calling thread gets its own
+    inference requests, so a Segmenter shared by threads stays correct."""
+
+    STATIC_SHAPES = 8
 
     def __init__(self, graph, precision, threads, channels_last=True):
         import openvino as ov
-        core = ov.Core()
-        core.set_property({"CACHE_DIR": str(cache_dir() / "openvino")})
-        self.compiled = core.compile_model(graph, "CPU", {
-            "INFERENCE_PRECISION_HINT": HINTS[precision], "INFERENCE_NUM_THREADS": int(threads),
-            "PERFORMANCE_HINT": "LATENCY"})
+        self.core = ov.Core()
+        self.core.set_property({"CACHE_DIR": str(cache_dir() / "openvino")})
+        self.config = {"INFERENCE_PRECISION_HINT": HINTS[precision], "INFERENCE_NUM_THREADS": int(threads),
+                       "PERFORMANCE_HINT": "LATENCY"}
+        self.graph = graph
+        self.compiled = self.core.compile_model(graph, "CPU", self.config)
         self.channels_last = channels_last
+        self._static = collections.OrderedDict()  # fed shape -> compiled model, or None once seen
+        self._lock = threading.Lock()
         self._local = threading.local()
 
     def __call__(self, x):
-        request = getattr(self._local, "request", None)
-        if request is None:
-            request = self._local.request = self.compiled.create_infer_request()
-        fed = x.permute(0, 2, 3, 1) if self.channels_last else x
-        request.infer({0: np.ascontiguousarray(fed.numpy(), dtype=np.float32)})
+        fed = np.ascontiguousarray((x.permute(0, 2, 3, 1) if self.channels_last else x).numpy(), dtype=np.float32)
+        request = self._request(self._model_for(fed.shape))
+        request.infer({0: fed})
         return torch.from_numpy(request.get_output_tensor(0).data.copy())  # the request reuses its buffer
+
+    def _model_for(self, shape):
+        """The compiled model that runs inputs of ``shape``: static from the second time on."""
+        with self._lock:
+            if shape not in self._static:
+                self._static[shape] = None  # seen once: the dynamic model runs it
+                self._forget_oldest()
+                return self.compiled
+            self._static.move_to_end(shape)
+            if self._static[shape] is None:
+                graph = self.graph.clone()
+                graph.reshape({0: list(shape)})
+                self._static[shape] = self.core.compile_model(graph, "CPU", self.config)
+                self._forget_oldest()
+            return self._static[shape]
+
+    def _forget_oldest(self):
+        """Keep at most 4 * STATIC_SHAPES shapes in mind and STATIC_SHAPES compiled, the most recent."""
+        while len(self._static) > 4 * self.STATIC_SHAPES:
+            self._static.popitem(last=False)
+        compiled = [shape for shape, model in self._static.items() if model is not None]
+        for shape in compiled[:max(0, len(compiled) - self.STATIC_SHAPES)]:
+            self._static[shape] = None
+
+    def _request(self, compiled):
+        """This thread's inference request of ``compiled``."""
+        requests = getattr(self._local, "requests", None)
+        if requests is None or len(requests) > 2 * self.STATIC_SHAPES:  # let forgotten models go
+            requests = self._local.requests = {}
+        key = id(compiled)
+        if key not in requests or requests[key][0] is not compiled:
+            requests[key] = (compiled, compiled.create_infer_request())
+        return requests[key][1]

@@ -49,6 +49,20 @@ def test_the_graph_computes_the_network_in_fp32(network, shape):
     np.testing.assert_array_equal(channels_last.numpy(), got.numpy())
 
 
+def test_a_shape_met_again_runs_on_a_model_compiled_for_it_with_the_same_output():
+    net = small_bundle().s2.eval()
+    runner = Runner(net, "fp32", backend="openvino")
+    x = torch.randn(3, 3, 32, 48)
+    outputs = [runner(x) for _ in range(3)]
+    static = runner.network._static[(3, 32, 48, 3)]
+    assert static is not None and static is not runner.network.compiled  # compiled for (3, 32, 48, 3) alone
+    for output in outputs[1:]:
+        np.testing.assert_allclose(output.numpy(), outputs[0].numpy(), atol=1e-5)
+    for side in range(16, 16 + 4 * 20, 4):  # many shapes, each twice: at most STATIC_SHAPES stay compiled
+        runner(torch.randn(1, 3, side, side)), runner(torch.randn(1, 3, side, side))
+    assert sum(model is not None for model in runner.network._static.values()) == runner.network.STATIC_SHAPES
+
+
 def test_bf16_on_openvino_stays_close_to_fp32(bundle, image):
     fp32 = iterseg.two_stage(image, bundle, patches=6, patch_size=16, precision="fp32", backend="openvino")
     bf16 = iterseg.two_stage(image, bundle, patches=6, patch_size=16, precision="bf16", backend="openvino")
