@@ -4,8 +4,10 @@ never a crash, a hang, exhausted memory or clobbered data. One section per class
 bundle reader and the spec loader are at the end (the image reader's is in tests/disk/test_images.py)."""
 import csv
 import dataclasses
+import errno
 import json
 import os
+import shutil
 import struct
 import subprocess
 import sys
@@ -27,6 +29,7 @@ from PIL import Image
 
 import iterseg
 from iterseg import batch
+from iterseg import summary as summary_module
 from iterseg.cli import main
 from iterseg.disk.images import read_image, read_image_noted
 from iterseg.errors import InputError, ModelError
@@ -311,7 +314,8 @@ def test_out_equal_to_the_input_folder_never_reads_its_own_outputs(scans, model,
     argv = ["predict", str(scans), *model, "--out", str(scans), "--quiet", "--patches", "2"]
     assert run_cli(argv, capsys)[0] == 0
     first = sorted(p.name for p in scans.iterdir())
-    assert len(first) == 3 * 4 + 1  # image, mask, overlay, report each (probabilities only on request), the summary
+    # image, mask, overlay, report each (probabilities only on request), the summary and its rows (.summary/)
+    assert len(first) == 3 * 4 + 2
     assert run_cli(argv, capsys)[0] == 0
     assert run_cli([*argv, "--overwrite"], capsys)[0] == 0
     assert sorted(p.name for p in scans.iterdir()) == first
@@ -340,6 +344,20 @@ def test_a_summary_that_cannot_be_written_does_not_stop_the_run(scans, tmp_path,
     assert all((out / f"img{i}.report.json").is_file() for i in range(3))
 
 
+def test_a_full_disk_ends_with_a_line_that_counts_what_was_written(scans, tmp_path, model, capsys, monkeypatch):
+    def full(*args, **kwargs):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(batch, "write_mask", full)
+    monkeypatch.setattr(summary_module.Shard, "append", full)
+    out = tmp_path / "out"
+    code, err = run_cli(["predict", str(scans), *model, "--out", str(out), "--quiet"], capsys)
+    assert code == 2 and all("No space left on device" in line for line in err), err
+    assert "of 3 images 0 were written, 3 failed" in err[-1] and "every image" not in err[-1], err
+    with pytest.raises(InputError, match="of 3 images 0 were written, 3 failed"):
+        batch.predict_files(iterseg.load(model[1]), sorted(scans.iterdir()), out, {}, summary_path=out / "summary.csv")
+
+
 def test_stale_temporary_files_of_killed_runs_are_removed(scans, tmp_path, model, capsys):
     out = tmp_path / "out"
     out.mkdir()
@@ -359,12 +377,16 @@ def test_a_rerun_keeps_the_numbers_of_the_images_it_skips(scans, tmp_path, model
     first = summary(out)
     (scans / "img2.png").unlink()
     assert run_cli(argv, capsys)[0] == 0
+    # each image's row is the one of the run that did the work, img2 kept though not named now
+    assert summary(out) == first and first["img2.png"]["status"] == "done"
+    shutil.rmtree(out / ".summary")  # the rows behind the summary, lost with the summary itself
+    (out / "summary.csv").unlink()
+    assert run_cli(argv, capsys)[0] == 0
     again = summary(out)
     for name in ("img0.png", "img1.png"):
-        assert again[name]["status"] == "skipped"
+        assert again[name]["status"] == "skipped"  # the numbers from the reports
         for field in ("windows", "macs_ratio", "foreground_fraction", "seconds"):
             assert again[name][field] == first[name][field] != ""
-    assert again["img2.png"]["status"] == "done"  # done earlier, not named now: its row is kept
 
 
 def test_rerunning_a_single_file_skips_it_unless_overwrite(tmp_path, image_path, model, capsys):
