@@ -425,6 +425,72 @@ def test_batch_api_leaves_out_outputs_only_in_the_output_folder(scans, tmp_path)
     assert len(batch.expand_inputs([scans / "img0.mask.png"], scans)) == 1  # named: taken as given
 
 
+# --- numbers that are not finite: never a mask ------------------------------------------------------------
+
+
+def nan_bundle(network):
+    """small_bundle whose S1 or S2 ('s1', 's2') gives NaN logits everywhere (its head's bias NaN)."""
+    bundle = small_bundle()
+    with torch.no_grad():
+        getattr(bundle, network).head.bias.fill_(float("nan"))
+    return bundle
+
+
+@pytest.mark.parametrize("network, run, words", [
+    ("s1", lambda seg, image, tiled: seg.predict(image, patches=2), "stage 1 of model"),
+    ("s2", lambda seg, image, tiled: seg.predict(image, patches=2), "stage 2 of model"),
+    ("s2", lambda seg, image, tiled: seg.predict_baseline(image), "the full-resolution network of model"),
+    ("s1", lambda seg, image, tiled: seg.predict_tiled(tiled, patches=2), "stage 1 of model"),
+    ("s2", lambda seg, image, tiled: seg.predict_tiled(tiled, patches=2), "stage 2 of model"),
+])
+def test_networks_giving_nan_are_an_error_in_memory_and_streamed(tmp_path, image, network, run, words):
+    tiled = write_tiled(tmp_path / "t.tif", image, tile=(32, 32))
+    with pytest.raises(InputError, match="NaN or infinite probabilities") as info:
+        run(iterseg.Segmenter(nan_bundle(network)), image, tiled)
+    assert words in str(info.value).replace("full-resolution network of", "full-resolution network of")
+
+
+def test_nan_probabilities_fail_the_image_through_the_cli(scans, tmp_path, model, capsys, monkeypatch):
+    from iterseg.engine import infer
+    monkeypatch.setattr(infer, "logits_to_probs", lambda logits: torch.full_like(logits, float("nan")))
+    out = tmp_path / "out"
+    code, err = run_cli(["predict", str(scans), *model, "--out", str(out), "--quiet"], capsys)
+    assert code == 2 and "img0.png: stage 1 of model" in err[0] and "NaN or infinite probabilities" in err[0], err
+    assert {row["status"] for row in summary(out).values()} == {"failed"} and not list(out.glob("*.mask.png"))
+
+
+def test_float64_values_near_1e300_are_scaled_without_overflow(tmp_path, model, capsys):
+    huge = blob_image(40, 48).astype(np.float64) * 1e298
+    tifffile.imwrite(tmp_path / "huge.tif", huge, photometric="rgb")
+    code, err = run_cli(["predict", str(tmp_path / "huge.tif"), *model, "--out", str(tmp_path / "o"), "--quiet",
+                         "--save-probs"], capsys)
+    assert code == 0, err
+    assert np.isfinite(tifffile.imread(tmp_path / "o" / "huge.probs.tif")).all()
+    segmenter = iterseg.load(model[1])
+    unit = ((huge - huge.min()) / (huge.max() - huge.min())).astype(np.float32)  # the one rule, by hand
+    expected = segmenter.predict(unit, patches=1)
+    result = segmenter.predict(huge, patches=1)
+    np.testing.assert_allclose(result.probs, expected.probs, atol=1e-5)
+    huge[0, 0], huge[0, 1] = -1.5e308, 1.5e308  # a range of 3e308: beyond float64
+    tifffile.imwrite(tmp_path / "wide.tif", huge, photometric="rgb")
+    code, err = run_cli(["predict", str(tmp_path / "wide.tif"), *model, "--out", str(tmp_path / "o")], capsys)
+    assert code == 2 and "wide.tif" in err[0] and "overflows float64" in err[0], err
+    with pytest.raises(InputError, match="overflows float64"):
+        segmenter.predict(huge)
+
+
+def test_the_folder_mode_error_for_nan_pixels_names_the_file(scans, tmp_path, model, capsys):
+    bad = blob_image(40, 48).astype(np.float32) / 255
+    bad[3, 4, 0] = np.nan
+    tifffile.imwrite(scans / "nan.tif", bad, photometric="rgb")
+    out = tmp_path / "out"
+    code, err = run_cli(["predict", str(scans), *model, "--out", str(out), "--quiet"], capsys)
+    assert code == 2 and f"{scans / 'nan.tif'}: image contains NaN or infinite values" in err[0], err
+    assert summary(out)["nan.tif"]["reason"].startswith(str(scans / "nan.tif"))
+    with pytest.raises(InputError, match="nan.tif: image contains NaN"):
+        iterseg.load(model[1]).predict(scans / "nan.tif")
+
+
 # --- options and specs ----------------------------------------------------------------------------------
 
 

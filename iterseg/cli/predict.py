@@ -129,7 +129,8 @@ def run(args):
     if segmenter.bundle.untrained and not args.quiet:
         log.warning("model 'untrained' has random weights: its masks mean nothing; it only exercises the "
                     "engine. Pass --model with a trained bundle.")
-    many = args.cluster or args.shard or len(paths) != 1 or any(Path(item).is_dir() or not Path(item).exists() for item in args.images)
+    many = args.cluster or args.shard or len(paths) != 1 or any(
+        Path(item).is_dir() or not Path(item).exists() for item in args.images)
     return (_predict_many if many else _predict_one)(segmenter, paths, out_dir, args)
 
 

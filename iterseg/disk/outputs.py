@@ -114,7 +114,7 @@ def display_rgb(image):
     if image.dtype == np.uint16:
         image = (image >> 8).astype(np.uint8)
     elif image.dtype != np.uint8:
-        image = (np.clip(np.nan_to_num(image.astype(np.float32)), 0, 1) * 255).round().astype(np.uint8)
+        image = (np.clip(np.nan_to_num(image), 0, 1).astype(np.float32) * 255).round().astype(np.uint8)
     if image.ndim == 2:
         image = image[:, :, None]
     if image.shape[2] in (2, 4):
