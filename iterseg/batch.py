@@ -87,7 +87,7 @@ def expand_inputs(items, out_dir=None):
     for item in map(str, items):
         path = Path(item)
         if path.is_dir():
-            found, left = _candidates(path.iterdir(), out_dir)
+            found, left = _candidates(_listing(path), out_dir)
             if not found:
                 raise InputError(f"folder {path} holds no image files ({', '.join(IMAGE_SUFFIXES)})"
                                  + (f" but {left} outputs of iterseg" if left else "") + ".")
@@ -102,6 +102,15 @@ def expand_inputs(items, out_dir=None):
             check_image_file(path)
             paths.append(path)
     return check_stems(paths)
+
+
+def _listing(folder):
+    """The entries of ``folder``, or InputError that says why it cannot be listed."""
+    try:
+        return list(folder.iterdir())
+    except OSError as exc:
+        raise InputError(f"cannot list folder {folder} ({exc.strerror or exc}); check its permissions (listing "
+                         "needs read and execute permission for you).") from None
 
 
 def check_stems(paths):

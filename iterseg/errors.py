@@ -27,7 +27,9 @@ def naming(path):
 
 
 def describe(exc, limit=120):
-    """The first line of an exception's message (at most ``limit`` characters), or its type's name
-    when it has none (a MemoryError), for '... (why)' in a message."""
+    """The first line of an exception's message (at most ``limit`` characters), or what its type
+    means when it has none (a MemoryError), for '... (why)' in a message."""
     text = str(exc).strip().splitlines()
-    return text[0][:limit] if text else type(exc).__name__
+    if text:
+        return text[0][:limit]
+    return "out of memory" if isinstance(exc, MemoryError) else type(exc).__name__

@@ -7,6 +7,7 @@ import dataclasses
 import errno
 import json
 import os
+import re
 import shutil
 import struct
 import subprocess
@@ -425,6 +426,74 @@ def test_batch_api_leaves_out_outputs_only_in_the_output_folder(scans, tmp_path)
     assert len(batch.expand_inputs([scans / "img0.mask.png"], scans)) == 1  # named: taken as given
 
 
+@pytest.mark.parametrize("damage, words", [
+    (lambda data: data[:len(data) // 2], "is truncated (it ends inside its IDAT chunk)"),
+    (lambda data: data[:-12], "is truncated (it ends before its IEND chunk)"),
+    (lambda data: data[:60] + bytes([data[60] ^ 0xFF]) + data[61:], "is corrupt (its IDAT chunk fails its CRC check)"),
+])
+def test_a_damaged_png_says_so_in_one_line_and_libpng_says_nothing(tmp_path, model, capfd, damage, words):
+    data = write_png(tmp_path / "scan.png", blob_image(40, 48)).read_bytes()
+    (tmp_path / "scan.png").write_bytes(damage(data))
+    assert main(["predict", str(tmp_path / "scan.png"), *model, "--out", str(tmp_path / "o")]) == 2
+    err = [line for line in capfd.readouterr().err.splitlines() if "random weights" not in line]
+    assert len(err) == 1 and words in err[0] and "export it again" in err[0], err  # no "libpng error: ..."
+    with pytest.raises(InputError, match=re.escape(words)):
+        read_image(tmp_path / "scan.png")
+
+
+def test_a_tiff_whose_tiles_exhaust_memory_says_so(tmp_path, model, capsys, monkeypatch):
+    def too_large(*args, **kwargs):
+        raise MemoryError  # what decoding a damaged header's 60000 x 60000 tiles raises under a memory limit
+
+    tifffile.imwrite(tmp_path / "tiles.tif", blob_image(64, 64), tile=(16, 16))
+    monkeypatch.setattr(tifffile.TiffPageSeries, "asarray", too_large)
+    code, err = run_cli(["predict", str(tmp_path / "tiles.tif"), *model, "--out", str(tmp_path / "o")], capsys)
+    assert code == 2 and "(out of memory)" in err[0] and "()" not in err[0], err
+    with pytest.raises(InputError, match=r"\(out of memory\)"):
+        read_image(tmp_path / "tiles.tif")
+
+
+# --- folders and files that cannot be reached ------------------------------------------------------------
+
+
+def test_a_folder_that_cannot_be_listed_is_bad_input(scans, tmp_path, model, capsys, monkeypatch):
+    listing = Path.iterdir
+
+    def denied(self):
+        if self == scans:
+            raise PermissionError(errno.EACCES, "Permission denied", str(self))
+        return listing(self)
+
+    monkeypatch.setattr(Path, "iterdir", denied)
+    code, err = run_cli(["predict", str(scans), *model, "--out", str(tmp_path / "o")], capsys)
+    assert code == 2 and len(err) == 1 and f"cannot list folder {scans} (Permission denied)" in err[0], err
+    with pytest.raises(InputError, match="read and execute permission"):
+        batch.expand_inputs([scans])
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root lists any folder")
+def test_a_folder_without_permissions_is_bad_input(scans, tmp_path, model, capsys):
+    scans.chmod(0)
+    try:
+        code, err = run_cli(["predict", str(scans), *model, "--out", str(tmp_path / "o")], capsys)
+    finally:
+        scans.chmod(0o755)
+    assert code == 2 and "cannot list folder" in err[0], err
+
+
+@pytest.mark.parametrize("name, target, words", [
+    ("loop.png", "loop.png", "is a symbolic link loop"),
+    ("dangling.png", "nowhere.png", "is a symbolic link to nowhere.png, which does not exist"),
+])
+def test_broken_symbolic_links_are_named_as_such(tmp_path, model, capsys, name, target, words):
+    link = tmp_path / name
+    os.symlink(target, link)
+    code, err = run_cli(["predict", str(link), *model, "--out", str(tmp_path / "o")], capsys)
+    assert code == 2 and len(err) == 1 and words in err[0] and "does not exist; check the path" not in err[0], err
+    with pytest.raises(InputError, match=words):
+        iterseg.load(model[1]).predict(link)
+
+
 # --- numbers that are not finite: never a mask ------------------------------------------------------------
 
 
@@ -447,7 +516,7 @@ def test_networks_giving_nan_are_an_error_in_memory_and_streamed(tmp_path, image
     tiled = write_tiled(tmp_path / "t.tif", image, tile=(32, 32))
     with pytest.raises(InputError, match="NaN or infinite probabilities") as info:
         run(iterseg.Segmenter(nan_bundle(network)), image, tiled)
-    assert words in str(info.value).replace("full-resolution network of", "full-resolution network of")
+    assert words in str(info.value)
 
 
 def test_nan_probabilities_fail_the_image_through_the_cli(scans, tmp_path, model, capsys, monkeypatch):

@@ -229,7 +229,7 @@ REFUSED_FILES = [  # file, words the message must contain (what is wrong and wha
     ("missing.png", ["does not exist", "check the path"]),
     ("folder.png", ["holds no image files"]),
     ("empty.png", ["is empty", "re-export"]),
-    ("cut.png", ["cannot decode"]),
+    ("cut.png", ["PNG", "is truncated", "export it again"]),
     ("cut.jpg", ["truncated", "export it again"]),
     ("cut.tif", ["cannot read TIFF", "complete"]),
     ("text.png", ["cannot decode", "PNG, JPEG"]),
