@@ -202,6 +202,46 @@ def test_a_tiff_of_gray_pages_is_not_read_as_rgb_and_says_so(tmp_path, model, ca
     assert any("first of its 3 pages" in note for note in report["notes"])
 
 
+def two_rgb_pages(path):
+    """A TIFF of two RGB images written one after the other (two series of one page each)."""
+    tifffile.imwrite(path, blob_image(32, 40, seed=1))
+    tifffile.imwrite(path, blob_image(32, 40, seed=2), append=True)
+
+
+def zcyx(path, channels):
+    """An OME-TIFF of 5 z-planes of ``channels`` uint16 channels (ZCYX): plane z, channel c holds 1000 z + c."""
+    stack = np.zeros((5, channels, 32, 40), np.uint16) + (1000 * np.arange(5)[:, None] + np.arange(channels))[
+        :, :, None, None].astype(np.uint16)
+    tifffile.imwrite(path, stack, ome=True, metadata={"axes": "ZCYX"})
+
+
+@pytest.mark.parametrize("write, shape, first, words", [
+    (two_rgb_pages, (32, 40, 3), blob_image(32, 40, seed=1), "the TIFF holds 2 images; the first (40 x 32 pixels)"),
+    (lambda path: tifffile.imwrite(path, np.stack([blob_image(32, 40, seed=1), blob_image(32, 40, seed=2)]),
+                                   photometric="rgb"), (32, 40, 3), blob_image(32, 40, seed=1), "first of its 2 pages"),
+    (lambda path: zcyx(path, 3), (32, 40, 3), np.array([0, 1, 2], np.uint16), "plane Z=0 of 5 was read, its 3 "
+                                                                             "channels (C) as the image's channels"),
+])
+def test_multi_page_and_multi_plane_tiffs_say_what_was_read(tmp_path, model, capsys, write, shape, first, words):
+    write(tmp_path / "stack.tif")
+    image, notes = read_image_noted(tmp_path / "stack.tif")
+    assert image.shape == shape and (image == first).all() and any(words in note for note in notes), notes
+    assert any("to segment another" in note for note in notes)
+    code, err = run_cli(["predict", str(tmp_path / "stack.tif"), *model, "--out", str(tmp_path / "o"), "--quiet"],
+                        capsys)
+    assert code == 0, err
+    assert any(words in note for note in json.loads((tmp_path / "o" / "stack.report.json").read_text())["notes"])
+
+
+def test_a_plane_of_more_channels_than_an_image_is_refused_with_how_to_pick(tmp_path, model, capsys):
+    zcyx(tmp_path / "six.ome.tif", 6)
+    code, err = run_cli(["predict", str(tmp_path / "six.ome.tif"), *model, "--out", str(tmp_path / "o")], capsys)
+    assert code == 2 and len(err) == 1 and "holds 6 channels in each plane (axes ZCYX" in err[0], err
+    assert "tifffile.imread(IN)[..., :3, :, :]" in err[0]
+    with pytest.raises(InputError, match="holds 6 channels"):
+        iterseg.load(model[1]).predict(tmp_path / "six.ome.tif")
+
+
 def test_an_animated_gif_uses_its_first_frame_with_a_note(tmp_path):
     frames = [Image.fromarray(np.full((16, 24, 3), v, np.uint8)) for v in (30, 200)]
     frames[0].save(tmp_path / "anim.gif", save_all=True, append_images=frames[1:], duration=100, loop=0)

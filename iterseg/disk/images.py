@@ -26,6 +26,7 @@ import numpy as np
 import tifffile
 
 from ..errors import InputError, describe
+from .planes import first_plane, other_images_note
 
 TIFF_SUFFIXES = (".tif", ".tiff", ".btf", ".tf8")
 SUPPORTED = "PNG, JPEG, BMP, GIF, PPM/PGM or TIFF"
@@ -96,7 +97,8 @@ def check_pixels(path, height, width, max_pixels=None, streamed=False):
 
 def _read_tiff(path, max_pixels, notes):
     """The first image of a TIFF: series 0 (level 0 of a pyramid) when it is one page holding (H, W),
-    (H, W, C) or planar (C, H, W) samples, else the first page (a stack of pages: noted)."""
+    (H, W, C) or planar (C, H, W) samples, else its first plane (a stack of pages: disk/planes.py);
+    noted when the file holds more."""
     try:
         with quiet_tifffile(), open(path, "rb") as handle, tifffile.TiffFile(handle) as tif:
             series = tif.series[0]
@@ -110,11 +112,9 @@ def _read_tiff(path, max_pixels, notes):
                 check_decoded_size(path, series.shape)
                 image = series.asarray()
             else:
-                count = len(tif.pages)
-                check_decoded_size(path, tif.pages[0].shape)
-                image = tif.pages[0].asarray()
-                notes.append(f"multi-page TIFF: the first of its {count} pages was read" if count > 1 else
-                             f"TIFF of shape {tuple(series.shape)}: its first page was read")
+                image = _read_plane(path, series, notes)
+            if len(tif.series) > 1:
+                notes.append(other_images_note(tif.series))
     except InputError:
         raise
     except Exception as exc:  # tifffile raises several types for damaged files
@@ -125,6 +125,16 @@ def _read_tiff(path, max_pixels, notes):
         raise InputError(f"TIFF {path} holds an array of shape {image.shape}; iterseg reads one 2-D image "
                          "(H, W) or (H, W, C) per file.")
     return image
+
+
+def _read_plane(path, series, notes):
+    """The first plane of a stack of pages (disk/planes.py): (H, W), or (H, W, C) of its channel pages."""
+    page = series.keyframe
+    plane = first_plane(path, series.axes, tuple(series.shape), page.axes)
+    check_decoded_size(path, (len(plane.keys),) + tuple(page.shape))
+    pages = [series.pages[key].asarray() for key in plane.keys]
+    notes.append(plane.note)
+    return pages[0] if len(pages) == 1 else np.stack(pages, axis=-1)
 
 
 @contextlib.contextmanager
