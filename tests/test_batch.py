@@ -225,29 +225,32 @@ def _together(runs):
     return results
 
 
-@pytest.mark.parametrize("sharded", [False, True])
+@pytest.mark.parametrize("sharded, overwrite", [(False, False), (True, False), (False, True)])
 def test_four_runs_at_once_compute_each_image_once_and_lose_no_row(tmp_path, forty, bundle_path, monkeypatch,
-                                                                   sharded):
+                                                                   sharded, overwrite):
     segmenter = iterseg.load(bundle_path)
     out = batch.output_folder(tmp_path / "out")
+    paths = batch.expand_inputs([forty])[:16 if overwrite else 40]
+    if overwrite:  # all done before: four runs with overwrite redo each image once between them
+        batch.predict_files(segmenter, paths, out, {"patches": 1})
     computed, real = [], batch.predict_file
     monkeypatch.setattr(batch, "predict_file", lambda segmenter, path, *a, **k: computed.append(path.name) or real(
         segmenter, path, *a, **k))
-    paths = batch.expand_inputs([forty])
 
     def run(index):
         mine = batch.shard_of(paths, (index + 1, 4)) if sharded else paths
-        return lambda: batch.predict_files(segmenter, mine, out, {"patches": 1}, summary_path=out / "summary.csv")
+        return lambda: batch.predict_files(segmenter, mine, out, {"patches": 1}, overwrite=overwrite,
+                                           summary_path=out / "summary.csv")
 
     rows = _together([run(index) for index in range(4)])
     assert sorted(computed) == sorted(p.name for p in paths)  # every image once
     statuses = [row["status"] for r in rows for row in r]  # a run skips what another finished before it came
-    assert statuses.count("done") == 40 and set(statuses) <= {"done", "skipped"}
+    assert statuses.count("done") == len(paths) and set(statuses) <= {"done", "skipped"}
     table = summary_rows(out)
-    assert len(table) == 40 and {row["status"] for row in table.values()} == {"done"}
+    assert len(table) == len(paths) and {row["status"] for row in table.values()} == {"done"}
     assert not leftovers(out)
     with open(out / "summary.csv", encoding="utf-8") as handle:
-        assert len(handle.read().splitlines()) == 41  # the header and one row per image, none twice
+        assert len(handle.read().splitlines()) == len(paths) + 1  # the header and one row per image, none twice
 
 
 def test_shards_split_the_inputs_and_the_option_is_checked(tmp_path, folder, bundle_path, capsys):

@@ -92,3 +92,13 @@ def test_an_image_claimed_by_a_live_process_is_left_to_it(tmp_path, image_path, 
     assert not (out / "blobs.report.json").exists()
     rows = batch.predict_files(iterseg.load(bundle_path), [image_path], out, {}, overwrite=overwrite)
     assert rows == [] and not (out / "blobs.report.json").exists()
+
+
+def test_the_end_of_a_run_counts_the_images_left_to_other_processes(tmp_path, image_path, bundle_path, capsys):
+    other = image_path.with_name("other.png")
+    other.write_bytes(image_path.read_bytes())
+    out = tmp_path / "out"
+    out.mkdir()
+    leave_claim(out, "other", os.getpid())
+    assert main(["predict", str(image_path), str(other), "--model", str(bundle_path), "--out", str(out)]) == 0
+    assert "2 images: 1 done, 0 skipped (outputs exist), 0 failed, 1 left to other processes" in capsys.readouterr().err
