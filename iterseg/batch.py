@@ -53,6 +53,7 @@ IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".btf", ".tf8", ".bm
 STREAM_PIXELS = 4096 * 4096  # stream='auto' streams tiled TIFFs larger than this
 STREAM_MODES = ("auto", "always", "never")
 OUTPUT_ENDINGS = (".mask.png", ".mask.tif", ".overlay.png", ".probs.tif", ".report.json")  # see output_paths
+MERGE_SECONDS = 1.0  # summary.csv is merged at most this often during a run (and at its end)
 WRITING = "writing"  # status of the claim report written before the outputs (see _predict_file)
 
 
@@ -347,8 +348,9 @@ def predict_files(segmenter, paths, out_dir, options, overwrite=False, summary_p
     """Run ``predict_file`` over ``paths``: skip images whose report exists (unless ``overwrite``) and
     images another live process has claimed (claims.py: many processes may run on one folder into one
     output folder), carry on past an image that fails with a bad-input error, and after every image
-    add its row to the summary CSV (summary.py: one row per image, whichever process ran it), so an
-    interrupted run keeps everything it finished; a summary that cannot be written does not stop the
+    add its row to the summary CSV (summary.py: one row per image, whichever process ran it; merged
+    at most every MERGE_SECONDS and at the end, also of an interrupted run), so an interrupted run
+    keeps everything it finished; a summary that cannot be written does not stop the
     run (logged; InputError at the end). on_done(report) and on_error(path, exception) are told of
     each image. client: a ``dask.distributed.Client`` to run the images on its workers instead of
     here (iterseg.cluster.predict_files; same rules, same outputs). Returns the rows of the images
@@ -398,12 +400,17 @@ class FolderRun:
         self.previous = read_summary(summary_path) if summary_path else {}
         self.started = time.time()
         self.rows, self.unwritten, self.summary_failure = {}, [], None
+        self.unmerged, self.next_merge = False, 0.0
 
     def __enter__(self):
         return self
 
     def __exit__(self, *exc):
+        """Release the claims still held; after an interrupt, merge what the summary lacks."""
         self.claims.close()
+        if self.unmerged:
+            with contextlib.suppress(OSError):
+                write_merged(self.summary_path)
 
     def pending(self):
         """The paths to run, in order, each claimed (a generator: skipped images are recorded as it
@@ -445,14 +452,21 @@ class FolderRun:
         elif status == "failed" and self.on_error:
             self.on_error(path, value)
 
-    def _write(self):
-        """Add the rows recorded since the last write to this process's shard, and merge the summary."""
+    def _write(self, final=False):
+        """Add the rows recorded since the last write to this process's shard, and merge the summary
+        when ``final`` or when the last merge is old enough: MERGE_SECONDS, and 20 times what it took
+        (a merge reads every row of the folder), so merging takes at most 5 % of the run."""
         rows, self.unwritten = self.unwritten, []
         if not self.summary_path:
             return
         try:
             self.shard.append(rows)
-            write_merged(self.summary_path)
+            self.unmerged = True
+            if final or time.monotonic() >= self.next_merge:
+                start = time.monotonic()
+                write_merged(self.summary_path)
+                self.unmerged, self.next_merge = False, time.monotonic() + max(MERGE_SECONDS,
+                                                                                20 * (time.monotonic() - start))
         except OSError as exc:
             if self.summary_failure is None:
                 log.error("cannot write the summary %s (%s); carrying on with the images", self.summary_path,
@@ -465,8 +479,8 @@ class FolderRun:
 
     def finish(self):
         """This run's rows; InputError, saying what was written, if the summary could not be."""
-        if self.unwritten or self.summary_failure:
-            self._write()
+        if self.unwritten or self.unmerged or self.summary_failure:
+            self._write(final=True)
         if self.summary_failure:
             counts = count_rows(self.ordered())
             raise InputError(f"cannot write the summary {self.summary_path} ({self.summary_failure}); of "
