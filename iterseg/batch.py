@@ -394,9 +394,10 @@ class FolderRun:
         self.paths, self.out_dir, self.overwrite = list(paths), Path(out_dir), overwrite
         self.summary_path, self.on_done, self.on_error = summary_path, on_done, on_error
         self.order = {path: index for index, path in enumerate(self.paths)}
+        output_folder(out_dir)  # claims are made in it before any image is run
         remove_stale_partials(out_dir)
         self.claims = Claims(out_dir)
-        self.shard = Shard(out_dir) if summary_path else None
+        self.shard = Shard(Path(summary_path).parent) if summary_path else None  # beside the summary it feeds
         self.previous = read_summary(summary_path) if summary_path else {}
         self.started = time.time()
         self.rows, self.unwritten, self.summary_failure = {}, [], None

@@ -60,10 +60,11 @@ def read_summary(path):
 
 
 class Shard:
-    """This process's rows in ``out_dir``: ``append(rows)`` adds them, with the time, to its own file."""
+    """This process's rows for the summary in ``folder``: ``append(rows)`` adds them, with the time, to
+    its own file."""
 
-    def __init__(self, out_dir):
-        self.path = Path(out_dir) / SHARDS / f"{HOST}.{os.getpid()}.{uuid.uuid4().hex[:8]}.jsonl"
+    def __init__(self, folder):
+        self.path = Path(folder) / SHARDS / f"{HOST}.{os.getpid()}.{uuid.uuid4().hex[:8]}.jsonl"
 
     def append(self, rows):
         self.path.parent.mkdir(exist_ok=True)
@@ -72,10 +73,10 @@ class Shard:
             handle.write(lines)
 
 
-def shard_rows(out_dir):
-    """Every row of every shard in ``out_dir``, oldest first (a half-written last line is left out)."""
+def shard_rows(folder):
+    """Every row of every shard in ``folder``, oldest first (a half-written last line is left out)."""
     rows = []
-    for path in sorted((Path(out_dir) / SHARDS).glob("*.jsonl")):
+    for path in sorted((Path(folder) / SHARDS).glob("*.jsonl")):
         try:
             lines = path.read_text(encoding="utf-8").splitlines()
         except OSError:
