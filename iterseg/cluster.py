@@ -138,17 +138,24 @@ def predict_files(client, segmenter, paths, out_dir, options, overwrite=False, s
     path. The output folder and ``paths`` must be valid on the workers (a shared filesystem; absolute
     paths when the workers run elsewhere). retries: automatic retries of a task that raised something
     other than a bad-input error. show_progress: a progress bar of images here (workers show none)."""
+    model = model_spec(segmenter)
+    with FolderRun(paths, out_dir, overwrite, summary_path, on_done, on_error) as run:
+        todo = list(run.pending())
+        if len(todo) == 1 and _streamed(todo[0], file_options):  # one gigapixel image: its windows are the tasks
+            fanned = FannedOut(client, segmenter, retries=retries)
+            run.record(todo[0], attempt(fanned, todo[0], out_dir, options, show_progress=show_progress,
+                                        **file_options))
+        else:
+            _run_tasks(client, run, model, todo, out_dir, options, {**file_options, "show_progress": False}, retries,
+                       show_progress)
+        return run.finish()
+
+
+def _run_tasks(client, run, model, todo, out_dir, options, file_options, retries, show_progress):
+    """One task per image of ``todo`` on ``client``'s workers, each outcome recorded in ``run`` as it comes."""
     from distributed import as_completed
     from tqdm import tqdm
 
-    model = model_spec(segmenter)
-    run = FolderRun(paths, out_dir, overwrite, summary_path, on_done, on_error)
-    todo = list(run.pending())
-    if len(todo) == 1 and _streamed(todo[0], file_options):  # one gigapixel image: its windows are the tasks
-        fanned = FannedOut(client, segmenter, retries=retries)
-        run.record(todo[0], attempt(fanned, todo[0], out_dir, options, show_progress=show_progress, **file_options))
-        return run.finish()
-    file_options = {**file_options, "show_progress": False}
     futures = client.map(image_task, [model] * len(todo), todo, [out_dir] * len(todo), [options] * len(todo),
                          [file_options] * len(todo), retries=retries, pure=False)
     path_of = {future.key: path for future, path in zip(futures, todo, strict=True)}
@@ -159,7 +166,6 @@ def predict_files(client, segmenter, paths, out_dir, options, overwrite=False, s
                 progress.update()
     finally:
         client.cancel([future for future in futures if not future.done()])
-    return run.finish()
 
 
 def outcome(future, tasks="image"):

@@ -1,4 +1,5 @@
-"""Warnings about a run that are not errors: an input that looks unlike the model's training data,
+"""Checks of a run's numbers: probabilities that are not finite are an error (``check_finite``); the
+rest are warnings, not errors: an input that looks unlike the model's training data,
 and a refinement that costs more than the baseline. Each check returns notes for Result.notes that
 start with WARNING ('warning: '); the report keeps them, the CLI logs them as warnings and its summary
 shows them. The library itself does not log them (Result.notes is the API's channel).
@@ -20,9 +21,22 @@ own model (PH2 60 images, DRIVE 20, HRF 13) and with each model on 6 test images
 import cv2
 import numpy as np
 
+from ..errors import InputError
+
 MEAN_BOUND = 2.5
 FOREGROUND_BOUND = 0.95
 WARNING = "warning: "
+
+
+def check_finite(probs, stage, bundle):
+    """InputError if ``probs`` (probabilities, any shape) that ``stage`` of ``bundle``'s networks made
+    hold NaN or infinity: such a map must never become a mask."""
+    finite = np.isfinite(probs)
+    if finite.all():
+        return
+    share = 100 * (1 - finite.mean())
+    raise InputError(f"{stage} of model {bundle.name!r} gave NaN or infinite probabilities ({share:.3g} % of them) "
+                     "on this image: check its values (iterseg maps them to [0, 1] by dtype) and the model's weights.")
 
 
 def warnings_in(notes):

@@ -113,6 +113,7 @@ def two_stage(source, bundle, settings, windows=None, show_progress=False, refin
     with timer("stage1"), bar(source.shape[0], "stage 1", "row", show_progress) as progress:
         coarse, s1_macs, view, notes = stage1(source, s1, bundle.s1_scale, bundle.mean, bundle.std,
                                               progress.update)
+    checks.check_finite(coarse.probs, "stage 1", bundle)
     merger = merger_for(source, coarse, plan.blend)
     if windows is None:
         chosen, scores, box_hw, boxes, rounds_log, select_notes = refine_rounds(
@@ -141,6 +142,7 @@ def refine_given(source, bundle, s2, coarse, merger, plan, timer, show, windows,
     with timer("stage2"), bar(len(windows), "stage 2", "window", show) as progress:
         window_probs, boxes = refiner(s2, bundle, source, coarse, windows, plan.settings.context,
                                      plan.settings.batch_size, progress.update)
+        checks.check_finite(window_probs, "stage 2", bundle)
         merger.add(windows, window_probs)
     box_hw = tuple(int(v) for v in boxes[0, 2:])
     return windows, np.full(len(windows), np.nan), box_hw, len(boxes), [], []
@@ -179,6 +181,7 @@ def refine_rounds(source, bundle, s2, coarse, merger, plan, timer, show, s1_macs
         with timer("stage2"), bar(len(chosen), "stage 2", "window", show) as progress:
             window_probs, _ = refiner(s2, bundle, source, coarse, grid[chosen], settings.context,
                                      settings.batch_size, progress.update)
+            checks.check_finite(window_probs, "stage 2", bundle)
             merger.add(grid[chosen], window_probs)
         refined[chosen] = True
         chosen_all.append(chosen)
@@ -205,11 +208,13 @@ def baseline(source, bundle, settings, tile=None, batch_size=1):
     if bundle.baseline_kind == "s1+s2":
         with timer("stage1"):
             coarse, _, view, notes = stage1(source, s1, bundle.s1_scale, bundle.mean, bundle.std)
+        checks.check_finite(coarse.probs, "stage 1", bundle)
         notes += checks.input_notes(bundle, view, coarse.probs)
     read = s2_reader(source, coarse, bundle.baseline_kind == "s1+s2")
     mean, std = (bundle.s2_mean, bundle.s2_std) if bundle.baseline_kind == "s1+s2" else (bundle.mean, bundle.std)
     with timer("stage2"):
         probs, _, _ = run_whole(network, read, shape, mean, std, tile=tile, batch_size=batch_size)
+    checks.check_finite(probs, "the full-resolution network", bundle)
     for name in ("stage1", "select", "merge"):
         timer.seconds.setdefault(name, 0.0)
     merged = Merger(lambda rows, cols: take(probs, rows, cols).copy(), shape, dense=True)

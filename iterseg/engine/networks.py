@@ -156,7 +156,8 @@ class Network:
         return self.to_logits(self.check(x, output))
 
     def check(self, x, output):
-        """``output`` as a float32 CPU tensor, or InputError saying what shape was expected."""
+        """``output`` as a float32 CPU tensor, or InputError saying what shape was expected or that it is
+        not finite."""
         if not isinstance(output, torch.Tensor):
             raise InputError(f"the {self.role} network must return a torch tensor, got {type(output).__name__}.")
         classes = self.config.out_channels
@@ -167,7 +168,11 @@ class Network:
                              f"{tuple(x.shape)}; it must return {expected}.")
         if self.config.out_channels is None:
             self.config.out_channels = int(output.shape[1])
-        return output.detach().float().cpu().as_subclass(torch.Tensor)  # a MONAI MetaTensor as plain
+        output = output.detach().float().cpu().as_subclass(torch.Tensor)  # a MONAI MetaTensor as plain
+        if not torch.isfinite(output).all():
+            raise InputError(f"the {self.role} network returned NaN or infinite values for an input of shape "
+                             f"{tuple(x.shape)}; check its weights and that the input is scaled as it expects.")
+        return output
 
     def to_logits(self, output):
         if self.outputs == "logits":

@@ -17,7 +17,7 @@ import cv2
 import numpy as np
 
 from ..disk.tiff import TiledImage, mirror_index
-from ..errors import InputError
+from ..errors import InputError, naming
 
 STRIP_ROWS = 512  # level-0 rows read at a time when a TIFF is scanned or shrunk without a pyramid
 
@@ -30,11 +30,16 @@ class UnitRange:
     note: str | None = None
 
     def apply(self, pixels):
-        unit = pixels.astype(np.float32)
-        if self.offset:
-            unit -= np.float32(self.offset)
-        if self.scale != 1:
-            unit *= np.float32(self.scale)
+        """float32 unit values of ``pixels``; float64 values are scaled in float64 first, so that values
+        beyond float32's range (near 1e300) never overflow to infinity."""
+        if pixels.dtype.kind == "f" and pixels.dtype.itemsize > 4:
+            unit = ((pixels.astype(np.float64) - self.offset) * self.scale).astype(np.float32)
+        else:
+            unit = pixels.astype(np.float32)
+            if self.offset:
+                unit -= np.float32(self.offset)
+            if self.scale != 1:
+                unit *= np.float32(self.scale)
         return np.clip(unit, 0.0, 1.0, out=unit)
 
 
@@ -61,6 +66,9 @@ def unit_range(dtype, low=0.0, high=1.0):
         if low >= 0 and high <= top and (top > 1 or kind == "float"):
             note = None if top == 1 else f"{dtype} image with values up to {high:g} scaled by 1/{top:g} to [0, 1]"
             return UnitRange(0.0, 1 / top, note)
+    if not np.isfinite(high - low):
+        raise InputError(f"{dtype} image with values in [{low:g}, {high:g}]: their range overflows float64; "
+                         "divide the image by a power of ten before segmenting it.")
     return UnitRange(low, 1 / max(high - low, 1e-12),
                      f"{dtype} image with values in [{low:g}, {high:g}] rescaled to [0, 1]")
 
@@ -289,7 +297,8 @@ def open_source(image, channels, stream=False, progress=None, max_pixels=None):
             return TiffSource(image, channels, progress, max_pixels)
         from ..disk.images import read_image_noted
         pixels, notes = read_image_noted(image, max_pixels)
-        source = ArraySource(pixels, channels)
+        with naming(image):
+            source = ArraySource(pixels, channels)
         source.notes[:0] = notes
         return source
     return ArraySource(image, channels)
