@@ -11,6 +11,7 @@ Glossary
 ``context_boxes`` places boxes so that a window gets the same output as the whole image would give
 it, when the context reaches the network's receptive radius.
 """
+import cv2
 import numpy as np
 import torch
 
@@ -35,17 +36,35 @@ def auto_batch_size(box_h, box_w):
     return max(1, min(AUTO_BATCH_MAX, AUTO_BATCH_PIXELS // (int(box_h) * int(box_w))))
 
 
+def normalised(crops, mean, std):
+    """float32 (n, h, w, C): (crops - mean) / std per channel, for crops (n, h, w, C) in [0, 1].
+    OpenCV's per-channel arithmetic for C <= 4 (NumPy's broadcast over a last axis of 3 ran at
+    1/10 of its speed: 0.17 s for a whole HRF image); NumPy beyond."""
+    channels = crops.shape[3]
+    out = np.empty(crops.shape, np.float32)
+    if channels > 4:
+        np.subtract(crops, np.asarray(mean, np.float32), out=out)
+        out *= 1 / np.asarray(std, np.float32)
+        return out
+    pad = (0.0,) * (4 - channels)
+    offset = tuple(float(m) for m in mean) + pad
+    scale = tuple(1 / float(s) for s in std) + pad
+    for crop, into in zip(crops.astype(np.float32, copy=False), out, strict=True):
+        if channels == 1:  # OpenCV takes one channel as (h, w)
+            crop, into = crop[..., 0], into[..., 0]
+        cv2.subtract(crop, offset, dst=into)
+        cv2.multiply(into, scale, dst=into)
+    return out
+
+
 def run_boxes(model, read, boxes, mean, std, batch_size=None, progress=None):
     """Probabilities of ``model`` on each box: float32 (N, K, h, w), one model call per batch of
     ``batch_size`` boxes (None: ``auto_batch_size``). progress(n) is told of each batch."""
     batch_size = batch_size or auto_batch_size(boxes[0, 2], boxes[0, 3])
-    mean = np.asarray(mean, dtype=np.float32)
-    scale = 1 / np.asarray(std, dtype=np.float32)
     out = None
     with torch.inference_mode():
         for start in range(0, len(boxes), batch_size):
-            crops = np.subtract(read(boxes[start:start + batch_size]), mean, dtype=np.float32)
-            crops *= scale
+            crops = normalised(read(boxes[start:start + batch_size]), mean, std)
             x = torch.from_numpy(crops).permute(0, 3, 1, 2)  # (n, C, h, w) in channels_last memory, no copy
             probs = logits_to_probs(model(x).float()).numpy()
             if out is None:

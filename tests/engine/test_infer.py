@@ -11,6 +11,7 @@ from iterseg.engine.infer import (
     context_boxes,
     crop_windows,
     logits_to_probs,
+    normalised,
     run_boxes,
     run_whole,
     run_windows,
@@ -139,3 +140,14 @@ def test_a_whole_image_in_tiles_equals_it_untiled(bundle, network, shape, tile):
     np.testing.assert_allclose(tiled, whole, atol=1e-5)
     assert count > 1 and box_hw == box_shape((min(tile, shape[0]), min(tile, shape[1])),
                                              -(-network.config.receptive_radius // 4) * 4, 4, shape)
+
+
+@pytest.mark.parametrize("channels", [1, 2, 3, 4, 6])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_crops_are_normalised_per_channel_into_float32(channels, dtype):
+    rng = np.random.default_rng(channels)
+    crops = rng.random((3, 7, 5, channels)).astype(dtype)
+    mean, std = rng.random(channels), rng.random(channels) + 0.1
+    got = normalised(crops, mean, std)
+    assert got.dtype == np.float32 and got.shape == crops.shape
+    np.testing.assert_allclose(got, (crops - mean) / std, atol=1e-5)
