@@ -108,20 +108,22 @@ def _auto(flags, forced):
 
 def check_backend(backend, precision="auto", compile=False):
     """``backend`` as a concrete Choice ('torch' or 'openvino', with its reason) for float networks run
-    in ``precision`` (resolved here) with or without torch.compile, or InputError."""
+    in ``precision`` (resolved here) with or without torch.compile, or InputError. A Choice already
+    made (a Segmenter's default) stands unless this precision or compile rules OpenVINO out."""
     if backend not in BACKENDS:
         raise InputError(f"backend must be one of {', '.join(BACKENDS)}, got {backend!r}.")
-    if isinstance(backend, Choice):
-        return backend
     if backend == "torch":
-        return Choice("torch", "asked")
+        return backend if isinstance(backend, Choice) else Choice("torch", "asked")
     blocker = openvino_blocker(check_precision(precision), compile)
-    if backend == "openvino":
-        if blocker:
-            raise InputError(f"the openvino backend cannot run this: {blocker}; use --backend torch or auto.")
-        return Choice("openvino", "asked")
+    asked = backend == "openvino" and not (isinstance(backend, Choice) and backend.reason.startswith("auto"))
+    if blocker and asked:
+        raise InputError(f"the openvino backend cannot run this: {blocker}; use --backend torch or auto.")
     if blocker:
         return Choice("torch", f"auto: {blocker}")
+    if isinstance(backend, Choice):
+        return backend
+    if asked:
+        return Choice("openvino", "asked")
     return _auto_backend(str(check_precision(precision)), cpu.forced_auto(cpu.AUTO_BACKEND_OVERRIDE))
 
 

@@ -144,6 +144,18 @@ def test_auto_stays_on_torch_where_openvino_cannot_run(monkeypatch, fresh_backen
         iterseg.two_stage(blob_image(32, 32), bundle, backend="onnx")
 
 
+def test_a_segmenters_backend_gives_way_where_a_call_rules_openvino_out(monkeypatch, fresh_backend, bundle, image):
+    fake_probe(monkeypatch, 3.0)
+    automatic = iterseg.Segmenter(bundle, precision="fp32")
+    assert automatic.defaults["backend"] == "openvino"
+    assert automatic.predict(image, patches=1, patch_size=32).options["backend"] == "openvino"
+    ruled_out = check_backend(automatic.defaults["backend"], "fp32", compile=True)
+    assert (ruled_out, ruled_out.reason) == ("torch", "auto: torch.compile was asked for")
+    asked = iterseg.Segmenter(bundle, precision="fp32", backend="openvino")
+    with pytest.raises(InputError, match="the openvino backend cannot run this: torch.compile was asked for"):
+        asked.predict(image, compile=True)
+
+
 @pytest.mark.parametrize("forced", ["torch", "openvino"])
 def test_the_environment_forces_what_auto_backend_means(monkeypatch, fresh_backend, forced):
     monkeypatch.setattr(runtime, "measure_openvino_speedup", lambda precision: pytest.fail("probe ran"))
