@@ -1,5 +1,5 @@
 """``iterseg flops --size HxW``: the cost table of a two-stage run, without an image."""
-from .options import add_geometry, chosen_model, size
+from .options import add_geometry, check_settings, chosen_model, size
 
 ROWS = ("stage1", "stage2", "total", "baseline")
 
@@ -15,6 +15,7 @@ def run(args):
     from ..api import load
     from ..engine.settings import DEFAULT_PATCHES
 
+    check_settings(args, ("patches", "patch_size", "context"))
     height, width = args.size
     segmenter = load(chosen_model(args))
     default = DEFAULT_PATCHES if segmenter.bundle.patches is None else segmenter.bundle.patches

@@ -52,19 +52,27 @@ class Settings:
 
     def check(self):
         """This Settings, or InputError naming the first bad value."""
+        self.check_values()
+        check_backend(self.backend, self.precision, self.compile)  # checks the precision too
+        return self
+
+    def check_values(self, spell=str):
+        """The window, score and budget options checked (all but precision and backend, which loading a
+        model checks): this Settings, or InputError naming the first bad value as ``spell(name)`` spells
+        it (the command line passes ``--max-overlap`` for ``max_overlap``; the rule and its words are
+        the same)."""
         for name, minimum in (("patches", 0), ("patch_size", 1), ("stride", 1), ("batch_size", 1)):
             if getattr(self, name) is not None and not (name == "patch_size" and self.patch_size == TIED):
-                _integer(name, getattr(self, name), minimum)
-        _integer("context", self.context, 0)
-        _integer("rounds", self.rounds, 1)
+                _integer(spell(name), getattr(self, name), minimum)
+        _integer(spell("context"), self.context, 0)
+        _integer(spell("rounds"), self.rounds, 1)
         for name in ("budget", "budget_gmacs"):
             if getattr(self, name) is not None:
-                _positive_finite(name, getattr(self, name))
-        _fraction("threshold", self.threshold, upper_open=False)
-        _fraction("max_overlap", self.max_overlap, upper_open=True)
+                _positive_finite(spell(name), getattr(self, name))
+        _fraction(spell("threshold"), self.threshold, upper_open=False)
+        _fraction(spell("max_overlap"), self.max_overlap, upper_open=True)
         if self.score is not None and self.score not in SCORES:
-            raise InputError(f"score must be one of {', '.join(SCORES)}, got {self.score!r}.")
-        check_backend(self.backend, self.precision, self.compile)  # checks the precision too
+            raise InputError(f"{spell('score')} must be one of {', '.join(SCORES)}, got {self.score!r}.")
         return self
 
     @property
