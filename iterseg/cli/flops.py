@@ -13,13 +13,12 @@ def add_parser(subparsers):
 
 def run(args):
     from ..api import load
-    from ..engine.settings import DEFAULT_PATCHES
+    from ..engine.settings import resolve_patches
 
     check_settings(args, ("patches", "patch_size", "context"))
     height, width = args.size
     segmenter = load(chosen_model(args))
-    default = DEFAULT_PATCHES if segmenter.bundle.patches is None else segmenter.bundle.patches
-    patches = default if args.patches is None else args.patches
+    patches = resolve_patches(segmenter.bundle.patches) if args.patches is None else args.patches
     macs = segmenter.macs(height, width, patches=patches, patch_size=args.patch_size, context=args.context)
     print(f"{height} x {width} image (H x W), model {segmenter.bundle.name}, {patches} patches "
           f"({macs['convention']})")

@@ -89,7 +89,7 @@ class Settings:
             raise InputError("score 'mean' needs a binary model; use --score uncertainty for multi-class models.")
         patches = self.patches
         if patches is None and self.capped_by_count:
-            patches = DEFAULT_PATCHES if default_patches is None else default_patches
+            patches = resolve_patches(default_patches)
         tied = default_window_side(shape, patches or DEFAULT_PATCHES, size_multiple)
         size = tied if self.patch_size == TIED else self.patch_size or window or tied
         stride = self.stride or size
@@ -127,6 +127,12 @@ class Plan:
         """JSON-ready options as the report shows them."""
         return {**self.settings.report(), "patch_size": int(self.size), "stride": int(self.stride),
                 "max_overlap": self.max_overlap, "blended": self.blend}
+
+
+def resolve_patches(model_patches=None):
+    """The window count refined when none is asked: the model's own (``Bundle.patches``, chosen from
+    its sweep), else DEFAULT_PATCHES. The one place this default is decided (plan, flops, model cards)."""
+    return DEFAULT_PATCHES if model_patches is None else model_patches
 
 
 def default_window_side(shape, patches, multiple):

@@ -161,3 +161,22 @@ def test_the_models_default_count_applies_only_when_nothing_else_decides():
     assert Settings(patches=5).plan((64, 64), 1, 4, default_patches=3).settings.patches == 5
     assert Settings(budget=0.2).plan((64, 64), 1, 4, default_patches=3).settings.patches is None
     assert Settings().plan((64, 64), 1, 4).settings.patches == DEFAULT_PATCHES
+
+
+def test_one_function_resolves_the_default_window_count(monkeypatch, bundle, tmp_path, capsys):
+    """resolve_patches is the only owner: the plan, `iterseg flops` and the model card all follow it
+    (a module keeping its own copy of DEFAULT_PATCHES would still say 16 here)."""
+    from iterseg.cards import card_rows, model_card
+    from iterseg.cli import main
+    from iterseg.engine import settings
+    from iterseg.model.store import save_bundle
+
+    assert settings.resolve_patches(None) == DEFAULT_PATCHES and settings.resolve_patches(3) == 3
+    monkeypatch.setattr(settings, "DEFAULT_PATCHES", 7)
+    assert bundle.patches is None
+    assert Settings().plan((64, 64), 1, 4).settings.patches == 7
+    assert card_rows([model_card(bundle)])[1][6].startswith("7 x ")
+    path = tmp_path / "small.pt"
+    save_bundle(bundle, path, half=False)
+    assert main(["flops", "--size", "64x64", "--model", str(path)]) == 0
+    assert ", 7 patches (" in capsys.readouterr().out
