@@ -15,7 +15,7 @@ from . import postprocess
 from .custom import two_stage_inference  # noqa: F401 -- your own networks, re-exported
 from .engine import loop
 from .engine.cost import align_up, cost_report, count_macs, stage1_size
-from .engine.infer import auto_batch_size, box_shape
+from .engine.infer import auto_batch_size, window_cost
 from .engine.settings import Settings
 from .engine.source import open_source
 from .kernels import grid_windows
@@ -177,11 +177,10 @@ class Segmenter:
         shape = (height, width)
         plan = Settings.from_options(patches=patches, patch_size=patch_size, context=context).plan(
             shape, s2.out_channels, s2.size_multiple, self.bundle.window, self.bundle.patches)
-        size = plan.size
-        count = min(plan.settings.patches, len(grid_windows(height, width, size)))
-        window_hw = (min(size, height), min(size, width))
+        grid = grid_windows(height, width, plan.size, plan.stride)
+        box_hw, _ = window_cost(s2, grid[0, 2:], context, shape)
         return cost_report(self.bundle, shape, count_macs(s1, *stage1_size(shape, self.bundle.s1_scale)),
-                           box_shape(window_hw, context, s2.size_multiple, shape), count)
+                           box_hw, min(plan.settings.patches, len(grid)))
 
 
 def load(name_or_path: str | os.PathLike = DEFAULT_MODEL, precision: str = "auto", compile: bool = False,

@@ -11,7 +11,7 @@ import iterseg
 from iterseg.engine.loop import Result
 from iterseg.model.runtime import check_precision
 
-from synthetic import blob_image, write_tiled
+from synthetic import blob_image, conditioned_bundle, write_tiled
 
 # Threads share the networks; oneDNN may pick other kernels (another summation order) for another
 # thread count, so probabilities may differ in their last bits, never by more than this.
@@ -73,6 +73,28 @@ def test_the_segmenter_streams_with_its_precision(tmp_path, bundle):
     assert result.tiles_read > 0 and result.shape == (128, 128)
     with pytest.raises(iterseg.InputError, match="patches"):
         segmenter.predict_tiled(path, patches=-1)
+
+
+@pytest.mark.parametrize("height, width, options", [
+    (256, 256, {"patches": 16}),
+    (96, 128, {"patches": 5, "patch_size": 24}),
+    (96, 128, {"patches": 3, "patch_size": 30, "context": 6}),  # window and box off the size multiple
+    (70, 200, {"patches": 4, "patch_size": "tied", "context": 3}),
+    (40, 300, {"patches": 2, "patch_size": 64}),  # the window clipped to the image's height
+    (96, 128, {"patches": 0}),
+    (96, 128, {}),  # the model's defaults
+])
+def test_the_cost_of_a_size_without_an_image_is_the_cost_of_a_run(bundle, height, width, options):
+    """Segmenter.macs and a run both take window -> box -> MACs from engine/infer.window_cost."""
+    segmenter = iterseg.Segmenter(bundle)
+    result = segmenter.predict(blob_image(height, width), **options)
+    assert segmenter.macs(height, width, **options) == result.macs
+
+
+def test_the_cost_of_a_conditioned_bundle_without_an_image_is_the_cost_of_a_run():
+    segmenter = iterseg.Segmenter(conditioned_bundle())
+    options = {"patches": 3, "patch_size": 20, "context": 5}
+    assert segmenter.macs(96, 128, **options) == segmenter.predict(blob_image(96, 128), **options).macs
 
 
 def test_the_cost_of_a_size_without_an_image(bundle):

@@ -15,7 +15,7 @@ import numpy as np
 import torch
 
 from ..kernels import grid_windows
-from .cost import align_up
+from .cost import align_up, count_macs
 from .merge import paste
 
 # With batch_size None, a network call gets at most this many input pixels (and at most 16 boxes):
@@ -86,6 +86,15 @@ def box_shape(window_hw, context, multiple, shape):
     """(h, w) of the network input for one window of ``window_hw`` seen with ``context``."""
     window = np.array([[0, 0, *window_hw]], dtype=np.int64)
     return tuple(int(v) for v in context_boxes(window, context, multiple, shape)[0][0, 2:])
+
+
+def window_cost(config, window_hw, context, shape):
+    """(box (h, w), MACs of one pass on it) for a window of ``window_hw`` in an H x W image seen with
+    ``context`` by a network of ``config``: the one window -> box -> MACs rule of a run (engine/loop.py),
+    of a cost without an image (Segmenter.macs) and of the count before a run of users' networks
+    (custom.count_ahead, which traces the network on that box)."""
+    box_hw = box_shape(window_hw, context, config.size_multiple, shape)
+    return box_hw, count_macs(config, *box_hw)
 
 
 def crop_windows(box_probs, offsets, win_h, win_w):

@@ -24,8 +24,8 @@ from ..model.runtime import report as runtime_report
 from ..timer import Timer
 from . import checks
 from .coarse import stage1
-from .cost import baseline_cost, baseline_macs, cost_report, count_macs
-from .infer import auto_batch_size, box_shape, run_whole
+from .cost import baseline_cost, baseline_macs, cost_report
+from .infer import auto_batch_size, run_whole, window_cost
 from .merge import Merger, take
 from .refine import refine, s2_reader
 from .scores import window_scores
@@ -161,8 +161,7 @@ def refine_rounds(source, bundle, s2, coarse, merger, plan, timer, show, s1_macs
     each: (windows in order, their scores, box (h, w), number of boxes, log per round, notes)."""
     settings, shape = plan.settings, source.shape
     grid = grid_windows(*shape, plan.size, plan.stride)
-    box_hw = box_shape(grid[0, 2:], settings.context, s2.config.size_multiple, shape)
-    window_macs = count_macs(s2.config, *box_hw)
+    box_hw, window_macs = window_cost(s2.config, grid[0, 2:], settings.context, shape)
     limit = window_limit(settings.patches, plan.budget_macs(baseline_macs(bundle, shape)), s1_macs, window_macs)
     refined = np.zeros(len(grid), bool)
     chosen_all, scores_all, rounds_log = [], [], []
