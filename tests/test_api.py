@@ -92,7 +92,7 @@ def test_the_cost_of_a_size_without_an_image_is_the_cost_of_a_run(bundle, height
 
 
 def test_the_cost_of_a_conditioned_bundle_without_an_image_is_the_cost_of_a_run():
-    segmenter = iterseg.Segmenter(conditioned_bundle())
+    segmenter = iterseg.Segmenter(conditioned_bundle()[0])
     options = {"patches": 3, "patch_size": 20, "context": 5}
     assert segmenter.macs(96, 128, **options) == segmenter.predict(blob_image(96, 128), **options).macs
 
