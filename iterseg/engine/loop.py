@@ -210,9 +210,9 @@ def baseline(source, bundle, settings, tile=None, batch_size=1):
         checks.check_finite(coarse.probs, "stage 1", bundle)
         notes += checks.input_notes(bundle, view, coarse.probs)
     read = s2_reader(source, coarse, bundle.baseline_kind == "s1+s2")
-    mean, std = (bundle.s2_mean, bundle.s2_std) if bundle.baseline_kind == "s1+s2" else (bundle.mean, bundle.std)
     with timer("stage2"):
-        probs, _, _ = run_whole(network, read, shape, mean, std, tile=tile, batch_size=batch_size)
+        probs, _, _ = run_whole(network, read, shape, *bundle.normalisation(network.config), tile=tile,
+                                batch_size=batch_size)
     checks.check_finite(probs, "the full-resolution network", bundle)
     for name in ("stage1", "select", "merge"):
         timer.seconds.setdefault(name, 0.0)

@@ -205,6 +205,11 @@ class Networks:
     def in_channels(self):
         return self.s1.config.in_channels
 
+    def normalisation(self, config=None):
+        """(mean, std) of both networks' inputs (as Bundle.normalisation; a user's fine network is never
+        conditioned)."""
+        return self.mean, self.std
+
     @property
     def countable(self):
         """True when both networks are torch modules, whose MACs fvcore counts."""
