@@ -54,8 +54,24 @@ def test_load_and_predict_from_a_path(bundle_path, image_path):
     assert base.macs["ratio"] == 1.0 and base.macs["total"] == base.macs["baseline"] and len(base.windows) == 0
     assert base.options["baseline"] and base.options["kind"] == "s2"
     whole = segmenter.predict_baseline(image_path, precision="fp32").probs  # exact: the reference precision
-    np.testing.assert_allclose(segmenter.predict_baseline(image_path, tile=48, batch_size=2, precision="fp32").probs,
+    np.testing.assert_allclose(segmenter.predict_baseline(image_path, chunk=48, batch_size=2, precision="fp32").probs,
                                whole, atol=1e-5)
+
+
+def test_the_baselines_tile_option_is_a_deprecated_name_of_chunk(bundle, image):
+    """tile= named the baseline's chunks before `tile` came to mean a TIFF's storage unit only."""
+    segmenter = iterseg.Segmenter(bundle, precision="fp32")
+    chunked = segmenter.predict_baseline(image, chunk=48)
+    with pytest.warns(DeprecationWarning, match="chunk=") as warned:
+        old = segmenter.predict_baseline(image, tile=48)
+    assert warned[0].filename == __file__  # points at the caller's line
+    np.testing.assert_array_equal(old.probs, chunked.probs)
+    assert old.options["chunk"] == 48 and "tile" not in old.options
+    with pytest.warns(DeprecationWarning) as warned:
+        assert iterseg.baseline(image, bundle, tile=48).options["chunk"] == 48
+    assert warned[0].filename == __file__
+    with pytest.warns(DeprecationWarning), pytest.raises(iterseg.InputError, match="chunk=32 and .* tile=48"):
+        segmenter.predict_baseline(image, chunk=32, tile=48)
 
 
 def test_the_segmenter_precision_is_a_default_that_calls_can_override(bundle, image):

@@ -114,19 +114,19 @@ def run_windows(model, read, shape, windows, context, mean, std, batch_size=None
     return crop_windows(box_probs, offsets, int(windows[0, 2]), int(windows[0, 3])), boxes
 
 
-def run_whole(model, read, shape, mean, std, tile=None, batch_size=1, progress=None):
+def run_whole(model, read, shape, mean, std, chunk=None, batch_size=1, progress=None):
     """Probabilities float32 (K, H, W) of ``model`` over a whole H x W source.
 
-    With ``tile`` (pixels) an image larger than a tile is processed in windows of that side, each
-    seen with a context of the network's receptive radius: the untiled output up to float rounding,
-    in bounded memory. Returns (probs, number of network inputs, their (h, w))."""
+    With ``chunk`` (pixels) an image larger than a chunk is processed in square chunks of that side,
+    each seen with a context of the network's receptive radius: the output of one pass up to float
+    rounding, in bounded memory. Returns (probs, number of network inputs, their (h, w))."""
     height, width = shape
-    if tile is None or (height <= tile and width <= tile):  # one box: the image grown to the size multiple
+    if chunk is None or (height <= chunk and width <= chunk):  # one box: the image grown to the size multiple
         boxes = context_boxes(np.array([[0, 0, height, width]], dtype=np.int64), 0, model.config.size_multiple,
                               shape)[0]
         probs = run_boxes(model, read, boxes, mean, std, batch_size, progress)[0, :, :height, :width]
         return np.ascontiguousarray(probs), 1, tuple(int(v) for v in boxes[0, 2:])
-    windows = grid_windows(height, width, tile)
+    windows = grid_windows(height, width, chunk)
     context = align_up(model.config.receptive_radius, model.config.size_multiple)
     window_probs, boxes = run_windows(model, read, shape, windows, context, mean, std, batch_size, progress)
     probs = np.empty((window_probs.shape[0], height, width), dtype=np.float32)

@@ -35,9 +35,9 @@ from .settings import check_windows
 log = logging.getLogger(__name__)
 
 # The baseline runs the whole image up to this many pixels (peak memory a few GB for the default
-# U-Net) and above it in tiles of BASELINE_TILE pixels with receptive-field context (same output).
+# U-Net) and above it in chunks of BASELINE_CHUNK pixels with receptive-field context (same output).
 MAX_WHOLE_PIXELS = 4096 * 4096
-BASELINE_TILE = 2048
+BASELINE_CHUNK = 2048
 
 
 @dataclass(eq=False)
@@ -192,17 +192,17 @@ def refine_rounds(source, bundle, s2, coarse, merger, plan, timer, show, s1_macs
             rounds_log, notes)
 
 
-def baseline(source, bundle, settings, tile=None, batch_size=1):
+def baseline(source, bundle, settings, chunk=None, batch_size=1):
     """The full-resolution network over the whole ``source`` (Bundle.baseline_kind says which: S2,
-    the reference network of a conditioned bundle, or stage 1 then the conditioned S2). ``tile``
-    (pixels) processes it in tiles with receptive-field context, which leaves the output unchanged
-    up to float rounding; by default only images above MAX_WHOLE_PIXELS are tiled. Returns a Result."""
+    the reference network of a conditioned bundle, or stage 1 then the conditioned S2). ``chunk``
+    (pixels) processes it in square chunks with receptive-field context, which leaves the output
+    unchanged up to float rounding; by default only images above MAX_WHOLE_PIXELS are chunked. Returns a Result."""
     timer = Timer()
     s1 = bundle.runners(settings.precision, settings.compile, settings.backend)[0]
     network = bundle.baseline_runner(settings.precision, settings.compile, settings.backend)
     shape = source.shape
-    if tile is None and shape[0] * shape[1] > MAX_WHOLE_PIXELS:
-        tile = BASELINE_TILE
+    if chunk is None and shape[0] * shape[1] > MAX_WHOLE_PIXELS:
+        chunk = BASELINE_CHUNK
     coarse, view, notes = None, None, []
     if bundle.baseline_kind == "s1+s2":
         with timer("stage1"):
@@ -211,13 +211,13 @@ def baseline(source, bundle, settings, tile=None, batch_size=1):
         notes += checks.input_notes(bundle, view, coarse.probs)
     read = s2_reader(source, coarse, bundle.baseline_kind == "s1+s2")
     with timer("stage2"):
-        probs, _, _ = run_whole(network, read, shape, *bundle.normalisation(network.config), tile=tile,
+        probs, _, _ = run_whole(network, read, shape, *bundle.normalisation(network.config), chunk=chunk,
                                 batch_size=batch_size)
     checks.check_finite(probs, "the full-resolution network", bundle)
     for name in ("stage1", "select", "merge"):
         timer.seconds.setdefault(name, 0.0)
     merged = Merger(lambda rows, cols: take(probs, rows, cols).copy(), shape, dense=True)
-    options = {"baseline": True, "kind": bundle.baseline_kind, "tile": tile,
+    options = {"baseline": True, "kind": bundle.baseline_kind, "chunk": chunk,
                **runtime_report(settings.precision, settings.backend, settings.compile)}
     return Result(merged=merged, windows=np.empty((0, 4), np.int64), scores=np.empty(0),
                   macs=baseline_cost(bundle, shape), seconds=timer.total(), options=options,
