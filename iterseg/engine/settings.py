@@ -80,12 +80,12 @@ class Settings:
         """True when only ``patches`` (explicit or the default) decides how many windows are refined."""
         return self.budget is None and self.budget_gmacs is None and self.threshold is None
 
-    def plan(self, shape, classes, size_multiple, window=None, default_patches=None):
-        """The settings resolved for an H x W image and a model with ``classes`` outputs, default
-        window side ``window`` (None: the paper's rule, see ``default_window_side``) and default window
-        count ``default_patches`` (None: DEFAULT_PATCHES): a Plan."""
-        score = self.score or default_score(classes)
-        if score == "mean" and classes > 1:
+    def plan(self, shape, channels, size_multiple, window=None, default_patches=None):
+        """The settings resolved for an H x W image and a model with ``channels`` output channels (1 for
+        binary, K for K > 2 classes), default window side ``window`` (None: the paper's rule, see
+        ``default_window_side``) and default window count ``default_patches`` (None: resolve_patches): a Plan."""
+        score = self.score or default_score(channels)
+        if score == "mean" and channels > 1:
             raise InputError("score 'mean' needs a binary model; use --score uncertainty for multi-class models.")
         patches = self.patches
         if patches is None and self.capped_by_count:

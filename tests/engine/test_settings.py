@@ -70,10 +70,10 @@ def test_none_means_the_default():
 
 
 def test_the_plan_resolves_the_defaults():
-    plan = Settings().plan((2048, 2048), classes=1, size_multiple=16)
+    plan = Settings().plan((2048, 2048), channels=1, size_multiple=16)
     assert plan.settings.patches == DEFAULT_PATCHES == 16 and plan.settings.score == "mean"
     assert (plan.size, plan.stride, plan.max_overlap, plan.blend) == (128, 128, None, False)
-    assert Settings().plan((64, 64), classes=3, size_multiple=4).settings.score == "uncertainty"
+    assert Settings().plan((64, 64), channels=3, size_multiple=4).settings.score == "uncertainty"
     sliding = Settings(patch_size=48, stride=16).plan((200, 300), 1, 16)
     assert (sliding.size, sliding.stride, sliding.max_overlap, sliding.blend) == (48, 16, DEFAULT_MAX_OVERLAP, True)
     assert Settings(patch_size=48, stride=16, max_overlap=0.5).plan((200, 300), 1, 16).max_overlap == 0.5
@@ -89,7 +89,7 @@ def test_a_budget_or_threshold_lifts_the_default_cap():
 
 def test_mean_needs_a_binary_model():
     with pytest.raises(InputError, match="score 'mean' needs a binary model; use --score uncertainty"):
-        Settings(score="mean").plan((64, 64), classes=3, size_multiple=4)
+        Settings(score="mean").plan((64, 64), channels=3, size_multiple=4)
 
 
 def test_the_tightest_budget_counts():
