@@ -72,6 +72,7 @@ def test_stage2_the_baseline_and_calibration_ask_the_bundle_for_their_normalisat
     import iterseg
     from iterseg.model.bundle import Bundle
     from iterseg.training.calibrate import calibration_batches, stage1_runs
+
     from synthetic import blob_image
 
     lean, _ = conditioned_bundle(with_reference=False)
