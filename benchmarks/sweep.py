@@ -78,7 +78,7 @@ def run_downscaled(seg, image, max_macs, precision):
     s2 = bundle.baseline_runner(precision)  # the full-resolution model of the baseline
     scale = downscale_scale(s2.config, height, width, max_macs)
     small = stage1_size((height, width), scale)
-    view = source.view(*small)[0]  # run whole (never in tiles, whose context would cost more MACs)
+    view = source.view(*small)[0]  # run whole (never in chunks, whose context would cost more MACs)
     probs = CoarseMap(run_whole(s2, lambda boxes: gather_boxes(view, boxes), small, bundle.mean, bundle.std)[0],
                       (height, width)).full()
     mask = probs[0] >= 0.5 if probs.shape[0] == 1 else probs.argmax(axis=0) > 0

@@ -34,11 +34,11 @@ def monai_probs(seg, image, precision="fp32"):
     conditioned = bundle.baseline_kind == "s1+s2"  # the network's input as the engine builds it
     coarse = stage1(source, bundle.runners(precision)[0], bundle.s1_scale, bundle.mean,
                     bundle.std)[0] if conditioned else None
-    mean, std = (bundle.s2_mean, bundle.s2_std) if conditioned else (bundle.mean, bundle.std)
+    network = bundle.baseline_runner(precision)  # the full-resolution model of the baseline
+    mean, std = bundle.normalisation(network.config)
     pixels = s2_reader(source, coarse, conditioned)(np.array([[0, 0, *source.shape]]))[0]
     pixels = (pixels - np.float32(mean)) / np.float32(std)
     x = torch.from_numpy(np.ascontiguousarray(pixels.transpose(2, 0, 1)))[None]
-    network = bundle.baseline_runner(precision)  # the full-resolution model of the baseline
     with torch.inference_mode():
         out = inferers.sliding_window_inference(x, ROI, SW_BATCH, lambda batch: torch.sigmoid(network(batch)),
                                                 overlap=OVERLAP, mode="gaussian")

@@ -5,10 +5,14 @@ need it are refined at full resolution by stage 2, in batches, and merged back; 
 both stages cost against the full-resolution baseline. The method lives in ``iterseg/engine/``,
 one file per step; ``api.py`` is the public entry point.
 
-Names used everywhere: *window* = a square region stage 2 refines; *tile* = the storage unit of a
-TIFF, nothing else; *source* = where pixels come from; *coarse map* = stage-1 probabilities;
-*score* = how much a window needs refining (higher = more); *budget* = MACs allowed; *baseline* =
-the full-resolution network over the whole image; *patches* (N_p) = how many windows are refined.
+Names used everywhere: *window* = a square region stage 2 refines, its side *patch_size* (in every
+option: CLI, API, bundle defaults) and its count *patches* (N_p) = how many windows are refined;
+*tile* = the storage unit of a TIFF, nothing else; *chunk* = a square piece of the baseline's or of
+stage 1's input run on its own (with receptive-field context); *classes* = the number of classes K
+(2 for a binary model); *channels* = a network's output channels (1 for a binary model, K above 2);
+*source* = where pixels come from; *coarse map* = stage-1 probabilities; *score* = how much a window
+needs refining (higher = more); *budget* = MACs allowed; *baseline* = the full-resolution network
+over the whole image.
 
 The public names are imported on first use, so that ``iterseg --help`` answers without loading torch.
 """

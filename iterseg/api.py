@@ -6,6 +6,7 @@ Glossary: see engine/loop.py (Result: mask, probs, windows, scores, macs, second
 import contextlib
 import logging
 import os
+import warnings
 from typing import Any
 
 import numpy as np
@@ -15,9 +16,10 @@ from . import postprocess
 from .custom import two_stage_inference  # noqa: F401 -- your own networks, re-exported
 from .engine import loop
 from .engine.cost import align_up, cost_report, count_macs, stage1_size
-from .engine.infer import auto_batch_size, box_shape
+from .engine.infer import auto_batch_size, window_cost
 from .engine.settings import Settings
 from .engine.source import open_source
+from .errors import InputError
 from .kernels import grid_windows
 from .model.runtime import check_backend, check_precision, warm_up_kernels
 from .model.store import DEFAULT_MODEL, load_bundle
@@ -50,12 +52,30 @@ def two_stage(image: Image, bundle, windows: np.ndarray | None = None, stream: b
         return loop.two_stage(source, bundle, settings, windows, show_progress, refiner=refiner)
 
 
-def baseline(image: Image, bundle, tile: int | None = None, batch_size: int = 1, max_pixels: int | None = None,
+def baseline(image: Image, bundle, chunk: int | None = None, batch_size: int = 1, max_pixels: int | None = None,
              **options) -> Result:
-    """The full-resolution model over the whole ``image``; a Result with no windows (ratio 1)."""
+    """The full-resolution model over the whole ``image``; a Result with no windows (ratio 1).
+    chunk: run it in square chunks of this side (pixels) with receptive-field context, which leaves the
+    output unchanged up to float rounding (default: whole, chunks of 2048 px above 4096 x 4096 pixels).
+    ``tile=`` is a deprecated name of ``chunk`` (a tile is a TIFF's storage unit)."""
+    chunk = _chunk_option(chunk, options, caller_level=3)
     settings = Settings.from_options(**options)
     with opened(image, bundle, max_pixels=max_pixels) as source:
-        return loop.baseline(source, bundle, settings, tile, batch_size)
+        return loop.baseline(source, bundle, settings, chunk, batch_size)
+
+
+def _chunk_option(chunk, options, caller_level):
+    """``chunk``, or the value of the deprecated ``tile`` option taken out of ``options`` (with a
+    DeprecationWarning pointing at the user's line, ``caller_level`` frames up); InputError when both
+    are given and differ."""
+    if "tile" not in options:
+        return chunk
+    tile = options.pop("tile")
+    warnings.warn("the baseline's tile= option is now chunk= (a tile is a TIFF's storage unit); tile= will be "
+                  "removed", DeprecationWarning, stacklevel=caller_level)
+    if chunk is not None and tile is not None and tile != chunk:
+        raise InputError(f"chunk={chunk!r} and its deprecated name tile={tile!r} disagree; pass chunk= only.")
+    return tile if chunk is None else chunk
 
 
 def int8_note(bundle, precision) -> str | None:
@@ -162,9 +182,12 @@ class Segmenter:
         return self.predict(path, patches, stream=True, show_progress=show_progress, **options)
 
     def predict_baseline(self, image: Image, **options) -> Result:
-        """The full-resolution model over the whole image; options: tile, batch_size, precision, and
-        the mask options of ``predict`` (cutoff, min_size, fill_holes)."""
+        """The full-resolution model over the whole image; options: chunk (square pieces of this side,
+        in pixels, run one at a time with receptive-field context: the same output in less memory;
+        ``tile`` is its deprecated name), batch_size, precision, and the mask options of ``predict``
+        (cutoff, min_size, fill_holes)."""
         options = {**self.defaults, **options}
+        options["chunk"] = _chunk_option(options.get("chunk"), options, caller_level=3)
         mask_options = _mask_options(self.bundle, options)
         return _with_int8_note(postprocess.finish(baseline(image, self.bundle, **options), *mask_options),
                                self.bundle, options)
@@ -177,11 +200,10 @@ class Segmenter:
         shape = (height, width)
         plan = Settings.from_options(patches=patches, patch_size=patch_size, context=context).plan(
             shape, s2.out_channels, s2.size_multiple, self.bundle.window, self.bundle.patches)
-        size = plan.size
-        count = min(plan.settings.patches, len(grid_windows(height, width, size)))
-        window_hw = (min(size, height), min(size, width))
+        grid = grid_windows(height, width, plan.size, plan.stride)
+        box_hw, _ = window_cost(s2, grid[0, 2:], context, shape)
         return cost_report(self.bundle, shape, count_macs(s1, *stage1_size(shape, self.bundle.s1_scale)),
-                           box_shape(window_hw, context, s2.size_multiple, shape), count)
+                           box_hw, min(plan.settings.patches, len(grid)))
 
 
 def load(name_or_path: str | os.PathLike = DEFAULT_MODEL, precision: str = "auto", compile: bool = False,

@@ -10,7 +10,7 @@ bundle trained on other data shows '-' there.
 from importlib import resources
 from pathlib import Path
 
-from .engine.settings import DEFAULT_PATCHES
+from .engine.settings import resolve_patches
 
 DATASETS = {  # from /work/shared/data/README.md and iterseg/weights/README.md
     "ph2": {"input": "dermoscopy photo", "image_size": "761-769 x 553-577",
@@ -62,7 +62,7 @@ def model_card(bundle, path=None):
 def _cost(card):
     default = card["default"]
     windows = "N_p rule" if default["window"] is None else f"{default['window']} px"
-    count = str(DEFAULT_PATCHES if default["windows"] is None else default["windows"])
+    count = str(resolve_patches(default["windows"]))
     text = f"{count} x {windows}"
     if default["macs_ratio"] is not None:
         text += f": {100 * default['macs_ratio']:.1f} % MACs"

@@ -14,7 +14,7 @@ import torch
 
 from .engine import loop
 from .engine.cost import stage1_size
-from .engine.infer import box_shape
+from .engine.infer import window_cost
 from .engine.networks import COUNT_PIXELS, COUNT_SIDE, OUTPUTS, Network, Networks, TensorSource, first_line
 from .engine.settings import Settings, check_windows
 from .engine.source import ArraySource, as_array
@@ -105,7 +105,7 @@ def count_ahead(networks, settings, shape, windows):
         coarse.count_macs(*stage1_size(shape, networks.s1_scale))
         fine.count_macs(*shape)
         if len(windows):
-            fine.count_macs(*box_shape(windows[0, 2:], settings.context, fine.size_multiple, shape))
+            window_cost(fine, windows[0, 2:], settings.context, shape)
     except Exception as exc:  # fvcore's tracer meets what it cannot trace (data-dependent control flow, ...)
         why = f"fvcore could not count the networks' MACs ({first_line(exc)})"
         if settings.budget is not None or settings.budget_gmacs is not None:

@@ -11,7 +11,7 @@ import iterseg
 from iterseg.engine.loop import Result
 from iterseg.model.runtime import check_precision
 
-from synthetic import blob_image, write_tiled
+from synthetic import blob_image, conditioned_bundle, write_tiled
 
 # Threads share the networks; oneDNN may pick other kernels (another summation order) for another
 # thread count, so probabilities may differ in their last bits, never by more than this.
@@ -54,8 +54,24 @@ def test_load_and_predict_from_a_path(bundle_path, image_path):
     assert base.macs["ratio"] == 1.0 and base.macs["total"] == base.macs["baseline"] and len(base.windows) == 0
     assert base.options["baseline"] and base.options["kind"] == "s2"
     whole = segmenter.predict_baseline(image_path, precision="fp32").probs  # exact: the reference precision
-    np.testing.assert_allclose(segmenter.predict_baseline(image_path, tile=48, batch_size=2, precision="fp32").probs,
+    np.testing.assert_allclose(segmenter.predict_baseline(image_path, chunk=48, batch_size=2, precision="fp32").probs,
                                whole, atol=1e-5)
+
+
+def test_the_baselines_tile_option_is_a_deprecated_name_of_chunk(bundle, image):
+    """tile= named the baseline's chunks before `tile` came to mean a TIFF's storage unit only."""
+    segmenter = iterseg.Segmenter(bundle, precision="fp32")
+    chunked = segmenter.predict_baseline(image, chunk=48)
+    with pytest.warns(DeprecationWarning, match="chunk=") as warned:
+        old = segmenter.predict_baseline(image, tile=48)
+    assert warned[0].filename == __file__  # points at the caller's line
+    np.testing.assert_array_equal(old.probs, chunked.probs)
+    assert old.options["chunk"] == 48 and "tile" not in old.options
+    with pytest.warns(DeprecationWarning) as warned:
+        assert iterseg.baseline(image, bundle, tile=48).options["chunk"] == 48
+    assert warned[0].filename == __file__
+    with pytest.warns(DeprecationWarning), pytest.raises(iterseg.InputError, match="chunk=32 and .* tile=48"):
+        segmenter.predict_baseline(image, chunk=32, tile=48)
 
 
 def test_the_segmenter_precision_is_a_default_that_calls_can_override(bundle, image):
@@ -73,6 +89,28 @@ def test_the_segmenter_streams_with_its_precision(tmp_path, bundle):
     assert result.tiles_read > 0 and result.shape == (128, 128)
     with pytest.raises(iterseg.InputError, match="patches"):
         segmenter.predict_tiled(path, patches=-1)
+
+
+@pytest.mark.parametrize("height, width, options", [
+    (256, 256, {"patches": 16}),
+    (96, 128, {"patches": 5, "patch_size": 24}),
+    (96, 128, {"patches": 3, "patch_size": 30, "context": 6}),  # window and box off the size multiple
+    (70, 200, {"patches": 4, "patch_size": "tied", "context": 3}),
+    (40, 300, {"patches": 2, "patch_size": 64}),  # the window clipped to the image's height
+    (96, 128, {"patches": 0}),
+    (96, 128, {}),  # the model's defaults
+])
+def test_the_cost_of_a_size_without_an_image_is_the_cost_of_a_run(bundle, height, width, options):
+    """Segmenter.macs and a run both take window -> box -> MACs from engine/infer.window_cost."""
+    segmenter = iterseg.Segmenter(bundle)
+    result = segmenter.predict(blob_image(height, width), **options)
+    assert segmenter.macs(height, width, **options) == result.macs
+
+
+def test_the_cost_of_a_conditioned_bundle_without_an_image_is_the_cost_of_a_run():
+    segmenter = iterseg.Segmenter(conditioned_bundle()[0])
+    options = {"patches": 3, "patch_size": 20, "context": 5}
+    assert segmenter.macs(96, 128, **options) == segmenter.predict(blob_image(96, 128), **options).macs
 
 
 def test_the_cost_of_a_size_without_an_image(bundle):

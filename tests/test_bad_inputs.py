@@ -606,7 +606,7 @@ def test_the_folder_mode_error_for_nan_pixels_names_the_file(scans, tmp_path, mo
 @pytest.mark.parametrize("value", ["inf", "1e400", "nan", "-inf"])
 def test_non_finite_numbers_are_refused(tmp_path, image_path, capsys, value):
     code, err = run_cli(["predict", str(image_path), f"--budget={value}", "--out", str(tmp_path)], capsys)
-    assert code == 2 and len(err) == 1 and "expected a number > 0" in err[0], err
+    assert code == 2 and len(err) == 1 and "--budget must be a finite number > 0" in err[0], err
 
 
 @pytest.fixture(scope="module")

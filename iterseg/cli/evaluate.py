@@ -10,10 +10,12 @@ from .options import (
     add_precision,
     add_score,
     add_spec,
+    check_settings,
     chosen_model,
     int_at_least,
+    integer,
     patch_list,
-    window_side,
+    patch_size,
 )
 
 EPILOG = """example:
@@ -28,9 +30,9 @@ def add_parser(subparsers):
     parser.add_argument("--split", default="test", choices=("train", "test", "all"))
     parser.add_argument("--patches", type=patch_list, default=[0, 1, 2, 4, 8, 16, 32],
                         help="comma-separated N_p values (0 = stage 1 only); the baseline is always added")
-    parser.add_argument("--patch-size", type=window_side, default=None, metavar="PX",
+    parser.add_argument("--patch-size", type=patch_size, default=None, metavar="PX",
                         help="window side, or 'tied', as for predict (default: the model's side)")
-    parser.add_argument("--context", type=int_at_least(0), default=None, metavar="PX",
+    parser.add_argument("--context", type=integer, default=None, metavar="PX",
                         help="pixels of image stage 2 sees around each window, as for predict (default 0)")
     add_score(parser)
     add_precision(parser)
@@ -49,6 +51,7 @@ def run(args):
     from ..training.data import load_spec
     from ..training.evaluate import evaluate, markdown_table, write_report
 
+    check_settings(args, ("patch_size", "context", "score"))
     spec = load_spec(args.spec, args.data_root, max_pixels=args.max_pixels)
     out_dir = output_folder(args.out)
     model = chosen_model(args)

@@ -1,5 +1,5 @@
 """``iterseg flops --size HxW``: the cost table of a two-stage run, without an image."""
-from .options import add_geometry, chosen_model, size
+from .options import add_geometry, check_settings, chosen_model, size
 
 ROWS = ("stage1", "stage2", "total", "baseline")
 
@@ -13,12 +13,12 @@ def add_parser(subparsers):
 
 def run(args):
     from ..api import load
-    from ..engine.settings import DEFAULT_PATCHES
+    from ..engine.settings import resolve_patches
 
+    check_settings(args, ("patches", "patch_size", "context"))
     height, width = args.size
     segmenter = load(chosen_model(args))
-    default = DEFAULT_PATCHES if segmenter.bundle.patches is None else segmenter.bundle.patches
-    patches = default if args.patches is None else args.patches
+    patches = resolve_patches(segmenter.bundle.patches) if args.patches is None else args.patches
     macs = segmenter.macs(height, width, patches=patches, patch_size=args.patch_size, context=args.context)
     print(f"{height} x {width} image (H x W), model {segmenter.bundle.name}, {patches} patches "
           f"({macs['convention']})")

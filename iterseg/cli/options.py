@@ -61,6 +61,32 @@ positive_float = number(0)
 fraction = number(0, 1)
 
 
+def integer(text):
+    """Parser of any integer: the options of a two-stage run are parsed here and their ranges checked
+    by the engine's own rules (``check_settings``)."""
+    try:
+        return int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
+
+
+def real(text):
+    """Parser of any number; ranges as for ``integer``."""
+    try:
+        return float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+
+
+def check_settings(args, names):
+    """The two-stage options ``names`` of ``args`` checked by the code the API checks them with
+    (engine/settings.Settings.check_values), before any model is loaded or image read: InputError
+    (exit 2, one line) with the API's words, the option spelled as on the command line."""
+    from ..engine.settings import Settings
+    given = {name: getattr(args, name) for name in names if getattr(args, name, None) is not None}
+    Settings(**given).check_values(spell=lambda name: "--" + name.replace("_", "-"))
+
+
 def pixel_count(text):
     """'200e6', '2.5e8' or '400000000' -> a whole number of pixels >= 1."""
     try:
@@ -126,22 +152,22 @@ def chosen_model(args):
     return args.model or DEFAULT_MODEL
 
 
-def window_side(text):
-    """--patch-size: a side in pixels (>= 1) or 'tied' (engine/settings.TIED)."""
-    return text if text == "tied" else int_at_least(1)(text)
+def patch_size(text):
+    """--patch-size: a side in pixels (checked by ``check_settings``) or 'tied' (engine/settings.TIED)."""
+    return text if text == "tied" else integer(text)
 
 
 def add_geometry(parser):
-    """The window options of ``predict`` and ``flops``, and --model."""
-    parser.add_argument("--patches", type=int_at_least(0), default=None,  # engine/settings.DEFAULT_PATCHES
+    """The window options of ``predict`` and ``flops`` (their ranges: ``check_settings``), and --model."""
+    parser.add_argument("--patches", type=integer, default=None,  # engine/settings.DEFAULT_PATCHES
                         help="number of windows refined at full resolution (0 = stage 1 only; default: the "
                              "model's, chosen from its sweep (`iterseg models`), else 16; with --budget / "
                              "--threshold no cap but theirs)")
-    parser.add_argument("--patch-size", type=window_side, default=None, metavar="PX",
+    parser.add_argument("--patch-size", type=patch_size, default=None, metavar="PX",
                         help="window side in pixels (default: the model's window side, which `iterseg models` "
                              "shows); 'tied': ceil(max(H, W) / patches) rounded up to the model's size multiple, "
                              "the source paper's rule, which is also the default of a model without a side")
-    parser.add_argument("--context", type=int_at_least(0), default=0, metavar="PX",
+    parser.add_argument("--context", type=integer, default=0, metavar="PX",
                         help="pixels of surrounding image stage 2 sees around each window (default 0)")
     add_model(parser)
 

@@ -10,11 +10,16 @@ from .options import (
     add_max_pixels,
     add_precision,
     add_score,
+    check_settings,
     chosen_model,
     fraction,
     int_at_least,
-    positive_float,
+    integer,
+    real,
 )
+
+SETTINGS = ("patches", "patch_size", "score", "stride", "batch_size", "context", "budget", "budget_gmacs",
+            "rounds", "threshold", "max_overlap")  # the options engine/settings.Settings holds and checks
 
 log = logging.getLogger(__name__)
 
@@ -26,22 +31,22 @@ def add_parser(subparsers):
                         help="image files (PNG, JPEG, TIFF, ...), folders of them, or quoted glob patterns")
     add_geometry(parser)
     add_score(parser)
-    parser.add_argument("--stride", type=int_at_least(1), default=None, metavar="PX",
+    parser.add_argument("--stride", type=integer, default=None, metavar="PX",
                         help="step between the grid's windows (default: the window side); smaller steps give "
                              "overlapping windows, thinned by --max-overlap, and blended results")
-    parser.add_argument("--max-overlap", type=fraction, default=None, metavar="F",
+    parser.add_argument("--max-overlap", type=real, default=None, metavar="F",
                         help="with --stride: largest share of a window's area two chosen windows may overlap "
                              "(default 0.25)")
-    parser.add_argument("--budget", type=positive_float, default=None, metavar="F",
+    parser.add_argument("--budget", type=real, default=None, metavar="F",
                         help="spend at most this fraction of the full-resolution model's MACs (e.g. 0.2)")
-    parser.add_argument("--budget-gmacs", type=positive_float, default=None, metavar="G",
+    parser.add_argument("--budget-gmacs", type=real, default=None, metavar="G",
                         help="spend at most this many GMACs (stage 1 included)")
-    parser.add_argument("--rounds", type=int_at_least(1), default=1, metavar="R",
+    parser.add_argument("--rounds", type=integer, default=1, metavar="R",
                         help="choose the windows in R rounds, re-scoring the refined map after each (default 1)")
-    parser.add_argument("--threshold", type=fraction, default=None, metavar="T",
+    parser.add_argument("--threshold", type=real, default=None, metavar="T",
                         help="refine only windows scoring above T (every score: higher = refine first); "
                              "--patches then caps their number")
-    parser.add_argument("--batch-size", type=int_at_least(1), default=None,
+    parser.add_argument("--batch-size", type=integer, default=None,
                         help="windows per stage-2 network call (default: up to 16, at most 0.5 Mpx per call)")
     add_precision(parser)
     add_backend(parser)
@@ -117,6 +122,7 @@ def run(args):
     from ..batch import STREAM_MODES, expand_inputs, output_folder, shard_of
     from ..errors import InputError
 
+    check_settings(args, SETTINGS)
     if args.stream not in STREAM_MODES:
         raise InputError(f"--stream must be one of {', '.join(STREAM_MODES)}, got {args.stream!r}.")
     if args.cluster:
@@ -138,10 +144,8 @@ def run(args):
 
 def _options(args):
     """The two-stage options of ``args`` as ``batch.predict_file`` takes them."""
-    names = ("patches", "patch_size", "score", "stride", "batch_size", "context", "budget", "budget_gmacs",
-             "rounds", "threshold", "max_overlap")
     mask = {"cutoff": args.cutoff, "min_size": args.min_size, "fill_holes": args.fill_holes}  # only those given
-    return {**{name: getattr(args, name) for name in names}, **{k: v for k, v in mask.items() if v}}
+    return {**{name: getattr(args, name) for name in SETTINGS}, **{k: v for k, v in mask.items() if v}}
 
 
 def _writing(args):

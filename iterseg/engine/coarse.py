@@ -20,11 +20,11 @@ from .source import gather_boxes
 
 # Stage 1 runs whole up to S1_WHOLE_PIXELS for a width-16 U-Net (about 0.75 GB of activations;
 # activations grow with the width, so a width-8 stage 1 runs whole on twice the pixels) and above it in
-# equal tiles of at most S1_TILE pixels a side, each with receptive-field context, which costs MACs.
-# Whole is much faster where it fits: a 1250^2 view took 2.9 s whole and 11.2 s in 1024 px tiles.
+# equal chunks of at most S1_CHUNK pixels a side, each with receptive-field context, which costs MACs.
+# Whole is much faster where it fits: a 1250^2 view took 2.9 s whole and 11.2 s in 1024 px chunks.
 S1_WHOLE_PIXELS = 1300 ** 2
 S1_WHOLE_WIDTH = 16
-S1_TILE = 1024
+S1_CHUNK = 1024  # a chunk: a piece of stage 1's input run on its own (a tile is a TIFF's storage unit)
 
 
 def linear_taps(positions, small, full):
@@ -71,12 +71,12 @@ class CoarseMap:
         return np.stack(out).transpose(0, 2, 3, 1)
 
 
-def s1_tile(h1, w1, width=S1_WHOLE_WIDTH):
-    """Tile side for a stage-1 view of h1 x w1 and a U-Net of ``width`` (None: run it whole): as few
-    equal tiles as fit S1_TILE."""
+def s1_chunk(h1, w1, width=S1_WHOLE_WIDTH):
+    """Chunk side for a stage-1 view of h1 x w1 and a U-Net of ``width`` (None: run it whole): as few
+    equal chunks as fit S1_CHUNK."""
     if h1 * w1 * width <= S1_WHOLE_PIXELS * S1_WHOLE_WIDTH:
         return None
-    return max(-(-side // -(-side // S1_TILE)) for side in (h1, w1))
+    return max(-(-side // -(-side // S1_CHUNK)) for side in (h1, w1))
 
 
 def stage1(source, runner, scale, mean, std, progress=None):
@@ -84,14 +84,14 @@ def stage1(source, runner, scale, mean, std, progress=None):
 
     runner: a network returning logits (the bundle's S1 prepared for a precision, model/runtime.py);
     scale: the bundle's s1_scale; mean, std: its input normalisation. progress(n) is told of rows
-    read and tiles run."""
+    read and chunks run."""
     h1, w1 = stage1_size(source.shape, scale)
     view, note = source.view(h1, w1, progress)
-    tile = s1_tile(h1, w1, runner.config.width)
+    chunk = s1_chunk(h1, w1, runner.config.width)
     probs, count, box_hw = run_whole(runner, lambda boxes: gather_boxes(view, boxes), (h1, w1), mean, std,
-                                     tile=tile, progress=progress)
+                                     chunk=chunk, progress=progress)
     notes = [note] if note else []
-    if tile:
-        notes.append(f"stage 1 ran in {count} tiles of {tile} px with receptive-field context "
+    if chunk:
+        notes.append(f"stage 1 ran in {count} chunks of {chunk} px with receptive-field context "
                      f"({align_up(runner.config.receptive_radius, runner.config.size_multiple)} px)")
     return CoarseMap(probs, tuple(source.shape)), count * count_macs(runner.config, *box_hw), view, notes

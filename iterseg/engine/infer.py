@@ -16,7 +16,7 @@ import numpy as np
 import torch
 
 from ..kernels import grid_windows
-from .cost import align_up
+from .cost import align_up, count_macs
 from .merge import paste
 
 # With batch_size None, a network call gets at most this many input pixels (and at most 16 boxes):
@@ -107,6 +107,15 @@ def box_shape(window_hw, context, multiple, shape):
     return tuple(int(v) for v in context_boxes(window, context, multiple, shape)[0][0, 2:])
 
 
+def window_cost(config, window_hw, context, shape):
+    """(box (h, w), MACs of one pass on it) for a window of ``window_hw`` in an H x W image seen with
+    ``context`` by a network of ``config``: the one window -> box -> MACs rule of a run (engine/loop.py),
+    of a cost without an image (Segmenter.macs) and of the count before a run of users' networks
+    (custom.count_ahead, which traces the network on that box)."""
+    box_hw = box_shape(window_hw, context, config.size_multiple, shape)
+    return box_hw, count_macs(config, *box_hw)
+
+
 def crop_windows(box_probs, offsets, win_h, win_w):
     """Cut each window (offsets (N, 2), win_h x win_w) out of ``box_probs`` (N, K, h, w):
     float32 (K, N, win_h, win_w)."""
@@ -124,19 +133,19 @@ def run_windows(model, read, shape, windows, context, mean, std, batch_size=None
     return crop_windows(box_probs, offsets, int(windows[0, 2]), int(windows[0, 3])), boxes
 
 
-def run_whole(model, read, shape, mean, std, tile=None, batch_size=1, progress=None):
+def run_whole(model, read, shape, mean, std, chunk=None, batch_size=1, progress=None):
     """Probabilities float32 (K, H, W) of ``model`` over a whole H x W source.
 
-    With ``tile`` (pixels) an image larger than a tile is processed in windows of that side, each
-    seen with a context of the network's receptive radius: the untiled output up to float rounding,
-    in bounded memory. Returns (probs, number of network inputs, their (h, w))."""
+    With ``chunk`` (pixels) an image larger than a chunk is processed in square chunks of that side,
+    each seen with a context of the network's receptive radius: the output of one pass up to float
+    rounding, in bounded memory. Returns (probs, number of network inputs, their (h, w))."""
     height, width = shape
-    if tile is None or (height <= tile and width <= tile):  # one box: the image grown to the size multiple
+    if chunk is None or (height <= chunk and width <= chunk):  # one box: the image grown to the size multiple
         boxes = context_boxes(np.array([[0, 0, height, width]], dtype=np.int64), 0, model.config.size_multiple,
                               shape)[0]
         probs = run_boxes(model, read, boxes, mean, std, batch_size, progress)[0, :, :height, :width]
         return np.ascontiguousarray(probs), 1, tuple(int(v) for v in boxes[0, 2:])
-    windows = grid_windows(height, width, tile)
+    windows = grid_windows(height, width, chunk)
     context = align_up(model.config.receptive_radius, model.config.size_multiple)
     window_probs, boxes = run_windows(model, read, shape, windows, context, mean, std, batch_size, progress)
     probs = np.empty((window_probs.shape[0], height, width), dtype=np.float32)

@@ -24,8 +24,8 @@ from ..model.runtime import report as runtime_report
 from ..timer import Timer
 from . import checks
 from .coarse import stage1
-from .cost import baseline_cost, baseline_macs, cost_report, count_macs
-from .infer import auto_batch_size, box_shape, run_whole
+from .cost import baseline_cost, baseline_macs, cost_report
+from .infer import auto_batch_size, run_whole, window_cost
 from .merge import Merger, take
 from .refine import refine, s2_reader
 from .scores import window_scores
@@ -35,9 +35,9 @@ from .settings import check_windows
 log = logging.getLogger(__name__)
 
 # The baseline runs the whole image up to this many pixels (peak memory a few GB for the default
-# U-Net) and above it in tiles of BASELINE_TILE pixels with receptive-field context (same output).
+# U-Net) and above it in chunks of BASELINE_CHUNK pixels with receptive-field context (same output).
 MAX_WHOLE_PIXELS = 4096 * 4096
-BASELINE_TILE = 2048
+BASELINE_CHUNK = 2048
 
 
 @dataclass(eq=False)
@@ -161,8 +161,7 @@ def refine_rounds(source, bundle, s2, coarse, merger, plan, timer, show, s1_macs
     each: (windows in order, their scores, box (h, w), number of boxes, log per round, notes)."""
     settings, shape = plan.settings, source.shape
     grid = grid_windows(*shape, plan.size, plan.stride)
-    box_hw = box_shape(grid[0, 2:], settings.context, s2.config.size_multiple, shape)
-    window_macs = count_macs(s2.config, *box_hw)
+    box_hw, window_macs = window_cost(s2.config, grid[0, 2:], settings.context, shape)
     limit = window_limit(settings.patches, plan.budget_macs(baseline_macs(bundle, shape)), s1_macs, window_macs)
     refined = np.zeros(len(grid), bool)
     chosen_all, scores_all, rounds_log = [], [], []
@@ -193,17 +192,17 @@ def refine_rounds(source, bundle, s2, coarse, merger, plan, timer, show, s1_macs
             rounds_log, notes)
 
 
-def baseline(source, bundle, settings, tile=None, batch_size=1):
+def baseline(source, bundle, settings, chunk=None, batch_size=1):
     """The full-resolution network over the whole ``source`` (Bundle.baseline_kind says which: S2,
-    the reference network of a conditioned bundle, or stage 1 then the conditioned S2). ``tile``
-    (pixels) processes it in tiles with receptive-field context, which leaves the output unchanged
-    up to float rounding; by default only images above MAX_WHOLE_PIXELS are tiled. Returns a Result."""
+    the reference network of a conditioned bundle, or stage 1 then the conditioned S2). ``chunk``
+    (pixels) processes it in square chunks with receptive-field context, which leaves the output
+    unchanged up to float rounding; by default only images above MAX_WHOLE_PIXELS are chunked. Returns a Result."""
     timer = Timer()
     s1 = bundle.runners(settings.precision, settings.compile, settings.backend)[0]
     network = bundle.baseline_runner(settings.precision, settings.compile, settings.backend)
     shape = source.shape
-    if tile is None and shape[0] * shape[1] > MAX_WHOLE_PIXELS:
-        tile = BASELINE_TILE
+    if chunk is None and shape[0] * shape[1] > MAX_WHOLE_PIXELS:
+        chunk = BASELINE_CHUNK
     coarse, view, notes = None, None, []
     if bundle.baseline_kind == "s1+s2":
         with timer("stage1"):
@@ -211,14 +210,14 @@ def baseline(source, bundle, settings, tile=None, batch_size=1):
         checks.check_finite(coarse.probs, "stage 1", bundle)
         notes += checks.input_notes(bundle, view, coarse.probs)
     read = s2_reader(source, coarse, bundle.baseline_kind == "s1+s2")
-    mean, std = (bundle.s2_mean, bundle.s2_std) if bundle.baseline_kind == "s1+s2" else (bundle.mean, bundle.std)
     with timer("stage2"):
-        probs, _, _ = run_whole(network, read, shape, mean, std, tile=tile, batch_size=batch_size)
+        probs, _, _ = run_whole(network, read, shape, *bundle.normalisation(network.config), chunk=chunk,
+                                batch_size=batch_size)
     checks.check_finite(probs, "the full-resolution network", bundle)
     for name in ("stage1", "select", "merge"):
         timer.seconds.setdefault(name, 0.0)
     merged = Merger(lambda rows, cols: take(probs, rows, cols).copy(), shape, dense=True)
-    options = {"baseline": True, "kind": bundle.baseline_kind, "tile": tile,
+    options = {"baseline": True, "kind": bundle.baseline_kind, "chunk": chunk,
                **runtime_report(settings.precision, settings.backend, settings.compile)}
     return Result(merged=merged, windows=np.empty((0, 4), np.int64), scores=np.empty(0),
                   macs=baseline_cost(bundle, shape), seconds=timer.total(), options=options,

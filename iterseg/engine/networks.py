@@ -45,7 +45,7 @@ def first_line(exc):
 class NetworkConfig:
     """What the engine reads of a runner's ``config`` (model/unet.UNetConfig's names), for a user's network.
 
-    width 0: stage 1 always runs whole (s1_tile), since a user's network has no known receptive radius."""
+    width 0: stage 1 always runs whole (s1_chunk), since a user's network has no known receptive radius."""
     width = 0
     receptive_radius = 0
 
@@ -160,10 +160,10 @@ class Network:
         not finite."""
         if not isinstance(output, torch.Tensor):
             raise InputError(f"the {self.role} network must return a torch tensor, got {type(output).__name__}.")
-        classes = self.config.out_channels
-        expected = f"(N, K, h, w) = ({x.shape[0]}, {classes or 'K'}, {x.shape[2]}, {x.shape[3]})"
+        channels = self.config.out_channels
+        expected = f"(N, K, h, w) = ({x.shape[0]}, {channels or 'K'}, {x.shape[2]}, {x.shape[3]})"
         if (output.ndim != 4 or output.shape[0] != x.shape[0] or tuple(output.shape[2:]) != tuple(x.shape[2:])
-                or output.shape[1] < 1 or (classes is not None and output.shape[1] != classes)):
+                or output.shape[1] < 1 or (channels is not None and output.shape[1] != channels)):
             raise InputError(f"the {self.role} network returned shape {tuple(output.shape)} for an input of shape "
                              f"{tuple(x.shape)}; it must return {expected}.")
         if self.config.out_channels is None:
@@ -204,6 +204,11 @@ class Networks:
     @property
     def in_channels(self):
         return self.s1.config.in_channels
+
+    def normalisation(self, config=None):
+        """(mean, std) of both networks' inputs (as Bundle.normalisation; a user's fine network is never
+        conditioned)."""
+        return self.mean, self.std
 
     @property
     def countable(self):

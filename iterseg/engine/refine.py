@@ -18,7 +18,7 @@ from .infer import run_windows
 
 def s2_input(crops, coarse_crops=None):
     """S2's input before normalisation: the crops, plus the coarse probabilities as K more channels
-    for a conditioned S2 (normalised with the bundle's s2_mean/s2_std, which map them to [-1, 1])."""
+    for a conditioned S2 (normalised as Bundle.normalisation says, which maps them to [-1, 1])."""
     if coarse_crops is None:
         return crops
     return np.concatenate([crops, coarse_crops.astype(np.float32, copy=False)], axis=3)
@@ -35,5 +35,5 @@ def refine(runner, bundle, source, coarse, windows, context=0, batch_size=None, 
     """Stage 2 on ``windows`` of ``source``, each seen with ``context`` pixels around it:
     (window_probs (K, N, h, w), boxes (N, 4)). runner: the bundle's S2 prepared for a precision."""
     read = s2_reader(source, coarse, bundle.conditioned)
-    return run_windows(runner, read, source.shape, windows, context, bundle.s2_mean, bundle.s2_std,
+    return run_windows(runner, read, source.shape, windows, context, *bundle.normalisation(runner.config),
                        batch_size, progress)

@@ -19,9 +19,10 @@ from ..kernels import margin_map, uncertainty_map, window_means_by_rows
 SCORES = ("mean", "uncertainty")
 
 
-def default_score(classes):
-    """'mean' for a binary model (one probability channel), 'uncertainty' for K > 2 classes."""
-    return "mean" if classes == 1 else "uncertainty"
+def default_score(channels):
+    """'mean' for a binary model (``channels``, its output channels, = 1), 'uncertainty' for K > 2
+    classes (K channels)."""
+    return "mean" if channels == 1 else "uncertainty"
 
 
 def score_plane(probs, score):

@@ -52,19 +52,27 @@ class Settings:
 
     def check(self):
         """This Settings, or InputError naming the first bad value."""
+        self.check_values()
+        check_backend(self.backend, self.precision, self.compile)  # checks the precision too
+        return self
+
+    def check_values(self, spell=str):
+        """The window, score and budget options checked (all but precision and backend, which loading a
+        model checks): this Settings, or InputError naming the first bad value as ``spell(name)`` spells
+        it (the command line passes ``--max-overlap`` for ``max_overlap``; the rule and its words are
+        the same)."""
         for name, minimum in (("patches", 0), ("patch_size", 1), ("stride", 1), ("batch_size", 1)):
             if getattr(self, name) is not None and not (name == "patch_size" and self.patch_size == TIED):
-                _integer(name, getattr(self, name), minimum)
-        _integer("context", self.context, 0)
-        _integer("rounds", self.rounds, 1)
+                _integer(spell(name), getattr(self, name), minimum)
+        _integer(spell("context"), self.context, 0)
+        _integer(spell("rounds"), self.rounds, 1)
         for name in ("budget", "budget_gmacs"):
             if getattr(self, name) is not None:
-                _positive_finite(name, getattr(self, name))
-        _fraction("threshold", self.threshold, upper_open=False)
-        _fraction("max_overlap", self.max_overlap, upper_open=True)
+                _positive_finite(spell(name), getattr(self, name))
+        _fraction(spell("threshold"), self.threshold, upper_open=False)
+        _fraction(spell("max_overlap"), self.max_overlap, upper_open=True)
         if self.score is not None and self.score not in SCORES:
-            raise InputError(f"score must be one of {', '.join(SCORES)}, got {self.score!r}.")
-        check_backend(self.backend, self.precision, self.compile)  # checks the precision too
+            raise InputError(f"{spell('score')} must be one of {', '.join(SCORES)}, got {self.score!r}.")
         return self
 
     @property
@@ -72,16 +80,16 @@ class Settings:
         """True when only ``patches`` (explicit or the default) decides how many windows are refined."""
         return self.budget is None and self.budget_gmacs is None and self.threshold is None
 
-    def plan(self, shape, classes, size_multiple, window=None, default_patches=None):
-        """The settings resolved for an H x W image and a model with ``classes`` outputs, default
-        window side ``window`` (None: the paper's rule, see ``default_window_side``) and default window
-        count ``default_patches`` (None: DEFAULT_PATCHES): a Plan."""
-        score = self.score or default_score(classes)
-        if score == "mean" and classes > 1:
+    def plan(self, shape, channels, size_multiple, window=None, default_patches=None):
+        """The settings resolved for an H x W image and a model with ``channels`` output channels (1 for
+        binary, K for K > 2 classes), default window side ``window`` (None: the paper's rule, see
+        ``default_window_side``) and default window count ``default_patches`` (None: resolve_patches): a Plan."""
+        score = self.score or default_score(channels)
+        if score == "mean" and channels > 1:
             raise InputError("score 'mean' needs a binary model; use --score uncertainty for multi-class models.")
         patches = self.patches
         if patches is None and self.capped_by_count:
-            patches = DEFAULT_PATCHES if default_patches is None else default_patches
+            patches = resolve_patches(default_patches)
         tied = default_window_side(shape, patches or DEFAULT_PATCHES, size_multiple)
         size = tied if self.patch_size == TIED else self.patch_size or window or tied
         stride = self.stride or size
@@ -119,6 +127,12 @@ class Plan:
         """JSON-ready options as the report shows them."""
         return {**self.settings.report(), "patch_size": int(self.size), "stride": int(self.stride),
                 "max_overlap": self.max_overlap, "blended": self.blend}
+
+
+def resolve_patches(model_patches=None):
+    """The window count refined when none is asked: the model's own (``Bundle.patches``, chosen from
+    its sweep), else DEFAULT_PATCHES. The one place this default is decided (plan, flops, model cards)."""
+    return DEFAULT_PATCHES if model_patches is None else model_patches
 
 
 def default_window_side(shape, patches, multiple):

@@ -102,14 +102,22 @@ class Bundle:
         """True when S2 also takes the stage-1 probabilities of its window."""
         return self.s2.config.in_channels > self.in_channels
 
+    def normalisation(self, config):
+        """(mean, std) per input channel of this bundle's network with ``config`` (S1, S2, the reference
+        or their runners' ``.config``): the image's own for the image channels, then (0.5, ...) for the
+        stage-1 probabilities a conditioned S2 also takes (mapping them to [-1, 1]). The one place the
+        full-resolution normalisation is chosen (stage 2, the baseline, int8 calibration)."""
+        extra = (0.5,) * (config.in_channels - self.in_channels)
+        return tuple(self.mean) + extra, tuple(self.std) + extra
+
     @property
     def s2_mean(self):
-        """Normalisation of S2's input channels: the image's, then (0.5, ...) for the S1 channels."""
-        return tuple(self.mean) + (0.5,) * (self.s2.config.in_channels - self.in_channels)
+        """Normalisation of S2's input channels (``normalisation`` of S2): the mean."""
+        return self.normalisation(self.s2.config)[0]
 
     @property
     def s2_std(self):
-        return tuple(self.std) + (0.5,) * (self.s2.config.in_channels - self.in_channels)
+        return self.normalisation(self.s2.config)[1]
 
     @property
     def baseline_kind(self):

@@ -103,10 +103,20 @@ def assemble_bundle(spec, out_dir, name, command=None):
     return path
 
 
+def s2_partner(init_from):
+    """The bundle whose S2 a new S1 (``--stage s1 --init-from``) will work with; InputError if its S2
+    is conditioned on its own stage 1 (it would see another S1's probabilities) and keeps no
+    unconditioned reference."""
+    bundle = load_bundle(init_from).unconditioned()
+    if bundle.conditioned:
+        raise InputError(f"--init-from {init_from}: its S2 is conditioned on the bundle's own stage 1, so it "
+                         "cannot work with a new one; pass the unconditioned bundle it was fine-tuned from.")
+    return bundle
+
+
 def _new_stage1(spec, out_dir, name, command):
     """The bundle of a run that trained a new S1 (``--stage s1 --init-from BUNDLE``): that S1 and its
     stage-1 scale, with the bundle's S2, normalisation and classes."""
-    from .loop import s2_partner
     summary = _summary(out_dir, "s1")
     opts = summary["options"]
     partner = s2_partner(opts["init_from"])

@@ -60,7 +60,7 @@ def calibration_batches(runs, bundle, network, seed=0, crops_per_image=4):
     if network is bundle.s1:
         return [stage1_batch(view, multiple, bundle.mean, bundle.std) for _, _, view in runs]
     conditioned = network is bundle.s2 and bundle.conditioned
-    mean, std = (bundle.s2_mean, bundle.s2_std) if conditioned else (bundle.mean, bundle.std)
+    mean, std = bundle.normalisation(network.config)
     rng = np.random.default_rng(seed)
     batches = []
     for source, coarse, _ in runs:

@@ -38,7 +38,7 @@ from ..errors import InputError
 from ..model.runtime import Runner, check_precision, warn_if_emulated
 from ..model.store import load_bundle
 from ..model.unet import UNet, UNetConfig
-from .assemble import load_stage_weights
+from .assemble import load_stage_weights, s2_partner
 from .data import read_sample
 from .losses import stage_loss
 from .metrics import class_ious, dice, mean_iou
@@ -182,17 +182,6 @@ def settled(opts, out_dir, images):
         has_s1 = (Path(out_dir) / "s1" / "summary.json").is_file()
         scale = start.s1_scale if start else stage1_options(out_dir)["s1_scale"] if has_s1 else None
     return dataclasses.replace(opts, s1_scale=scale, width=width or (start.s2.config.width if start else FULL_WIDTH))
-
-
-def s2_partner(init_from):
-    """The bundle whose S2 a new S1 (``--stage s1 --init-from``) will work with; InputError if its S2
-    is conditioned on its own stage 1 (it would see another S1's probabilities) and keeps no
-    unconditioned reference."""
-    bundle = load_bundle(init_from).unconditioned()
-    if bundle.conditioned:
-        raise InputError(f"--init-from {init_from}: its S2 is conditioned on the bundle's own stage 1, so it "
-                         "cannot work with a new one; pass the unconditioned bundle it was fine-tuned from.")
-    return bundle
 
 
 def _start_from_bundle(spec, opts):

@@ -87,6 +87,40 @@ def test_round_options_from_the_cli(tmp_path, image_path, bundle_path, capsys):
         assert words in capsys.readouterr().err
 
 
+@pytest.mark.parametrize("argv, options", [
+    (["--max-overlap", "1"], {"max_overlap": 1.0}),  # argparse took it; the engine refused it later
+    (["--max-overlap", "nan"], {"max_overlap": float("nan")}),
+    (["--threshold", "1.5"], {"threshold": 1.5}),
+    (["--budget", "0"], {"budget": 0.0}),
+    (["--budget-gmacs", "inf"], {"budget_gmacs": float("inf")}),
+    (["--patches", "-1"], {"patches": -1}),
+    (["--patch-size", "0"], {"patch_size": 0}),
+    (["--stride", "0"], {"stride": 0}),
+    (["--rounds", "0"], {"rounds": 0}),
+    (["--context", "-2"], {"context": -2}),
+    (["--batch-size", "0"], {"batch_size": 0}),
+    (["--score", "loud"], {"score": "loud"}),
+])
+def test_the_cli_checks_options_with_the_apis_words(tmp_path, image_path, bundle_path, capsys, argv, options):
+    """One check for both doors (engine/settings.Settings.check_values): the same one line, the option
+    named as each door spells it, exit 2 before any image is read or output folder made."""
+    with pytest.raises(iterseg.InputError) as api:
+        iterseg.load(str(bundle_path)).predict(str(image_path), **options)
+    (name,) = options
+    expected = str(api.value).replace(name, "--" + name.replace("_", "-"), 1)
+    assert expected.startswith("--")
+    out = tmp_path / "out"
+    assert main(["predict", str(image_path), "--model", str(bundle_path), "--out", str(out), *argv]) == 2
+    assert capsys.readouterr().err.splitlines() == [f"iterseg: error: {expected}"]
+    assert not out.exists()
+
+
+@pytest.mark.parametrize("command", [["flops", "--size", "64x64"], ["evaluate", "--spec", "drive"]])
+def test_flops_and_evaluate_check_the_window_options_alike(command, capsys):
+    assert main([*command, "--patch-size", "0"]) == 2
+    assert capsys.readouterr().err.splitlines() == ["iterseg: error: --patch-size must be an integer >= 1, got 0."]
+
+
 def test_streamed_images_take_rounds_and_overlapping_windows(tmp_path, bundle_path):
     """Refused before the one loop; now the streamed mask equals the one of the image read whole
     (the engine's equality for every option: tests/engine/test_loop.py)."""

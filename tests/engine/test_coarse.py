@@ -1,5 +1,5 @@
 """Stage 1: the coarse map against a computation by hand, its upsampling at any pixels against
-OpenCV's, and stage 1 in tiles against stage 1 whole."""
+OpenCV's, and stage 1 in chunks against stage 1 whole."""
 import cv2
 import numpy as np
 import pytest
@@ -7,7 +7,7 @@ import torch
 
 from iterseg.disk.tiff import mirror_index
 from iterseg.engine import coarse as coarse_module
-from iterseg.engine.coarse import CoarseMap, linear_taps, s1_tile, stage1
+from iterseg.engine.coarse import CoarseMap, linear_taps, s1_chunk, stage1
 from iterseg.engine.cost import align_up, count_macs, stage1_size
 from iterseg.engine.source import ArraySource
 
@@ -77,10 +77,10 @@ def test_boxes_past_the_edge_are_mirrored_like_the_pixels():
 
 
 def test_tile_sides():
-    assert s1_tile(1300, 1300) is None and s1_tile(100, 16_000) is None and s1_tile(100, 20_000) == 1000
-    assert s1_tile(2000, 1500) == 1000 and s1_tile(3000, 1025) == 1000 and s1_tile(1500, 1400) == 750
-    assert s1_tile(1168, 1752, width=8) is None  # an HRF image at 1/2 scale: a narrow stage 1 runs it whole
-    assert s1_tile(1168, 1752, width=16) == 876
+    assert s1_chunk(1300, 1300) is None and s1_chunk(100, 16_000) is None and s1_chunk(100, 20_000) == 1000
+    assert s1_chunk(2000, 1500) == 1000 and s1_chunk(3000, 1025) == 1000 and s1_chunk(1500, 1400) == 750
+    assert s1_chunk(1168, 1752, width=8) is None  # an HRF image at 1/2 scale: a narrow stage 1 runs it whole
+    assert s1_chunk(1168, 1752, width=16) == 876
 
 
 def test_stage1_in_tiles_equals_stage1_whole(monkeypatch):
@@ -88,11 +88,11 @@ def test_stage1_in_tiles_equals_stage1_whole(monkeypatch):
     image = blob_image(800, 600, seed=8)  # stage-1 view 100 x 75
     whole, whole_macs, _, whole_notes = run_stage1(bundle, image)
     monkeypatch.setattr(coarse_module, "S1_WHOLE_PIXELS", 30 * 30)
-    monkeypatch.setattr(coarse_module, "S1_TILE", 40)
-    assert s1_tile(100, 75) == 38  # 3 x 2 tiles of at most 40 px
+    monkeypatch.setattr(coarse_module, "S1_CHUNK", 40)
+    assert s1_chunk(100, 75) == 38  # 3 x 2 chunks of at most 40 px
     tiled, tiled_macs, _, notes = run_stage1(bundle, image)
     np.testing.assert_allclose(tiled.probs, whole.probs, atol=1e-5)
     context = align_up(bundle.s1.config.receptive_radius, bundle.s1.config.size_multiple)
     assert whole_notes == []
-    assert notes == [f"stage 1 ran in 6 tiles of 38 px with receptive-field context ({context} px)"]
+    assert notes == [f"stage 1 ran in 6 chunks of 38 px with receptive-field context ({context} px)"]
     assert tiled_macs > whole_macs  # the context is paid for

@@ -130,15 +130,15 @@ def test_crop_windows_cuts_each_window_from_its_box():
     np.testing.assert_array_equal(got[:, 1], box_probs[1, :, 2:6, 3:6])
 
 
-@pytest.mark.parametrize("shape, tile", [((150, 170), 48), ((64, 300), 64), ((100, 100), 30)])
-def test_a_whole_image_in_tiles_equals_it_untiled(bundle, network, shape, tile):
+@pytest.mark.parametrize("shape, chunk", [((150, 170), 48), ((64, 300), 64), ((100, 100), 30)])
+def test_a_whole_image_in_chunks_equals_it_in_one_pass(bundle, network, shape, chunk):
     source = ArraySource(blob_image(*shape, seed=5), 3)
     whole, count, box_hw = run_whole(network, source.read_boxes, shape, bundle.mean, bundle.std)
     assert count == 1 and box_hw == tuple(-(-s // 4) * 4 for s in shape)
-    tiled, count, box_hw = run_whole(network, source.read_boxes, shape, bundle.mean, bundle.std, tile=tile,
-                                     batch_size=2)
-    np.testing.assert_allclose(tiled, whole, atol=1e-5)
-    assert count > 1 and box_hw == box_shape((min(tile, shape[0]), min(tile, shape[1])),
+    chunked, count, box_hw = run_whole(network, source.read_boxes, shape, bundle.mean, bundle.std, chunk=chunk,
+                                       batch_size=2)
+    np.testing.assert_allclose(chunked, whole, atol=1e-5)
+    assert count > 1 and box_hw == box_shape((min(chunk, shape[0]), min(chunk, shape[1])),
                                              -(-network.config.receptive_radius // 4) * 4, 4, shape)
 
 

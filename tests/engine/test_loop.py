@@ -218,12 +218,12 @@ def test_blending_identical_outputs_leaves_the_map_unchanged():
     np.testing.assert_allclose(result.probs, base.probs, atol=1e-5)
 
 
-def test_the_baseline_in_tiles_equals_it_whole(bundle):
+def test_the_baseline_in_chunks_equals_it_whole(bundle):
     picture = blob_image(150, 170, seed=5)
     whole = iterseg.baseline(picture, bundle)
-    tiled = iterseg.baseline(picture, bundle, tile=48)
-    np.testing.assert_allclose(tiled.probs, whole.probs, atol=1e-5)
-    assert whole.options["tile"] is None and tiled.options["tile"] == 48 and tiled.macs == whole.macs
+    chunked = iterseg.baseline(picture, bundle, chunk=48)
+    np.testing.assert_allclose(chunked.probs, whole.probs, atol=1e-5)
+    assert whole.options["chunk"] is None and chunked.options["chunk"] == 48 and chunked.macs == whole.macs
     assert whole.windows.shape == (0, 4) and whole.seconds["select"] == whole.seconds["merge"] == 0
 
 

@@ -70,10 +70,10 @@ def test_none_means_the_default():
 
 
 def test_the_plan_resolves_the_defaults():
-    plan = Settings().plan((2048, 2048), classes=1, size_multiple=16)
+    plan = Settings().plan((2048, 2048), channels=1, size_multiple=16)
     assert plan.settings.patches == DEFAULT_PATCHES == 16 and plan.settings.score == "mean"
     assert (plan.size, plan.stride, plan.max_overlap, plan.blend) == (128, 128, None, False)
-    assert Settings().plan((64, 64), classes=3, size_multiple=4).settings.score == "uncertainty"
+    assert Settings().plan((64, 64), channels=3, size_multiple=4).settings.score == "uncertainty"
     sliding = Settings(patch_size=48, stride=16).plan((200, 300), 1, 16)
     assert (sliding.size, sliding.stride, sliding.max_overlap, sliding.blend) == (48, 16, DEFAULT_MAX_OVERLAP, True)
     assert Settings(patch_size=48, stride=16, max_overlap=0.5).plan((200, 300), 1, 16).max_overlap == 0.5
@@ -89,7 +89,7 @@ def test_a_budget_or_threshold_lifts_the_default_cap():
 
 def test_mean_needs_a_binary_model():
     with pytest.raises(InputError, match="score 'mean' needs a binary model; use --score uncertainty"):
-        Settings(score="mean").plan((64, 64), classes=3, size_multiple=4)
+        Settings(score="mean").plan((64, 64), channels=3, size_multiple=4)
 
 
 def test_the_tightest_budget_counts():
@@ -161,3 +161,22 @@ def test_the_models_default_count_applies_only_when_nothing_else_decides():
     assert Settings(patches=5).plan((64, 64), 1, 4, default_patches=3).settings.patches == 5
     assert Settings(budget=0.2).plan((64, 64), 1, 4, default_patches=3).settings.patches is None
     assert Settings().plan((64, 64), 1, 4).settings.patches == DEFAULT_PATCHES
+
+
+def test_one_function_resolves_the_default_window_count(monkeypatch, bundle, tmp_path, capsys):
+    """resolve_patches is the only owner: the plan, `iterseg flops` and the model card all follow it
+    (a module keeping its own copy of DEFAULT_PATCHES would still say 16 here)."""
+    from iterseg.cards import card_rows, model_card
+    from iterseg.cli import main
+    from iterseg.engine import settings
+    from iterseg.model.store import save_bundle
+
+    assert settings.resolve_patches(None) == DEFAULT_PATCHES and settings.resolve_patches(3) == 3
+    monkeypatch.setattr(settings, "DEFAULT_PATCHES", 7)
+    assert bundle.patches is None
+    assert Settings().plan((64, 64), 1, 4).settings.patches == 7
+    assert card_rows([model_card(bundle)])[1][6].startswith("7 x ")
+    path = tmp_path / "small.pt"
+    save_bundle(bundle, path, half=False)
+    assert main(["flops", "--size", "64x64", "--model", str(path)]) == 0
+    assert ", 7 patches (" in capsys.readouterr().out

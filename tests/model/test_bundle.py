@@ -56,6 +56,44 @@ def test_a_conditioned_bundle_and_its_unconditioned_self():
     assert bundle.meta()["conditioned"] and bundle.meta()["baseline"] == "reference"
 
 
+def test_one_method_chooses_each_networks_normalisation():
+    bundle, plain = conditioned_bundle()
+    image = (plain.mean, plain.std)
+    assert bundle.normalisation(bundle.s1.config) == bundle.normalisation(bundle.reference.config) == image
+    assert bundle.normalisation(bundle.s2.config) == (plain.mean + (0.5,), plain.std + (0.5,))
+    assert plain.normalisation(plain.s2.config) == image
+
+
+def test_stage2_the_baseline_and_calibration_ask_the_bundle_for_their_normalisation(monkeypatch):
+    """Bundle.normalisation is the only chooser: a conditioned S2 with other values changes every
+    full-resolution input (stage 2, the 's1+s2' baseline, int8 calibration)."""
+    import numpy as np
+
+    import iterseg
+    from iterseg.model.bundle import Bundle
+    from iterseg.training.calibrate import calibration_batches, stage1_runs
+
+    from synthetic import blob_image
+
+    lean, _ = conditioned_bundle(with_reference=False)
+    image = blob_image(64, 64)
+    segmenter = iterseg.Segmenter(lean, precision="fp32", backend="torch")
+    windows = np.array([[0, 0, 32, 32]])
+    runs = stage1_runs(lean, [image.astype(np.float32) / 255])
+
+    def outputs():
+        return (segmenter.predict(image, windows=windows).probs, segmenter.predict_baseline(image).probs,
+                calibration_batches(runs, lean, lean.s2)[0].numpy())
+
+    before = outputs()
+    chosen = Bundle.normalisation
+    monkeypatch.setattr(Bundle, "normalisation", lambda self, config: tuple(
+        values[:-1] + (values[-1] * 3,) if config.in_channels > self.in_channels else values
+        for values in chosen(self, config)))
+    for old, new in zip(before, outputs(), strict=True):
+        assert not np.allclose(old, new)
+
+
 def test_default_palette():
     assert default_palette(2) == ((0, 0, 0), (255, 255, 255))
     assert default_palette(4) == ((0, 0, 0), (128, 0, 0), (0, 128, 0), (128, 128, 0))  # PASCAL VOC
