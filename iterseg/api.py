@@ -194,16 +194,23 @@ class Segmenter:
 
     def macs(self, height: int, width: int, patches: int | None = None, patch_size: int | str | None = None,
              context: int = 0) -> dict:
-        """The cost report for an H x W image without running anything (windows of the default grid;
-        patches: the model's default count unless given)."""
-        s1, s2 = self.bundle.s1.config, self.bundle.s2.config
-        shape = (height, width)
-        plan = Settings.from_options(patches=patches, patch_size=patch_size, context=context).plan(
-            shape, s2.out_channels, s2.size_multiple, self.bundle.window, self.bundle.patches)
-        grid = grid_windows(height, width, plan.size, plan.stride)
-        box_hw, _ = window_cost(s2, grid[0, 2:], context, shape)
-        return cost_report(self.bundle, shape, count_macs(s1, *stage1_size(shape, self.bundle.s1_scale)),
-                           box_hw, min(plan.settings.patches, len(grid)))
+        """The cost report for an H x W image without running anything (``planned_macs``)."""
+        return planned_macs(self.bundle, height, width, patches, patch_size, context)
+
+
+def planned_macs(bundle, height: int, width: int, patches: int | None = None, patch_size: int | str | None = None,
+                 context: int = 0) -> dict:
+    """The cost report of ``bundle`` for an H x W image without running or preparing its networks
+    (windows of the default grid; patches: the model's default count unless given)."""
+    s1, s2 = bundle.s1.config, bundle.s2.config
+    shape = (height, width)
+    # the plan does not depend on what runs the networks: backend torch spares the backend probe
+    plan = Settings.from_options(patches=patches, patch_size=patch_size, context=context, backend="torch").plan(
+        shape, s2.out_channels, s2.size_multiple, bundle.window, bundle.patches)
+    grid = grid_windows(height, width, plan.size, plan.stride)
+    box_hw, _ = window_cost(s2, grid[0, 2:], context, shape)
+    return cost_report(bundle, shape, count_macs(s1, *stage1_size(shape, bundle.s1_scale)), box_hw,
+                       min(plan.settings.patches, len(grid)))
 
 
 def load(name_or_path: str | os.PathLike = DEFAULT_MODEL, precision: str = "auto", compile: bool = False,

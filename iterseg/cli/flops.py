@@ -12,15 +12,16 @@ def add_parser(subparsers):
 
 
 def run(args):
-    from ..api import load
+    from ..api import planned_macs
     from ..engine.settings import resolve_patches
+    from ..model.store import load_bundle
 
     check_settings(args, ("patches", "patch_size", "context"))
     height, width = args.size
-    segmenter = load(chosen_model(args))
-    patches = resolve_patches(segmenter.bundle.patches) if args.patches is None else args.patches
-    macs = segmenter.macs(height, width, patches=patches, patch_size=args.patch_size, context=args.context)
-    print(f"{height} x {width} image (H x W), model {segmenter.bundle.name}, {patches} patches "
+    bundle = load_bundle(chosen_model(args))  # counted, never run: no network is prepared
+    patches = resolve_patches(bundle.patches) if args.patches is None else args.patches
+    macs = planned_macs(bundle, height, width, patches=patches, patch_size=args.patch_size, context=args.context)
+    print(f"{height} x {width} image (H x W), model {bundle.name}, {patches} patches "
           f"({macs['convention']})")
     for key in ROWS:
         print(f"  {key:<9} {macs[key] / 1e9:12.3f} GMACs")
