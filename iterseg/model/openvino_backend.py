@@ -105,10 +105,17 @@ class OpenVinoNetwork:
     second time gets a model compiled for that shape alone (static: 5-30 % faster; compiled once, in
     0.05-0.3 s, and kept in OpenVINO's disk cache), for up to STATIC_SHAPES shapes, the most recent
     kept. So a folder of same-sized images, and the batches of windows, run static from their second
-    use on; a shape seen once never pays for a compilation. Each calling thread gets its own
-    inference requests, so a Segmenter shared by threads stays correct."""
+    use on; a shape seen once never pays for a compilation.
+
+    Memory: OpenVINO keeps a model's activation buffers between calls (torch frees them). Inputs of
+    more than LARGE_PIXELS pixels (N * h * w: whole images, stage-1 chunks of a slide) therefore run on
+    the dynamic model only, which gives its buffers back after each such call (``release_memory``),
+    so that a gigapixel run holds no more than PyTorch's would. Each calling thread gets its own
+    inference requests (the dynamic model's calls are serialised), so a Segmenter shared by threads
+    stays correct."""
 
     STATIC_SHAPES = 8
+    LARGE_PIXELS = 2 ** 20
 
     def __init__(self, graph, precision, threads, channels_last=True):
         import openvino as ov
@@ -121,11 +128,23 @@ class OpenVinoNetwork:
         self.channels_last = channels_last
         self._static = collections.OrderedDict()  # fed shape -> compiled model, or None once seen
         self._lock = threading.Lock()
+        self._dynamic_lock = threading.Lock()  # release_memory needs the dynamic model's requests idle
         self._local = threading.local()
 
     def __call__(self, x):
         fed = np.ascontiguousarray((x.permute(0, 2, 3, 1) if self.channels_last else x).numpy(), dtype=np.float32)
-        request = self._request(self._model_for(fed.shape))
+        large = fed.shape[0] * fed.shape[1] * fed.shape[2] > self.LARGE_PIXELS
+        compiled = self.compiled if large else self._model_for(fed.shape)
+        if compiled is not self.compiled:
+            return self._infer(compiled, fed)
+        with self._dynamic_lock:
+            out = self._infer(compiled, fed)
+            if large:
+                compiled.release_memory()
+        return out
+
+    def _infer(self, compiled, fed):
+        request = self._request(compiled)
         request.infer({0: fed})
         return torch.from_numpy(request.get_output_tensor(0).data.copy())  # the request reuses its buffer
 

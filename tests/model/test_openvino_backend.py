@@ -63,6 +63,19 @@ def test_a_shape_met_again_runs_on_a_model_compiled_for_it_with_the_same_output(
     assert sum(model is not None for model in runner.network._static.values()) == runner.network.STATIC_SHAPES
 
 
+def test_a_large_input_runs_on_the_dynamic_model_and_gives_its_memory_back(monkeypatch):
+    net = small_bundle().s2.eval()
+    runner = Runner(net, "fp32", backend="openvino")
+    monkeypatch.setattr(runner.network, "LARGE_PIXELS", 32 * 32)
+    x = torch.randn(1, 3, 64, 64)
+    with torch.inference_mode():
+        outputs = [runner(x) for _ in range(3)]
+        expected = net(x)
+    assert not any(model is not None for model in runner.network._static.values())  # never compiled static
+    for output in outputs:
+        np.testing.assert_allclose(output.numpy(), expected.numpy(), atol=1e-4)
+
+
 def test_bf16_on_openvino_stays_close_to_fp32(bundle, image):
     fp32 = iterseg.two_stage(image, bundle, patches=6, patch_size=16, precision="fp32", backend="openvino")
     bf16 = iterseg.two_stage(image, bundle, patches=6, patch_size=16, precision="bf16", backend="openvino")
