@@ -24,7 +24,7 @@ import tifffile
 from ..errors import InputError
 
 TIFF_SUFFIXES = (".tif", ".tiff", ".btf", ".tf8")
-SUPPORTED = "PNG, JPEG, BMP, GIF, PPM/PGM or TIFF"
+SUPPORTED = "PNG, JPEG, BMP, GIF, PPM/PGM, TIFF or whole-slide (SVS, NDPI, SCN, MRXS, DICOM)"
 MAX_PIXELS = 100_000_000  # default limit of an image decoded whole (10000 x 10000)
 MAX_STREAMED_PIXELS = 10_000_000_000  # default limit of a tiled TIFF read tile by tile (100000 x 100000)
 TILED_HOWTO = ("convert it to a tiled TIFF, which iterseg streams region by region (e.g. `vips tiffsave IN OUT.tif "
@@ -237,6 +237,9 @@ def read_image_noted(path, max_pixels=None):
     check_image_file(path)
     notes = []
     try:
+        from .slide import is_slide, read_slide
+        if is_slide(path):
+            return read_slide(path, max_pixels)[0], ["whole-slide image: level 0 read whole"]
         if path.suffix.lower() in TIFF_SUFFIXES:
             return _read_tiff(path, max_pixels, notes), notes
         return _decode(path, max_pixels, notes), notes
