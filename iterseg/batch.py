@@ -9,9 +9,10 @@ The output folder is the user's data: files named like our outputs inside it are
 (so --out may be the input folder), a file we did not write (no report of ours lists it) is never
 overwritten, temporary files of killed runs are removed, and a rerun keeps the numbers of the images
 it skips (from their reports) and the rows of other images done earlier.
-Tiled TIFFs above STREAM_PIXELS are streamed (engine/source.TiffSource): their mask is a tiled pyramidal OME-TIFF
-(the input's physical pixel size carried over) and their overlay is at stage-1 scale. Probabilities (OME-TIFF) and
-contours (GeoJSON) are written only on request, for every image.
+Tiled TIFFs above STREAM_PIXELS and whole-slide images are streamed (engine/source.TiffSource): their mask is a
+tiled pyramidal OME-TIFF (the input's physical pixel size carried over; disk/metadata.py) and their overlay is at
+stage-1 scale; a GeoTIFF's mask is a GeoTIFF with its georeferencing. Probabilities (OME-TIFF) and contours
+(GeoJSON) are written only on request, for every image.
 """
 import contextlib
 import csv
@@ -27,6 +28,7 @@ from pathlib import Path
 import tifffile
 
 from .disk.images import check_image_file, quiet_tifffile, read_image_noted
+from .disk.metadata import Metadata, read_metadata
 from .disk.outputs import (
     OUTPUT_TILE,
     atomic_output,
@@ -36,11 +38,13 @@ from .disk.outputs import (
     write_json,
     write_mask,
     write_mask_pyramid,
+    write_mask_tiff,
     write_overlay,
     write_probs,
     write_probs_pyramid,
 )
-from .disk.tiff import TiledImage, physical_size, pyramid_tiles, tiled_reason
+from .disk.slide import SLIDE_SUFFIXES, is_slide
+from .disk.tiff import TiledImage, pyramid_tiles, tiled_reason
 from .engine.loop import bar
 from .errors import InputError, IterSegError
 from .report import result_report
@@ -49,7 +53,7 @@ from .timer import Timer, peak_rss_mb
 log = logging.getLogger(__name__)
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".btf", ".tf8", ".bmp", ".gif", ".ppm", ".pgm",
-                  ".pbm", ".webp", ".jp2")
+                  ".pbm", ".webp", ".jp2") + SLIDE_SUFFIXES
 STREAM_PIXELS = 4096 * 4096  # stream='auto' streams tiled TIFFs larger than this
 STREAM_MODES = ("auto", "always", "never")
 SUMMARY_FIELDS = ("image", "status", "reason", "windows", "macs_ratio", "foreground_fraction", "seconds",
@@ -144,10 +148,11 @@ def writing_to(out_dir):
                          f"permissions of the output folder {out_dir}, or choose another with --out.") from None
 
 
-def output_paths(out_dir, stem, streamed, save_probs, geojson=False):
-    """{kind: path}: mask (PNG; pyramidal OME-TIFF when streamed), probabilities (OME-TIFF) only when
-    asked for, overlay, the mask's contours (STEM.contours.geojson) when asked for, and the report."""
-    kinds = [("mask", "tif" if streamed else "png"), ("overlay", "png"), ("report", "json")]
+def output_paths(out_dir, stem, streamed, save_probs, geojson=False, georeferenced=False):
+    """{kind: path}: mask (PNG; pyramidal OME-TIFF when streamed, GeoTIFF when the input is
+    ``georeferenced``), probabilities (OME-TIFF) only when asked for, overlay, the mask's contours
+    (STEM.contours.geojson) when asked for, and the report."""
+    kinds = [("mask", "tif" if streamed or georeferenced else "png"), ("overlay", "png"), ("report", "json")]
     if save_probs:
         kinds.insert(1, ("probs", "tif"))
     if geojson:
@@ -159,6 +164,8 @@ def stream_decision(path, mode, max_pixels=None):
     """(stream?, note for the report or None) for ``path`` under ``mode`` (auto / always / never)."""
     if mode == "never":
         return False, None
+    if is_slide(path):  # whole-slide images always stream: their pyramid and metadata come with it
+        return True, None
     reason = tiled_reason(path)
     if reason:
         large = mode == "always" or tiff_pixels(path) > STREAM_PIXELS
@@ -195,17 +202,21 @@ def _predict(segmenter, path, options, baseline, streamed, show, max_pixels=None
     return result, image
 
 
-def write_outputs(result, image, outputs, bundle, show, pixel_size=None, tint=None):
+def write_outputs(result, image, outputs, bundle, show, metadata=None, tint=None):
     """Write mask, probabilities (if asked for), overlay, contours (if asked for); returns the
     foreground fraction. A streamed result (``image`` None) is written tile by tile as pyramidal
-    OME-TIFFs, its overlay and contours at stage-1 scale. pixel_size: (y, x) micrometres per pixel of
-    the input, carried into the TIFFs; tint: overlay colour (default: disk/outputs.default_tint)."""
+    OME-TIFFs, its overlay and contours at stage-1 scale. metadata: the input's disk/metadata.Metadata,
+    carried into the TIFFs (pixel size; a GeoTIFF's georeferencing onto the mask); tint: overlay
+    colour (default: disk/outputs.default_tint)."""
     palette = class_palette(bundle)
     tint = tint or default_tint(bundle)
+    metadata = metadata or Metadata()
+    pixel_size = metadata.pixel_size
     if image is None:
         tiles = pyramid_tiles(*result.shape, OUTPUT_TILE)
         with bar(tiles, "writing mask", "tile", show) as progress:
-            foreground = write_mask_pyramid(outputs["mask"], result, bundle.num_classes, progress.update, pixel_size)
+            foreground = write_mask_pyramid(outputs["mask"], result, bundle.num_classes, progress.update, pixel_size,
+                                            metadata.geotags)
         if "probs" in outputs:
             with bar(tiles, "writing probabilities", "tile", show) as progress:
                 write_probs_pyramid(outputs["probs"], result, bundle.num_classes, progress.update, pixel_size)
@@ -217,7 +228,10 @@ def write_outputs(result, image, outputs, bundle, show, pixel_size=None, tint=No
             result.notes.append(f"contours traced on the {small_mask.shape[1]} x {small_mask.shape[0]} overview "
                                 "(stage-1 scale), in full-resolution pixel coordinates")
         return foreground
-    write_mask(outputs["mask"], result.mask, palette)
+    if outputs["mask"].suffix == ".tif":
+        write_mask_tiff(outputs["mask"], result.mask, bundle.num_classes, pixel_size, metadata.geotags)
+    else:
+        write_mask(outputs["mask"], result.mask, palette)
     if "probs" in outputs:
         write_probs(outputs["probs"], result.probs, pixel_size)
     write_overlay(outputs["overlay"], image, result.mask, result.windows, palette, tint)
@@ -283,7 +297,9 @@ def _predict_file(segmenter, path, out_dir, options, baseline, stream, save_prob
     writing = writing or {}
     streamed, note = (False, None) if baseline else stream_decision(path, stream, max_pixels)
     log.debug("%s: %s%s", path, "streamed" if streamed else "read whole", f" ({note})" if note else "")
-    outputs = output_paths(out_dir, Path(path).stem, streamed, save_probs, writing.get("geojson", False))
+    metadata = read_metadata(path)
+    outputs = output_paths(out_dir, Path(path).stem, streamed, save_probs, writing.get("geojson", False),
+                           bool(metadata.geotags))
     check_ours(outputs)
     result, image = _predict(segmenter, path, options, baseline, streamed, show_progress, max_pixels)
     # the claim: a report listing the outputs before they are written, so that a run killed while
@@ -292,11 +308,12 @@ def _predict_file(segmenter, path, out_dir, options, baseline, stream, save_prob
                                    "outputs": {k: str(v) for k, v in outputs.items()}})
     timer = Timer()
     with timer("write"):
-        foreground = write_outputs(result, image, outputs, segmenter.bundle, show_progress, physical_size(path),
+        foreground = write_outputs(result, image, outputs, segmenter.bundle, show_progress, metadata,
                                    writing.get("tint"))
     if note:
         result.notes.append(note)
     report = result_report(result, path, result_shape(result, image), model_info(segmenter), outputs, foreground)
+    report["image"].update(metadata.report())
     report["seconds_writing"] = round(timer.seconds["write"], 4)
     report["peak_rss_mb"] = round(peak_rss_mb(), 1)
     if result.tiles_read is not None:

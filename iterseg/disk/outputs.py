@@ -88,6 +88,19 @@ def write_mask(path, mask, palette=None):
         indexed.save(tmp, format="PNG")
 
 
+def write_mask_tiff(path, mask, classes, pixel_size=None, geotags=()):
+    """TIFF of ``mask`` (H, W) uint8 class ids (0/255 for a binary model, ``classes`` == 2), zlib,
+    with the input's GeoTIFF tags (disk/metadata.py) and pixel size: a GeoTIFF GIS tools overlay on
+    the input."""
+    resolution = {} if pixel_size is None else {
+        "resolution": (1e4 / pixel_size[1], 1e4 / pixel_size[0]), "resolutionunit": "CENTIMETER"}
+    pixels = mask * 255 if classes == 2 else mask
+    tile = OUTPUT_TILE if min(mask.shape) >= OUTPUT_TILE[0] else None
+    with atomic_output(path) as tmp:
+        tifffile.imwrite(tmp, pixels.astype(np.uint8), compression="zlib", photometric="minisblack", tile=tile,
+                         extratags=list(geotags), metadata=None, **resolution)
+
+
 def write_probs(path, probs, pixel_size=None):
     """float32 OME-TIFF of ``probs`` (H, W) or (K, H, W), zlib-compressed, tiled (512 px);
     pixel_size: (y, x) micrometres per pixel, written as PhysicalSizeY/X and resolution tags."""
@@ -202,11 +215,11 @@ def level_positions(start, count, level):
     return (start + np.arange(count)) * step + step // 2
 
 
-def write_mask_pyramid(path, result, classes, progress=None, pixel_size=None):
+def write_mask_pyramid(path, result, classes, progress=None, pixel_size=None, geotags=()):
     """The mask of ``result`` (anything with ``shape`` and ``mask_at(rows, cols)``) as a tiled
     pyramidal OME-TIFF (BigTIFF; uint8; 0/255 for binary, class ids otherwise), written one tile at a
     time; returns the foreground fraction at level 0. classes: the model's class count. pixel_size:
-    (y, x) micrometres per pixel of the input (disk/tiff.physical_size), carried over."""
+    (y, x) micrometres per pixel of the input, geotags: its GeoTIFF tags (disk/metadata.py), carried over."""
     from .tiff import write_pyramid
     foreground = [0]
 
@@ -217,7 +230,7 @@ def write_mask_pyramid(path, result, classes, progress=None, pixel_size=None):
         return mask * 255 if classes == 2 else mask
 
     write_pyramid(path, result.shape, np.uint8, region, tile=OUTPUT_TILE, progress=progress, ome=True,
-                  pixel_size=pixel_size)
+                  pixel_size=pixel_size, extratags=geotags)
     return foreground[0] / (result.shape[0] * result.shape[1])
 
 

@@ -1,0 +1,76 @@
+"""``iterseg predict`` on whole-slide images and GeoTIFFs as instruments write them: a slide streams
+(stage 1 from its own pyramid level, stage 2 from the level-0 tiles under the windows), its MPP and
+objective power reach the report and the mask OME-TIFF; folders take the slide suffixes; a GeoTIFF's
+mask carries the input's georeferencing tags; a bad slide is one line, exit 2, nothing written."""
+import json
+
+import numpy as np
+import tifffile
+
+from iterseg.cli import main
+from iterseg.disk.metadata import GEOTIFF_TAGS
+
+from synthetic import blob_image, write_slide
+
+GEOTAGS = [(33550, 12, 3, (0.5, 0.5, 0.0), True), (33922, 12, 6, (0.0, 0.0, 0.0, 500000.0, 4200000.0, 0.0), True),
+           (34735, 3, 16, (1, 1, 0, 3, 1024, 0, 1, 1, 1025, 0, 1, 1, 3072, 0, 1, 32633), True),
+           (34737, 2, 0, "WGS 84 / UTM zone 33N|", True)]
+
+
+def predict(tmp_path, inputs, bundle_path, *extra):
+    out = tmp_path / "out"
+    code = main(["predict", *map(str, inputs), "--model", str(bundle_path), "--out", str(out), "--quiet", *extra])
+    return code, out
+
+
+def tiles_under(windows, tile, margin=8):
+    """Level-0 tiles the windows overlap, each grown by ``margin`` px (the size multiple's rounding)."""
+    found = set()
+    for w in windows:
+        y0, x0 = max(0, w["y"] - margin) // tile, max(0, w["x"] - margin) // tile
+        y1, x1 = (w["y"] + w["h"] + margin - 1) // tile, (w["x"] + w["w"] + margin - 1) // tile
+        found |= {(r, c) for r in range(y0, y1 + 1) for c in range(x0, x1 + 1)}
+    return len(found)
+
+
+def test_a_slide_streams_from_its_pyramid_and_keeps_its_pixel_size(tmp_path, bundle_path):
+    slide = tmp_path / "scan.svs"
+    write_slide(slide, blob_image(600, 800, seed=4), tile=(64, 64), mpp=0.499, compression="jpeg")
+    code, out = predict(tmp_path, [slide], bundle_path, "--patches", "2", "--patch-size", "32")
+    report = json.loads((out / "scan.report.json").read_text())
+    assert code == 0 and report["options"]["streamed"]
+    assert report["image"]["mpp"] == [0.499, 0.499] and report["image"]["objective_power"] == 20
+    assert any("pyramid level 1" in note for note in report["notes"])
+    assert 0 < report["tiles_read"] <= tiles_under(report["windows"], 64) < 10 * 13  # never all of level 0
+    with tifffile.TiffFile(out / "scan.mask.tif") as tif:
+        pixels = tif.ome_metadata.split("<Pixels ")[1]
+        assert tif.is_ome and tif.series[0].shape == (600, 800)
+    assert 'PhysicalSizeX="0.499"' in pixels and 'PhysicalSizeY="0.499"' in pixels
+
+
+def test_folders_take_slides_and_a_bad_slide_is_one_failed_row(tmp_path, bundle_path, capsys):
+    folder = tmp_path / "slides"
+    folder.mkdir()
+    write_slide(folder / "good.svs", blob_image(200, 240, seed=5), tile=(64, 64))
+    (folder / "broken.ndpi").write_bytes(b"II*\x00 not really a slide")
+    code, out = predict(tmp_path, [folder], bundle_path, "--patches", "1")
+    err = capsys.readouterr().err.strip().splitlines()
+    summary = (out / "summary.csv").read_text()
+    assert code == 2 and "good.svs,done" in summary and "broken.ndpi,failed" in summary
+    assert sum("broken.ndpi" in line for line in err) == 1 and not list(out.glob("broken.*"))
+
+
+def test_a_geotiff_mask_carries_the_georeferencing(tmp_path, bundle_path):
+    for name, extra in (("small.tif", {}), ("tiled.tif", {"tile": (64, 64)})):
+        tifffile.imwrite(tmp_path / name, blob_image(128, 160, seed=6), photometric="rgb", extratags=GEOTAGS, **extra)
+        code, out = predict(tmp_path, [tmp_path / name], bundle_path, "--patches", "1",
+                            *(["--stream", "always"] if extra else []))
+        stem = name.split(".")[0]
+        report = json.loads((out / f"{stem}.report.json").read_text())
+        assert code == 0 and report["image"]["georeferenced"] and report["outputs"]["mask"].endswith(".mask.tif")
+        with tifffile.TiffFile(out / f"{stem}.mask.tif") as tif:
+            tags = tif.pages.first.tags
+            assert tif.pages.first.shape == (128, 160) and np.isin(tif.pages.first.asarray(), (0, 255)).all()
+            for code_, _, _, value, _ in GEOTAGS:
+                assert code_ in GEOTIFF_TAGS and tags[code_].value == value
+            assert tif.geotiff_metadata["GTModelTypeGeoKey"] == 1  # projected, as written
