@@ -37,14 +37,15 @@ setup(
         "torchao==0.18.0",
     ],
     extras_require={
-        # `make test`: hypothesis fuzzes the kernels and the reader; none is needed at run time; OpenSlide
-        # (the wsi extra, 3 MB) so that the tests read a slide through it too
-        "test": ["pytest>=7", "pytest-benchmark>=4", "hypothesis>=6", "openslide-bin>=4", "openslide-python>=1.4"],
+        # `make test`: hypothesis fuzzes the kernels and the reader; none is needed at run time; the wsi
+        # and zarr extras, so that the tests read slides through OpenSlide and OME-Zarr images
+        "test": ["pytest>=7", "pytest-benchmark>=4", "hypothesis>=6", "openslide-bin>=4", "openslide-python>=1.4",
+                 "ome-zarr>=0.18"],
         # `make test-slow` and `make lint` (CI): matplotlib draws the sweep plots (the slow sweep tests
         # check them), dask runs the cluster tests, MONAI's UNet is a user network in
         # tests/test_two_stage_inference.py, ruff lints (ruff.toml)
         "dev": ["pytest>=7", "pytest-benchmark>=4", "matplotlib>=3.7", "hypothesis>=6", "ruff>=0.6",
-                "openslide-bin>=4", "openslide-python>=1.4",
+                "openslide-bin>=4", "openslide-python>=1.4", "ome-zarr>=0.18",
                 "dask[distributed]>=2024.1", "monai>=1.3"],
         # MONAI's sliding window, the speed benchmarks' reference point; never a runtime dependency
         "bench": ["pytest>=7", "pytest-benchmark>=4", "matplotlib>=3.7", "monai>=1.3"],
@@ -53,6 +54,9 @@ setup(
         # 3DHistech .mrxs and DICOM slides, which tifffile cannot read: OpenSlide (a 3 MB wheel of native
         # libraries, LGPL) through openslide-python; the TIFF-based slide formats need neither
         "wsi": ["openslide-bin>=4", "openslide-python>=1.4"],
+        # OME-Zarr (NGFF) images in, NGFF labels out (iterseg/disk/ngff.py): ome-zarr brings dask,
+        # scikit-image, scipy, botocore and s3fs (about 200 MB installed), too much for everyone
+        "zarr": ["ome-zarr>=0.18"],
     },
     entry_points={"console_scripts": ["iterseg=iterseg.cli:run"]},
 )

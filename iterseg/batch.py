@@ -22,6 +22,7 @@ import json
 import logging
 import os
 import re
+import shutil
 import time
 from pathlib import Path
 
@@ -29,6 +30,7 @@ import tifffile
 
 from .disk.images import check_image_file, quiet_tifffile, read_image_noted
 from .disk.metadata import Metadata, read_metadata
+from .disk.ngff import NGFF_SUFFIX, is_ngff, write_mask_labels
 from .disk.outputs import (
     OUTPUT_TILE,
     atomic_output,
@@ -53,12 +55,13 @@ from .timer import Timer, peak_rss_mb
 log = logging.getLogger(__name__)
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".btf", ".tf8", ".bmp", ".gif", ".ppm", ".pgm",
-                  ".pbm", ".webp", ".jp2") + SLIDE_SUFFIXES
+                  ".pbm", ".webp", ".jp2", NGFF_SUFFIX) + SLIDE_SUFFIXES
 STREAM_PIXELS = 4096 * 4096  # stream='auto' streams tiled TIFFs larger than this
 STREAM_MODES = ("auto", "always", "never")
 SUMMARY_FIELDS = ("image", "status", "reason", "windows", "macs_ratio", "foreground_fraction", "seconds",
                   "peak_rss_mb", "streamed")
-OUTPUT_ENDINGS = (".mask.png", ".mask.tif", ".overlay.png", ".probs.tif", ".report.json")  # see output_paths
+# see output_paths
+OUTPUT_ENDINGS = (".mask.png", ".mask.tif", ".mask.zarr", ".overlay.png", ".probs.tif", ".report.json")
 SUMMARY_NAME = "summary.csv"
 PARTIAL = re.compile(r"^\..+\.[0-9a-f]{8}\.partial(\.[A-Za-z0-9]+)?$")  # disk/outputs.atomic_output's names
 STALE_SECONDS = 600  # a temporary file untouched this long belongs to a run that was killed
@@ -80,7 +83,7 @@ def _same_folder(a, b):
 
 def _candidates(found, out_dir):
     """Image files among ``found`` (sorted), leaving out what we wrote into ``out_dir`` ourselves."""
-    images = sorted(p for p in found if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
+    images = sorted(p for p in found if p.suffix.lower() in IMAGE_SUFFIXES and (p.is_file() or is_ngff(p)))
     ours = [p for p in images if is_output_name(p) and _same_folder(p.parent, out_dir) or PARTIAL.match(p.name)]
     if ours:
         log.debug("left out %d files named like iterseg outputs in %s", len(ours), out_dir)
@@ -95,7 +98,7 @@ def expand_inputs(items, out_dir=None):
     paths = []
     for item in map(str, items):
         path = Path(item)
-        if path.is_dir():
+        if path.is_dir() and not is_ngff(path):
             found, left = _candidates(path.iterdir(), out_dir)
             if not found:
                 raise InputError(f"folder {path} holds no image files ({', '.join(IMAGE_SUFFIXES)})"
@@ -148,11 +151,11 @@ def writing_to(out_dir):
                          f"permissions of the output folder {out_dir}, or choose another with --out.") from None
 
 
-def output_paths(out_dir, stem, streamed, save_probs, geojson=False, georeferenced=False):
-    """{kind: path}: mask (PNG; pyramidal OME-TIFF when streamed, GeoTIFF when the input is
-    ``georeferenced``), probabilities (OME-TIFF) only when asked for, overlay, the mask's contours
+def output_paths(out_dir, stem, streamed, save_probs, geojson=False, mask_format=None):
+    """{kind: path}: mask (``mask_format``, default PNG, pyramidal OME-TIFF when streamed; see
+    ``mask_format``), probabilities (OME-TIFF) only when asked for, overlay, the mask's contours
     (STEM.contours.geojson) when asked for, and the report."""
-    kinds = [("mask", "tif" if streamed or georeferenced else "png"), ("overlay", "png"), ("report", "json")]
+    kinds = [("mask", mask_format or ("tif" if streamed else "png")), ("overlay", "png"), ("report", "json")]
     if save_probs:
         kinds.insert(1, ("probs", "tif"))
     if geojson:
@@ -164,7 +167,7 @@ def stream_decision(path, mode, max_pixels=None):
     """(stream?, note for the report or None) for ``path`` under ``mode`` (auto / always / never)."""
     if mode == "never":
         return False, None
-    if is_slide(path):  # whole-slide images always stream: their pyramid and metadata come with it
+    if is_slide(path) or is_ngff(path):  # always streamed: their pyramid and metadata come with it
         return True, None
     reason = tiled_reason(path)
     if reason:
@@ -184,6 +187,14 @@ def tiff_pixels(path):
             return int(tif.pages[0].imagelength) * int(tif.pages[0].imagewidth)
     except Exception:  # noqa: BLE001 - not a TIFF, or damaged: the reader will say what is wrong
         return 0
+
+
+def mask_format(path, streamed, metadata):
+    """The mask's file type: 'zarr' (NGFF labels) for an OME-Zarr input, 'tif' for a streamed
+    image (pyramidal OME-TIFF) or a GeoTIFF (a GeoTIFF with its tags), else 'png'."""
+    if is_ngff(path):
+        return "zarr"
+    return "tif" if streamed or metadata.geotags else "png"
 
 
 def class_palette(bundle):
@@ -212,11 +223,9 @@ def write_outputs(result, image, outputs, bundle, show, metadata=None, tint=None
     tint = tint or default_tint(bundle)
     metadata = metadata or Metadata()
     pixel_size = metadata.pixel_size
+    foreground = write_mask_file(result, image, outputs["mask"], bundle, show, metadata)
     if image is None:
         tiles = pyramid_tiles(*result.shape, OUTPUT_TILE)
-        with bar(tiles, "writing mask", "tile", show) as progress:
-            foreground = write_mask_pyramid(outputs["mask"], result, bundle.num_classes, progress.update, pixel_size,
-                                            metadata.geotags)
         if "probs" in outputs:
             with bar(tiles, "writing probabilities", "tile", show) as progress:
                 write_probs_pyramid(outputs["probs"], result, bundle.num_classes, progress.update, pixel_size)
@@ -228,15 +237,27 @@ def write_outputs(result, image, outputs, bundle, show, metadata=None, tint=None
             result.notes.append(f"contours traced on the {small_mask.shape[1]} x {small_mask.shape[0]} overview "
                                 "(stage-1 scale), in full-resolution pixel coordinates")
         return foreground
-    if outputs["mask"].suffix == ".tif":
-        write_mask_tiff(outputs["mask"], result.mask, bundle.num_classes, pixel_size, metadata.geotags)
-    else:
-        write_mask(outputs["mask"], result.mask, palette)
     if "probs" in outputs:
         write_probs(outputs["probs"], result.probs, pixel_size)
     write_overlay(outputs["overlay"], image, result.mask, result.windows, palette, tint)
     if "contours" in outputs:
         write_geojson(outputs["contours"], result.mask, bundle.class_names)
+    return foreground
+
+
+def write_mask_file(result, image, path, bundle, show, metadata):
+    """Write the mask at ``path`` in the format its suffix names (see ``mask_format``); returns the
+    foreground fraction. NGFF labels and a streamed result's OME-TIFF are written tile by tile."""
+    if path.suffix == ".zarr":
+        return write_mask_labels(path, result.shape, result.mask_at, bundle.class_names, metadata.pixel_size)
+    if image is None:
+        with bar(pyramid_tiles(*result.shape, OUTPUT_TILE), "writing mask", "tile", show) as progress:
+            return write_mask_pyramid(path, result, bundle.num_classes, progress.update, metadata.pixel_size,
+                                      metadata.geotags)
+    if path.suffix == ".tif":
+        write_mask_tiff(path, result.mask, bundle.num_classes, metadata.pixel_size, metadata.geotags)
+    else:
+        write_mask(path, result.mask, class_palette(bundle))
     return float((result.mask > 0).mean())
 
 
@@ -299,7 +320,7 @@ def _predict_file(segmenter, path, out_dir, options, baseline, stream, save_prob
     log.debug("%s: %s%s", path, "streamed" if streamed else "read whole", f" ({note})" if note else "")
     metadata = read_metadata(path)
     outputs = output_paths(out_dir, Path(path).stem, streamed, save_probs, writing.get("geojson", False),
-                           bool(metadata.geotags))
+                           mask_format(path, streamed, metadata))
     check_ours(outputs)
     result, image = _predict(segmenter, path, options, baseline, streamed, show_progress, max_pixels)
     # the claim: a report listing the outputs before they are written, so that a run killed while
@@ -376,8 +397,11 @@ def remove_stale_partials(out_dir, age=STALE_SECONDS):
         return 0
     for path in found:
         with contextlib.suppress(OSError):
-            if PARTIAL.match(path.name) and path.is_file() and now - path.stat().st_mtime > age:
-                path.unlink()
+            if PARTIAL.match(path.name) and now - path.stat().st_mtime > age:
+                if path.is_dir():  # an NGFF mask (.zarr) is a folder
+                    shutil.rmtree(path)
+                else:
+                    path.unlink()
                 removed += 1
     if removed:
         log.info("removed %d temporary files of interrupted runs from %s", removed, out_dir)

@@ -215,3 +215,16 @@ def write_slide(path, image, tile=(64, 64), mpp=0.25, compression="zlib", levels
     write_svs(path, *image.shape[:2], lambda step, y, x, h, w: arrays[step][y:y + h, x:x + w], tile=tile, mpp=mpp,
               levels=levels, compression=compression)
     return list(arrays.values())
+
+
+def write_ngff(path, image, chunk=64, levels=3, mpp=0.5):
+    """Write ``image`` (H, W, 3) uint8 as an OME-Zarr multiscale image (ome-zarr's writer, axes c, y,
+    x, levels halving, ``mpp`` micrometres per pixel)."""
+    import zarr
+    from ome_zarr.writer import write_image
+    group = zarr.open_group(str(path), mode="w")
+    write_image(np.moveaxis(image, -1, 0), group, axes=["c", "y", "x"],
+                scale_factors=[2 ** k for k in range(1, levels)],
+                storage_options={"chunks": (image.shape[2], chunk, chunk)}, scale={"c": 1.0, "y": mpp, "x": mpp},
+                axes_units={"y": "micrometer", "x": "micrometer"})
+    return path

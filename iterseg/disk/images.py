@@ -24,7 +24,7 @@ import tifffile
 from ..errors import InputError
 
 TIFF_SUFFIXES = (".tif", ".tiff", ".btf", ".tf8")
-SUPPORTED = "PNG, JPEG, BMP, GIF, PPM/PGM, TIFF or whole-slide (SVS, NDPI, SCN, MRXS, DICOM)"
+SUPPORTED = "PNG, JPEG, BMP, GIF, PPM/PGM, TIFF, whole-slide (SVS, NDPI, SCN, MRXS, DICOM) or OME-Zarr"
 MAX_PIXELS = 100_000_000  # default limit of an image decoded whole (10000 x 10000)
 MAX_STREAMED_PIXELS = 10_000_000_000  # default limit of a tiled TIFF read tile by tile (100000 x 100000)
 TILED_HOWTO = ("convert it to a tiled TIFF, which iterseg streams region by region (e.g. `vips tiffsave IN OUT.tif "
@@ -40,6 +40,8 @@ def check_image_file(path):
     if not path.exists():
         raise InputError(f"image file {path} does not exist; check the path.")
     if path.is_dir():
+        if path.suffix.lower() == ".zarr":  # an OME-Zarr image is a folder
+            return
         raise InputError(f"{path} is a directory; pass image files.")
     if path.stat().st_size == 0:
         raise InputError(f"image file {path} is empty; re-export or skip it.")
@@ -237,7 +239,10 @@ def read_image_noted(path, max_pixels=None):
     check_image_file(path)
     notes = []
     try:
+        from .ngff import is_ngff, read_ngff
         from .slide import is_slide, read_slide
+        if is_ngff(path):
+            return read_ngff(path, max_pixels)[0], ["OME-Zarr image: level 0 read whole"]
         if is_slide(path):
             return read_slide(path, max_pixels)[0], ["whole-slide image: level 0 read whole"]
         if path.suffix.lower() in TIFF_SUFFIXES:

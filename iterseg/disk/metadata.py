@@ -38,9 +38,13 @@ class Metadata:
 def read_metadata(path):
     """The Metadata of the image file at ``path`` (empty for formats that say nothing; never raises:
     a damaged file is refused by its reader, not here)."""
+    from .ngff import NgffImage, is_ngff
     from .slide import Slide, is_slide
     from .tiff import physical_size
     try:
+        if is_ngff(path):
+            with NgffImage(path, max_pixels=float("inf")) as image:
+                return Metadata(image.pixel_size)
         if is_slide(path):
             with Slide(path, max_pixels=float("inf")) as slide:
                 info = slide.info

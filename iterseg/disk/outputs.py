@@ -9,6 +9,7 @@ Glossary
 import contextlib
 import json
 import os
+import shutil
 import uuid
 from pathlib import Path
 
@@ -61,6 +62,22 @@ def atomic_output(path):
     finally:
         with contextlib.suppress(FileNotFoundError):
             tmp.unlink()
+
+
+@contextlib.contextmanager
+def atomic_folder(path):
+    """Yield a temporary folder beside ``path``; replace ``path`` by it only on success. (An old
+    folder at ``path`` is removed just before the rename, which cannot replace a non-empty folder: a
+    crash between the two leaves no mask, never a partial one.)"""
+    path = Path(path)
+    tmp = path.with_name(f".{path.stem}.{uuid.uuid4().hex[:8]}.partial{path.suffix}")
+    try:
+        yield tmp
+        if path.exists():
+            shutil.rmtree(path)
+        os.replace(tmp, path)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
 
 
 def _write_with_opencv(path, rgb_or_gray):
@@ -257,5 +274,8 @@ def overview(result):
     rows = ((np.arange(h1) + 0.5) * height / h1).astype(np.int64)
     cols = ((np.arange(w1) + 0.5) * width / w1).astype(np.int64)
     windows = np.round(np.asarray(result.windows) * np.array([h1 / height, w1 / width] * 2)).astype(np.int64)
-    image = np.clip(result.view * 255 + 0.5, 0, 255).astype(np.uint8)
-    return image, result.mask_at(rows, cols), windows
+    image = np.empty(result.view.shape, np.uint8)
+    for top in range(0, h1, 256):  # a band at a time: no float copy of the whole view
+        image[top:top + 256] = np.clip(result.view[top:top + 256] * 255 + 0.5, 0, 255)
+    mask = np.concatenate([result.mask_at(rows[top:top + 256], cols) for top in range(0, h1, 256)])
+    return image, mask, windows

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
+from ..disk.ngff import NgffImage, is_ngff
 from ..disk.slide import Slide, is_slide
 from ..disk.tiff import TiledImage, mirror_index
 from ..errors import InputError
@@ -163,8 +164,11 @@ class ArraySource:
 
 def open_streamed(path, max_pixels=None):
     """The reader of a file streamed region by region: disk/slide.Slide for whole-slide formats (by
-    suffix), else disk/tiff.TiledImage; both have shape, dtype, level_shapes, read_region, tiles_read."""
-    return Slide(path, max_pixels) if is_slide(path) else TiledImage(path, max_pixels)
+    suffix), disk/ngff.NgffImage for OME-Zarr folders, else disk/tiff.TiledImage; all have shape,
+    dtype, level_shapes, read_region, tiles_read (and the first two read_level_region)."""
+    if is_slide(path):
+        return Slide(path, max_pixels)
+    return NgffImage(path, max_pixels) if is_ngff(path) else TiledImage(path, max_pixels)
 
 
 class TiffSource:
@@ -230,30 +234,38 @@ class TiffSource:
     def view(self, height, width, progress=None):
         """(float32 (height, width, C) the image at stage-1 scale, note): from the smallest pyramid
         level at least that large, else shrunk from level-0 strips (INTER_AREA, one strip in memory).
-        A whole-slide image's level is read in strips too; a TIFF's level is read whole."""
+        A whole-slide or OME-Zarr image's level is read in strips too; a TIFF's level is read whole."""
         levels = [(shape[0], index) for index, shape in enumerate(self.tiff.level_shapes)
                   if index and shape[0] >= height and shape[1] >= width]
         if not levels:
             return self._view_from_strips(height, width, progress), None
         index = min(levels)[1]
         note = f"stage 1 read pyramid level {index} ({width} x {height} after INTER_AREA)"
-        if isinstance(self.tiff, Slide):
+        if isinstance(self.tiff, (Slide, NgffImage)):
             return self._view_from_strips(height, width, progress, index), note
         return shrink(self.unit(self.tiff.read_level(index)), height, width), note
 
     def _view_from_strips(self, height, width, progress, level=0):
         """INTER_AREA across each strip's columns with OpenCV, then across rows with the same area
-        weights, accumulated: cv2.resize INTER_AREA of the whole level up to float rounding."""
+        weights, accumulated in float64 over the few view rows a strip touches (the first of them
+        shared with the strip before): cv2.resize INTER_AREA of the whole level up to float rounding,
+        in the memory of the float32 view."""
         full_height = self.tiff.level_shapes[level][0]
-        view = np.zeros((height, width, self.channels), np.float64)
+        view = np.empty((height, width, self.channels), np.float32)
+        first, pending = 0, np.zeros((0, width, self.channels))  # view rows first.. still being summed
         for top, strip in self._strips(level):
             rows = np.arange(top, top + len(strip))
             narrow = shrink(self.unit(strip), len(rows), width)
             weights, dest = area_weights(rows, height, full_height)
-            view[dest] += np.tensordot(weights, narrow, axes=(1, 0))
+            summed = np.tensordot(weights, narrow, axes=(1, 0))
+            done = int(dest[0]) - first  # rows above this strip's first are complete
+            view[first:first + done] = pending[:done]
+            summed[:len(pending) - done] += pending[done:]
+            first, pending = int(dest[0]), summed
             if progress:
                 progress(round(len(rows) * self.shape[0] / full_height))
-        return view.astype(np.float32)
+        view[first:first + len(pending)] = pending
+        return view
 
 
 def area_weights(rows, small, full):

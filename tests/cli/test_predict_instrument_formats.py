@@ -1,16 +1,18 @@
 """``iterseg predict`` on whole-slide images and GeoTIFFs as instruments write them: a slide streams
 (stage 1 from its own pyramid level, stage 2 from the level-0 tiles under the windows), its MPP and
 objective power reach the report and the mask OME-TIFF; folders take the slide suffixes; a GeoTIFF's
-mask carries the input's georeferencing tags; a bad slide is one line, exit 2, nothing written."""
+mask carries the input's georeferencing tags; an OME-Zarr's mask is an NGFF labels group; a bad slide
+is one line, exit 2, nothing written."""
 import json
 
 import numpy as np
+import pytest
 import tifffile
 
 from iterseg.cli import main
 from iterseg.disk.metadata import GEOTIFF_TAGS
 
-from synthetic import blob_image, write_slide
+from synthetic import blob_image, write_ngff, write_slide
 
 GEOTAGS = [(33550, 12, 3, (0.5, 0.5, 0.0), True), (33922, 12, 6, (0.0, 0.0, 0.0, 500000.0, 4200000.0, 0.0), True),
            (34735, 3, 16, (1, 1, 0, 3, 1024, 0, 1, 1, 1025, 0, 1, 1, 3072, 0, 1, 32633), True),
@@ -74,3 +76,21 @@ def test_a_geotiff_mask_carries_the_georeferencing(tmp_path, bundle_path):
             for code_, _, _, value, _ in GEOTAGS:
                 assert code_ in GEOTIFF_TAGS and tags[code_].value == value
             assert tif.geotiff_metadata["GTModelTypeGeoKey"] == 1  # projected, as written
+
+
+def test_an_ome_zarr_gives_ngff_labels_and_folders_take_it(tmp_path, bundle_path):
+    pytest.importorskip("ome_zarr")
+    from iterseg.disk.ngff import read_labels
+    folder = tmp_path / "zarrs"
+    folder.mkdir()
+    write_ngff(folder / "cells.ome.zarr", blob_image(256, 320, seed=8), chunk=64, mpp=0.5)
+    code, out = predict(tmp_path, [folder], bundle_path, "--patches", "2", "--patch-size", "32")
+    report = json.loads((out / "cells.ome.report.json").read_text())
+    labels, metadata = read_labels(out / "cells.ome.mask.zarr")
+    assert code == 0 and report["options"]["streamed"] and report["image"]["mpp"] == [0.5, 0.5]
+    assert labels.shape == (256, 320) and set(np.unique(labels)) <= {0, 1} and metadata["name"] == "mask"
+    assert report["foreground_fraction"] == pytest.approx(labels.mean())
+    assert 0 < report["tiles_read"] <= tiles_under(report["windows"], 64) < 4 * 5
+    code = main(["predict", str(folder), "--model", str(bundle_path), "--out", str(folder), "--quiet"])
+    rows = (folder / "summary.csv").read_text().splitlines()[1:]  # our .mask.zarr there is not an input
+    assert code == 0 and len(rows) == 1 and rows[0].startswith(f"{folder / 'cells.ome.zarr'},done")
