@@ -94,3 +94,14 @@ def test_an_ome_zarr_gives_ngff_labels_and_folders_take_it(tmp_path, bundle_path
     code = main(["predict", str(folder), "--model", str(bundle_path), "--out", str(folder), "--quiet"])
     rows = (folder / "summary.csv").read_text().splitlines()[1:]  # our .mask.zarr there is not an input
     assert code == 0 and len(rows) == 1 and rows[0].startswith(f"{folder / 'cells.ome.zarr'},done")
+
+
+def test_the_api_streams_a_slide_too(tmp_path, bundle_path):
+    import iterseg
+    write_slide(tmp_path / "scan.svs", blob_image(300, 400, seed=9), tile=(64, 64))
+    segmenter = iterseg.load(bundle_path)
+    result = segmenter.predict_tiled(tmp_path / "scan.svs", patches=2, patch_size=32)
+    assert result.options["streamed"] and 0 < result.tiles_read <= 2 * 4
+    assert result.mask_at(np.arange(0, 300, 50), np.arange(0, 400, 50)).shape == (6, 8)
+    whole = segmenter.predict(tmp_path / "scan.svs", patches=2, patch_size=32)  # level 0 read whole
+    assert whole.mask.shape == (300, 400) and "whole-slide image: level 0 read whole" in whole.notes
