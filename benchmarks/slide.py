@@ -2,7 +2,7 @@
 Aperio-style slide (512 px JPEG tiles, 3 levels downsampled by 4, MPP 0.499 in the description),
 under an address-space limit, as a user runs it.
 
-    python -m benchmarks.slide [--width 40000 --height 30000] [--limit-gb 6]
+    python -m benchmarks.slide [--width 40000 --height 30000] [--limit-gb 3]
 
 The slide is written once into --dir (benchmarks/synthetic_slide.py, tile by tile) and reused. The
 installed ``iterseg`` command runs in a fresh process with RLIMIT_AS (``ulimit -v``) set to
@@ -111,7 +111,7 @@ def main(argv=None):
     parser.add_argument("--patches", type=int, default=None, help="windows (default: the model's)")
     parser.add_argument("--model", default="ph2")
     parser.add_argument("--precision", default="fp32")
-    parser.add_argument("--limit-gb", type=float, default=6.0, help="RLIMIT_AS of the iterseg process")
+    parser.add_argument("--limit-gb", type=float, default=3.0, help="RLIMIT_AS of the iterseg process (ulimit -v)")
     parser.add_argument("--dir", type=Path, default=Path("/tmp/iterseg-slide"), help="where the slide goes")
     parser.add_argument("--out", type=Path, default=RESULTS)
     args = parser.parse_args(argv)
