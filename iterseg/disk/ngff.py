@@ -16,6 +16,7 @@ import numpy as np
 
 from ..errors import InputError
 from .images import check_pixels
+from .tiff import mirror_index, tiles_overlapped
 
 NGFF_SUFFIX = ".zarr"
 ZARR_EXTRA = "pip install 'iterseg[zarr]' (ome-zarr)"
@@ -49,8 +50,9 @@ def _multiscale_node(path):
 
 
 class NgffImage:
-    """An open OME-Zarr image. ``read_region`` reads level-0 regions and counts the chunks they
-    overlap in ``tiles_read``; ``read_level_region`` reads a region of a lower level."""
+    """An open OME-Zarr image. ``read_region`` reads level-0 regions, ``read_level_region`` a region
+    of any level; the chunks they overlap are counted in ``tiles_read`` (level 0) and
+    ``level_tiles_read`` ({level: chunks})."""
 
     def __init__(self, path, max_pixels=None):
         self.path = Path(path)
@@ -70,7 +72,7 @@ class NgffImage:
         self.tile = (int(chunks[self._axes.index("y")]), int(chunks[self._axes.index("x")]))
         self.pixel_size = self._pixel_size(node.metadata)
         check_pixels(self.path, self.shape[0], self.shape[1], max_pixels, streamed=True)
-        self.tiles_read = 0
+        self.tiles_read, self.level_tiles_read = 0, {}  # level 0; {level: chunks} of the others
         self._lock = threading.Lock()
 
     def _check_axes(self, shape):
@@ -121,21 +123,24 @@ class NgffImage:
         except Exception as exc:  # noqa: BLE001 - codecs raise many types for corrupt chunks
             raise InputError(f"OME-Zarr {self.path}: level {level} at row {y}, column {x} cannot be read "
                              f"({str(exc)[:100] or type(exc).__name__}); the store is damaged or incomplete.") from None
+        chunks = self._levels[level].chunksize
+        tiles = tiles_overlapped((chunks[self._axes.index("y")], chunks[self._axes.index("x")]), y, x, h, w)
+        with self._lock:
+            if level == 0:
+                self.tiles_read += tiles
+            else:
+                self.level_tiles_read[level] = self.level_tiles_read.get(level, 0) + tiles
         kept = [axis for axis in self._axes if axis in ("c", "y", "x")]
         block = np.moveaxis(block, [kept.index(a) for a in ("y", "x")], [0, 1])
         return block[..., 0] if block.ndim == 3 and len(self.shape) == 2 else block
 
     def read_region(self, y, x, h, w):
         """Level-0 pixels of the region (y, x, h, w), mirrored where it leaves the image."""
-        from .tiff import mirror_index
         height, width = self.shape[:2]
         rows = mirror_index(np.arange(y, y + h), height)
         cols = mirror_index(np.arange(x, x + w), width)
         y0, x0 = int(rows.min()), int(cols.min())
         y1, x1 = int(rows.max()), int(cols.max())
-        with self._lock:
-            (th, tw) = self.tile
-            self.tiles_read += (y1 // th - y0 // th + 1) * (x1 // tw - x0 // tw + 1)
         inside = self.read_level_region(0, y0, x0, y1 - y0 + 1, x1 - x0 + 1)
         if y >= 0 and x >= 0 and y + h <= height and x + w <= width:
             return inside

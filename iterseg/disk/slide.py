@@ -22,6 +22,7 @@ import numpy as np
 
 from ..errors import InputError
 from .images import check_pixels, quiet_tifffile
+from .tiff import mirror_index, tiles_overlapped
 
 SLIDE_SUFFIXES = (".svs", ".ndpi", ".scn", ".bif", ".mrxs", ".dcm")
 OPENSLIDE_SUFFIXES = (".mrxs", ".dcm")  # formats tifffile cannot read
@@ -81,8 +82,9 @@ def _open_backend(path):
 
 
 class Slide:
-    """An open whole-slide image. ``read_region`` reads level-0 regions and counts the tiles they
-    overlap in ``tiles_read``; ``read_level_region`` reads a region of a lower level. Thread-safe."""
+    """An open whole-slide image. ``read_region`` reads level-0 regions, ``read_level_region`` a
+    region of any level; the tiles they overlap are counted in ``tiles_read`` (level 0) and
+    ``level_tiles_read`` ({level: tiles}). Thread-safe."""
 
     def __init__(self, path, max_pixels=None):
         self.path = Path(path)
@@ -110,7 +112,7 @@ class Slide:
         except BaseException:
             self.close()
             raise
-        self.tiles_read = 0
+        self.tiles_read, self.level_tiles_read = 0, {}  # level 0; {level: tiles} of the others
         self._lock = threading.Lock()
 
     def _channels(self, properties):
@@ -161,7 +163,21 @@ class Slide:
             raise self._damaged(f"level {level} region at row {y}, column {x}", exc) from None
         if region.shape[:2] != (h, w):
             raise self._damaged(f"level {level} region at row {y}, column {x}", ValueError(f"shape {region.shape}"))
+        self._count(level, tiles_overlapped(self.tile if level == 0 else self._level_tile(level), y, x, h, w))
         return region[..., 0] if len(self.shape) == 2 else region
+
+    def _count(self, level, tiles):
+        """Add ``tiles`` read from ``level`` to tiles_read (level 0) or level_tiles_read."""
+        with self._lock:
+            if level == 0:
+                self.tiles_read += tiles
+            else:
+                self.level_tiles_read[level] = self.level_tiles_read.get(level, 0) + tiles
+
+    def _level_tile(self, level):
+        """(th, tw) of ``level``'s tiles ((0, 0) when the properties do not say)."""
+        properties, prefix = self._slide.properties, self.backend
+        return tuple(int(properties.get(f"{prefix}.level[{level}].tile-{side}") or 0) for side in ("height", "width"))
 
     def _rgb(self, image):
         """OpenSlide's premultiplied RGBA region as RGB on white (where the scanner saw nothing)."""
@@ -169,23 +185,13 @@ class Slide:
         alpha = rgba[..., 3:].astype(np.float32) / 255
         return np.clip(rgba[..., :3] + 255 * (1 - alpha) + 0.5, 0, 255).astype(np.uint8)
 
-    def _count(self, y, x, h, w):
-        """Tiles of level 0 the region (y, x, h, w) overlaps (regions without tiling count as one)."""
-        th, tw = self.tile
-        if not th or not tw:
-            return 1
-        return ((y + h - 1) // th - y // th + 1) * ((x + w - 1) // tw - x // tw + 1)
-
     def read_region(self, y, x, h, w):
         """Level-0 pixels of the region (y, x, h, w), mirrored where it leaves the slide."""
-        from .tiff import mirror_index
         height, width = self.shape[:2]
         rows = mirror_index(np.arange(y, y + h), height)
         cols = mirror_index(np.arange(x, x + w), width)
         y0, x0 = int(rows.min()), int(cols.min())
         h0, w0 = int(rows.max()) - y0 + 1, int(cols.max()) - x0 + 1
-        with self._lock:
-            self.tiles_read += self._count(y0, x0, h0, w0)
         inside = self.read_level_region(0, y0, x0, h0, w0)
         if y >= 0 and x >= 0 and y + h <= height and x + w <= width:
             return inside

@@ -29,6 +29,15 @@ def mirror_index(index, length):
     return np.where(folded >= length, period - folded, folded)
 
 
+def tiles_overlapped(tile, y, x, h, w):
+    """How many tiles of size ``tile`` (th, tw) the region (y, x, h, w) inside an image overlaps
+    (one when the image is not tiled: ``tile`` (0, 0))."""
+    th, tw = tile
+    if not th or not tw:
+        return 1
+    return ((y + h - 1) // th - y // th + 1) * ((x + w - 1) // tw - x // tw + 1)
+
+
 def tiled_reason(path):
     """None if ``path`` is a TIFF that can be streamed, else why not (for the report's notes)."""
     if Path(path).suffix.lower() not in TIFF_SUFFIXES:

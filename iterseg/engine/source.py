@@ -240,10 +240,13 @@ class TiffSource:
         if not levels:
             return self._view_from_strips(height, width, progress), None
         index = min(levels)[1]
-        note = f"stage 1 read pyramid level {index} ({width} x {height} after INTER_AREA)"
         if isinstance(self.tiff, (Slide, NgffImage)):
-            return self._view_from_strips(height, width, progress, index), note
-        return shrink(self.unit(self.tiff.read_level(index)), height, width), note
+            before = self.tiff.level_tiles_read.get(index, 0)
+            view = self._view_from_strips(height, width, progress, index)
+            tiles = self.tiff.level_tiles_read.get(index, 0) - before
+            return view, f"stage 1 read pyramid level {index} ({tiles} tiles; {width} x {height} after INTER_AREA)"
+        view = shrink(self.unit(self.tiff.read_level(index)), height, width)
+        return view, f"stage 1 read pyramid level {index} ({width} x {height} after INTER_AREA)"
 
     def _view_from_strips(self, height, width, progress, level=0):
         """INTER_AREA across each strip's columns with OpenCV, then across rows with the same area

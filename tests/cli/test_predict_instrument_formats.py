@@ -26,13 +26,14 @@ def predict(tmp_path, inputs, bundle_path, *extra):
 
 
 def tiles_under(windows, tile, margin=8):
-    """Level-0 tiles the windows overlap, each grown by ``margin`` px (the size multiple's rounding)."""
-    found = set()
+    """Level-0 tiles under the windows, window by window (a tile under two is read twice), each
+    window grown by ``margin`` px (the size multiple's rounding)."""
+    count = 0
     for w in windows:
         y0, x0 = max(0, w["y"] - margin) // tile, max(0, w["x"] - margin) // tile
         y1, x1 = (w["y"] + w["h"] + margin - 1) // tile, (w["x"] + w["w"] + margin - 1) // tile
-        found |= {(r, c) for r in range(y0, y1 + 1) for c in range(x0, x1 + 1)}
-    return len(found)
+        count += (y1 - y0 + 1) * (x1 - x0 + 1)
+    return count
 
 
 def test_a_slide_streams_from_its_pyramid_and_keeps_its_pixel_size(tmp_path, bundle_path):
@@ -42,7 +43,7 @@ def test_a_slide_streams_from_its_pyramid_and_keeps_its_pixel_size(tmp_path, bun
     report = json.loads((out / "scan.report.json").read_text())
     assert code == 0 and report["options"]["streamed"]
     assert report["image"]["mpp"] == [0.499, 0.499] and report["image"]["objective_power"] == 20
-    assert any("pyramid level 1" in note for note in report["notes"])
+    assert "stage 1 read pyramid level 1 (12 tiles; 100 x 75 after INTER_AREA)" in report["notes"]  # 150 x 200: 3 x 4
     assert 0 < report["tiles_read"] <= tiles_under(report["windows"], 64) < 10 * 13  # never all of level 0
     with tifffile.TiffFile(out / "scan.mask.tif") as tif:
         pixels = tif.ome_metadata.split("<Pixels ")[1]
@@ -60,6 +61,9 @@ def test_folders_take_slides_and_a_bad_slide_is_one_failed_row(tmp_path, bundle_
     summary = (out / "summary.csv").read_text()
     assert code == 2 and "good.svs,done" in summary and "broken.ndpi,failed" in summary
     assert sum("broken.ndpi" in line for line in err) == 1 and not list(out.glob("broken.*"))
+    code, alone = predict(tmp_path / "one", [folder / "broken.ndpi"], bundle_path)  # a single file: the run's error
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(err) == 1 and "cannot read slide" in err[0] and not list(alone.iterdir())
 
 
 def test_a_geotiff_mask_carries_the_georeferencing(tmp_path, bundle_path):

@@ -30,8 +30,9 @@ def test_regions_levels_and_metadata_of_an_svs(slide_path):
         assert slide.tiles_read == 2 * 2  # rows 50-109: tile rows 0 and 1; columns 120-179: tile columns 1 and 2
         rows, cols = np.abs(np.arange(-5, 45)), 399 - np.abs(399 - np.arange(380, 430))
         np.testing.assert_array_equal(slide.read_region(-5, 380, 50, 50), image[rows][:, cols])
-        level = slide.read_level_region(1, 10, 20, 30, 40)
-    assert level.shape == (30, 40, 3)
+        level = slide.read_level_region(1, 10, 20, 60, 40)
+        assert slide.level_tiles_read == {1: 2}  # rows 10-69 of level 1: its tile rows 0 and 1
+    assert level.shape == (60, 40, 3)
 
 
 def test_a_small_slide_read_whole_is_level_0_not_a_first_frame(slide_path):
