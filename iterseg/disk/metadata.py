@@ -45,13 +45,25 @@ def read_metadata(path):
         if is_ngff(path):
             with NgffImage(path, max_pixels=float("inf")) as image:
                 return Metadata(image.pixel_size)
-        if is_slide(path):
+        if is_slide(path) or scanner_tiff(path):
             with Slide(path, max_pixels=float("inf")) as slide:
                 info = slide.info
             return Metadata(info.mpp, info.objective_power, info.vendor, geotiff_tags(path))
         return Metadata(physical_size(path), geotags=geotiff_tags(path))
     except Exception:  # noqa: BLE001 - the reader says what is wrong with the file
         return Metadata()
+
+
+def scanner_tiff(path):
+    """True for a .tif that a slide scanner wrote (Aperio, Hamamatsu, Leica, Ventana or Philips
+    layout, renamed): its MPP is in the vendor's metadata, not in the resolution tags."""
+    if Path(path).suffix.lower() not in TIFF_SUFFIXES:
+        return False
+    try:
+        with quiet_tifffile(), open(path, "rb") as handle, tifffile.TiffFile(handle) as tif:
+            return any((tif.is_svs, tif.is_ndpi, tif.is_scn, tif.is_bif, tif.is_philips))
+    except Exception:  # noqa: BLE001 - not a readable TIFF
+        return False
 
 
 def geotiff_tags(path):

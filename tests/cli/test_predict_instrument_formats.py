@@ -109,3 +109,12 @@ def test_the_api_streams_a_slide_too(tmp_path, bundle_path):
     assert result.mask_at(np.arange(0, 300, 50), np.arange(0, 400, 50)).shape == (6, 8)
     whole = segmenter.predict(tmp_path / "scan.svs", patches=2, patch_size=32)  # level 0 read whole
     assert whole.mask.shape == (300, 400) and "whole-slide image: level 0 read whole" in whole.notes
+
+
+def test_a_scanner_slide_renamed_tif_keeps_its_mpp(tmp_path, bundle_path):
+    write_slide(tmp_path / "renamed.tif", blob_image(200, 240, seed=10), tile=(64, 64), mpp=0.2527)
+    code, out = predict(tmp_path, [tmp_path / "renamed.tif"], bundle_path, "--patches", "1", "--stream", "always")
+    report = json.loads((out / "renamed.report.json").read_text())
+    assert code == 0 and report["image"]["mpp"] == [0.2527, 0.2527] and report["image"]["vendor"] == "aperio"
+    with tifffile.TiffFile(out / "renamed.mask.tif") as tif:
+        assert 'PhysicalSizeX="0.2527"' in tif.ome_metadata
