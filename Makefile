@@ -61,11 +61,12 @@ demo: $(INSTALLED)
 test: $(TEST_INSTALLED)
 	$(BIN)/python -m pytest -m "not slow"
 
-# the fast suite with `--precision auto` forced to fp32, then to bf16, whatever this CPU would pick
-# (ITERSEG_AUTO_PRECISION): a test that assumes one meaning of auto fails on every machine; CI runs it
+# the fast suite with `--precision auto` forced to fp32 on torch, then to bf16 on OpenVINO, whatever
+# this CPU would pick (ITERSEG_AUTO_PRECISION, ITERSEG_AUTO_BACKEND): a test that assumes one meaning
+# of auto fails on every machine; CI runs it
 test-auto: $(TEST_INSTALLED)
-	ITERSEG_AUTO_PRECISION=fp32 $(BIN)/python -m pytest -m "not slow" -q
-	ITERSEG_AUTO_PRECISION=bf16 $(BIN)/python -m pytest -m "not slow" -q
+	ITERSEG_AUTO_PRECISION=fp32 ITERSEG_AUTO_BACKEND=torch $(BIN)/python -m pytest -m "not slow" -q
+	ITERSEG_AUTO_PRECISION=bf16 ITERSEG_AUTO_BACKEND=openvino $(BIN)/python -m pytest -m "not slow" -q
 
 # the tests marked slow (int8 compilation, torch.compile, sweeps, the real-data checks); CI runs them
 test-slow: $(DEV_INSTALLED)

@@ -35,6 +35,9 @@ setup(
         "pillow>=9",  # indexed (palette) PNG masks of multi-class models, which OpenCV cannot write
         # int8: PyTorch 2 Export quantization (prepare_pt2e, X86InductorQuantizer) for torch 2.13
         "torchao==0.18.0",
+        # the openvino backend (model/openvino_backend.py): 1.2-2.3x PyTorch's speed on the CPUs measured
+        # (AVX-512 BF16, AMX); --backend auto still measures it against torch before using it
+        "openvino>=2025.1",
     ],
     extras_require={
         # `make test`: hypothesis fuzzes the kernels and the reader; none is needed at run time; the wsi

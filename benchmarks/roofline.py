@@ -28,9 +28,10 @@ import torch
 import iterseg
 from iterseg.engine.cost import count_macs
 from iterseg.model import cpu
-from iterseg.model.runtime import Runner, check_precision
+from iterseg.model.runtime import Runner, check_backend, check_precision
 from iterseg.model.unet import UNet, UNetConfig
 
+from .peer import peer_network, peer_whole_image
 from .timing import machine
 
 RESULTS = Path(__file__).parent / "results"
@@ -71,16 +72,19 @@ def random_unet(config):
 
 
 def network_rates(model, shapes, repeats):
-    """{input: {"plain": GFLOP/s, "auto": GFLOP/s, "macs": MACs}} of ``model`` as trained and as the
-    auto runner runs it, for (N, h, w) input shapes."""
-    runner = Runner(model, "auto")
+    """{input: {"plain", "auto", "openvino": GFLOP/s, "macs": MACs}} of ``model`` as trained, as the
+    auto runner (precision and backend auto) runs it, and as the peer runs it (OpenVINO, the same
+    precision, static shape: benchmarks/peer.py), for (N, h, w) input shapes."""
+    runner = Runner(model, "auto", backend=check_backend("auto", "auto"))
+    hint = {"fp32": "f32", "bf16": "bf16"}[str(runner.precision)]
     out = {}
     for n, h, w in shapes:
         x = torch.randn(n, model.config.in_channels, h, w)
         macs = n * count_macs(model.config, h, w)
-        row = {"macs": macs, "auto_precision": str(runner.precision)}
+        row = {"macs": macs, "auto_precision": str(runner.precision), "auto_backend": str(runner.backend)}
+        peer = peer_network(model, tuple(x.shape), hint, 1)
         with torch.inference_mode():
-            for name, network in (("plain", model), ("auto", runner)):
+            for name, network in (("plain", model), ("auto", runner), ("openvino", lambda x, p=peer: p(x.numpy()))):
                 row[name] = 2 * macs / median_seconds(lambda net=network, x=x: net(x), repeats) / 1e9
         out[f"{n}x{h}x{w}"] = row
     return out
@@ -110,6 +114,10 @@ def two_stage_rates(size, patches, repeats):
                         "baseline": 2 * macs["baseline"] / base_s / 1e9}
     result["wall_ratio"] = result["seconds"]["total"] / base_s
     result["wall_over_macs_ratio"] = result["wall_ratio"] / macs["ratio"]
+    peer_s, hint, _ = peer_whole_image(segmenter, image, 1)  # the fastest full-resolution run a user could make
+    result.update(backend=two[0].options["backend"], peer_seconds=peer_s, peer_precision=hint,
+                  wall_ratio_vs_peer=result["seconds"]["total"] / peer_s,
+                  wall_over_macs_vs_peer=result["seconds"]["total"] / peer_s / macs["ratio"])
     return result
 
 
@@ -135,23 +143,39 @@ def measure(args):
     return entry
 
 
+def peer_sentence(p):
+    """Against OpenVINO's whole-image run, for entries that measured it."""
+    if "peer_seconds" not in p:
+        return ""
+    return (f"; against OpenVINO's whole-image run ({p['peer_precision']}, {p['peer_seconds']:.2f} s) the wall "
+            f"ratio is {p['wall_ratio_vs_peer']:.3f} ({p['wall_over_macs_vs_peer']:.2f}x the MACs ratio, backend "
+            f"{p['backend']})")
+
+
+def peer_cell(row):
+    """The OpenVINO rate and auto's ratio to it, or n/a for entries measured before the peer was."""
+    if "openvino" not in row:
+        return "n/a | n/a"
+    return f"{row['openvino']:.0f} | {row['auto'] / row['openvino']:.2f}x"
+
+
 def markdown(entries):
     lines = ["| CPU kind | load (1 min) | matmul fp32 / bf16 GFLOP/s | memory GB/s | U-Net input | plain | auto "
-             "| auto / matmul |", "|---|---|---|---|---|---|---|---|"]
+             "| auto / matmul | OpenVINO (peer) | auto / OpenVINO |", "|---|---|---|---|---|---|---|---|---|---|"]
     for kind, e in sorted(entries.items()):
         mm = e["matmul_gflops"]
         reference = mm["bf16"] if e["auto"]["precision"] == "bf16" else mm["fp32"]
         for name, row in e["unet"].items():
             lines.append(f"| {kind} | {e['load_average']['before'][0]:.2f} | {mm['fp32']:.0f} / {mm['bf16']:.0f} | "
                          f"{e['memory_read_gbs']:.1f} | {name} | {row['plain']:.0f} | {row['auto']:.0f} | "
-                         f"{row['auto'] / reference:.2f}x |")
+                         f"{row['auto'] / reference:.2f}x | {peer_cell(row)} |")
     for kind, e in sorted(entries.items()):
         if "ph2" in e:
             p = e["ph2"]
             lines.append(f"\n{kind}, ph2 at 2048^2, N_p = 16, precision {p['precision']} ({p['precision_reason']}): "
                          f"stage 1 {p['gflops']['stage1']:.0f}, stage 2 {p['gflops']['stage2']:.0f}, baseline "
                          f"{p['gflops']['baseline']:.0f} GFLOP/s; wall ratio {p['wall_ratio']:.3f} for a MACs ratio "
-                         f"{p['macs']['ratio']:.3f} ({p['wall_over_macs_ratio']:.2f}x).")
+                         f"{p['macs']['ratio']:.3f} ({p['wall_over_macs_ratio']:.2f}x)" + peer_sentence(p) + ".")
     return "\n".join(lines) + "\n"
 
 

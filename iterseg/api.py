@@ -9,16 +9,17 @@ import os
 from typing import Any
 
 import numpy as np
+import torch
 
 from . import postprocess
 from .custom import two_stage_inference  # noqa: F401 -- your own networks, re-exported
 from .engine import loop
-from .engine.cost import cost_report, count_macs, stage1_size
-from .engine.infer import box_shape
+from .engine.cost import align_up, cost_report, count_macs, stage1_size
+from .engine.infer import auto_batch_size, box_shape
 from .engine.settings import Settings
 from .engine.source import open_source
 from .kernels import grid_windows
-from .model.runtime import check_precision, warm_up_kernels
+from .model.runtime import check_backend, check_precision, warm_up_kernels
 from .model.store import DEFAULT_MODEL, load_bundle
 
 log = logging.getLogger(__name__)
@@ -82,27 +83,46 @@ def _mask_options(bundle, options: dict) -> tuple:
     return cutoff, min_size, bool(holes)
 
 
+def warm_up_networks(bundle, s1, s2):
+    """Run each network on zeros: stage 1 once on a small input, stage 2 twice on a batch of the
+    bundle's windows as the engine runs them by default. The first call of a network, and of each new
+    input shape, sets up kernels and memory (OpenVINO: 2-4x a later call; the second call of a shape
+    compiles it statically, openvino_backend.py), which then stays out of the first image's timings.
+    A compiled int8 network is left alone (each new shape compiles for minutes)."""
+    if getattr(s2, "compiled_int8", False):
+        return
+    side = align_up(bundle.window or 4 * s2.config.size_multiple, s2.config.size_multiple)
+    with torch.inference_mode():
+        s1(torch.zeros(1, s1.config.in_channels, 4 * s1.config.size_multiple, 4 * s1.config.size_multiple))
+        for _ in range(2):
+            s2(torch.zeros(auto_batch_size(side, side), s2.config.in_channels, side, side))
+
+
 class Segmenter:
     """A loaded bundle with the methods of the public contract (see DESIGN.md)."""
 
-    def __init__(self, bundle, source: str | None = None, precision: str = "auto", compile: bool = False):
+    def __init__(self, bundle, source: str | None = None, precision: str = "auto", compile: bool = False,
+                 backend: str = "auto"):
         self.bundle = bundle
         self.source = str(source) if source is not None else bundle.name
-        self.defaults = {"precision": check_precision(precision), "compile": bool(compile)}
+        precision = check_precision(precision)
+        self.defaults = {"precision": precision, "compile": bool(compile),
+                         "backend": check_backend(backend, precision, compile)}
         note = int8_note(bundle, self.defaults["precision"])
         if note:
             log.warning("%s.", note)
         # what every process pays once is paid here, not inside the first image's timings: the numba
-        # kernels, the networks prepared for the precision (int8: about 0.5 s per network) and
-        # fvcore's count of each architecture
+        # kernels, the networks prepared for the precision and backend (int8: about 0.5 s per network;
+        # OpenVINO: 0.1-0.2 s per network, less from its disk cache) and fvcore's count of each architecture
         warm_up_kernels()
-        bundle.runners(self.defaults["precision"], self.defaults["compile"])
+        warm_up_networks(bundle, *bundle.runners(self.defaults["precision"], self.defaults["compile"],
+                                                 self.defaults["backend"]))
         for network in bundle.networks().values():
             count_macs(network.config, 1, 1)
 
     def __repr__(self):
         return (f"Segmenter({self.source!r}, classes={list(self.bundle.class_names)}, "
-                f"precision={self.defaults['precision']!r})")
+                f"precision={self.defaults['precision']!r}, backend={self.defaults['backend']!r})")
 
     def card(self) -> dict:
         """The model card (iterseg/cards.py, as `iterseg models` prints it): task, input, image size
@@ -124,7 +144,7 @@ class Segmenter:
         this fraction of the baseline's MACs / this many GMACs in all. rounds: choose the windows in R
         rounds, re-scoring the merged map after each. threshold: refine only windows scoring above it.
         context: pixels of image stage 2 sees around each window. windows: refine exactly these.
-        batch_size: windows per network call. precision, compile: see model/runtime.py.
+        batch_size: windows per network call. precision, backend, compile: see model/runtime.py.
         stream: read a tiled TIFF path region by region (see ``predict_tiled``). max_pixels: refuse
         image files whose header declares more pixels (default 100 Mpx read whole, 10 Gpx streamed).
         cutoff: binary models' mask is foreground probability >= cutoff (default 0.5); min_size: remove
@@ -164,8 +184,11 @@ class Segmenter:
                            box_shape(window_hw, context, s2.size_multiple, shape), count)
 
 
-def load(name_or_path: str | os.PathLike = DEFAULT_MODEL, precision: str = "auto", compile: bool = False) -> Segmenter:
+def load(name_or_path: str | os.PathLike = DEFAULT_MODEL, precision: str = "auto", compile: bool = False,
+         backend: str = "auto") -> Segmenter:
     """A Segmenter for an embedded model name (default 'ph2') or a bundle file path, running its
-    networks in ``precision`` ('auto': the fastest for this CPU, 'fp32', 'bf16' or 'int8'), optionally
-    through torch.compile."""
-    return Segmenter(load_bundle(name_or_path), source=name_or_path, precision=precision, compile=compile)
+    networks in ``precision`` ('auto': the fastest for this CPU, 'fp32', 'bf16' or 'int8') on
+    ``backend`` ('auto': OpenVINO where installed and measured faster, else 'torch'; or 'openvino'),
+    optionally through torch.compile (torch only)."""
+    return Segmenter(load_bundle(name_or_path), source=name_or_path, precision=precision, compile=compile,
+                     backend=backend)

@@ -7,33 +7,31 @@ Glossary
     row      one line of the summary: image, status (done / skipped / failed), reason, cost, seconds
 The output folder is the user's data: files named like our outputs inside it are never read as inputs
 (so --out may be the input folder), a file we did not write (no report of ours lists it) is never
-overwritten, temporary files of killed runs are removed, and a rerun keeps the numbers of the images
-it skips (from their reports) and the rows of other images done earlier.
-Tiled TIFFs above STREAM_PIXELS and whole-slide images are streamed (engine/source.TiffSource): their mask is a
-tiled pyramidal OME-TIFF (the input's physical pixel size carried over; disk/metadata.py) and their overlay is at
-stage-1 scale; a GeoTIFF's mask is a GeoTIFF with its georeferencing. Probabilities (OME-TIFF) and contours
-(GeoJSON) are written only on request, for every image.
+overwritten, temporary files of killed runs are removed, and the summary keeps a row for every image
+ever run into it (summary.py). Many processes may run into one output folder at once (a job array,
+``shard``): each image is claimed by one of them (claims.py) and computed once.
+Tiled TIFFs above STREAM_PIXELS, whole-slide and OME-Zarr images are streamed (engine/source.TiffSource): their
+mask is a tiled pyramidal OME-TIFF (the input's physical pixel size carried over; disk/metadata.py), NGFF labels
+for an OME-Zarr, and their overlay is at stage-1 scale; a GeoTIFF's mask is a GeoTIFF with its georeferencing.
+Probabilities (OME-TIFF) and contours (GeoJSON) are written only on request, for every image.
 """
 import contextlib
-import csv
 import glob
-import io
 import json
 import logging
 import os
-import re
-import shutil
 import time
 from pathlib import Path
 
 import tifffile
 
+from .claims import Claims, remove_stale_partials
 from .disk.images import check_image_file, quiet_tifffile, read_image_noted
 from .disk.metadata import Metadata, read_metadata
 from .disk.ngff import NGFF_SUFFIX, is_ngff, write_mask_labels
 from .disk.outputs import (
     OUTPUT_TILE,
-    atomic_output,
+    PARTIAL,
     default_tint,
     overview,
     write_geojson,
@@ -48,8 +46,9 @@ from .disk.outputs import (
 from .disk.slide import SLIDE_SUFFIXES, is_slide
 from .disk.tiff import TiledImage, pyramid_tiles, tiled_reason
 from .engine.loop import bar
-from .errors import InputError, IterSegError
+from .errors import InputError, IterSegError, naming
 from .report import result_report
+from .summary import SUMMARY_FIELDS, SUMMARY_NAME, Shard, read_summary, summary_row, write_merged
 from .timer import Timer, peak_rss_mb
 
 log = logging.getLogger(__name__)
@@ -58,13 +57,9 @@ IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".btf", ".tf8", ".bm
                   ".pbm", ".webp", ".jp2", NGFF_SUFFIX) + SLIDE_SUFFIXES
 STREAM_PIXELS = 4096 * 4096  # stream='auto' streams tiled TIFFs larger than this
 STREAM_MODES = ("auto", "always", "never")
-SUMMARY_FIELDS = ("image", "status", "reason", "windows", "macs_ratio", "foreground_fraction", "seconds",
-                  "peak_rss_mb", "streamed")
 # see output_paths
 OUTPUT_ENDINGS = (".mask.png", ".mask.tif", ".mask.zarr", ".overlay.png", ".probs.tif", ".report.json")
-SUMMARY_NAME = "summary.csv"
-PARTIAL = re.compile(r"^\..+\.[0-9a-f]{8}\.partial(\.[A-Za-z0-9]+)?$")  # disk/outputs.atomic_output's names
-STALE_SECONDS = 600  # a temporary file untouched this long belongs to a run that was killed
+MERGE_SECONDS = 1.0  # summary.csv is merged at most this often during a run (and at its end)
 WRITING = "writing"  # status of the claim report written before the outputs (see _predict_file)
 
 
@@ -99,7 +94,7 @@ def expand_inputs(items, out_dir=None):
     for item in map(str, items):
         path = Path(item)
         if path.is_dir() and not is_ngff(path):
-            found, left = _candidates(path.iterdir(), out_dir)
+            found, left = _candidates(_listing(path), out_dir)
             if not found:
                 raise InputError(f"folder {path} holds no image files ({', '.join(IMAGE_SUFFIXES)})"
                                  + (f" but {left} outputs of iterseg" if left else "") + ".")
@@ -114,6 +109,15 @@ def expand_inputs(items, out_dir=None):
             check_image_file(path)
             paths.append(path)
     return check_stems(paths)
+
+
+def _listing(folder):
+    """The entries of ``folder``, or InputError that says why it cannot be listed."""
+    try:
+        return list(folder.iterdir())
+    except OSError as exc:
+        raise InputError(f"cannot list folder {folder} ({exc.strerror or exc}); check its permissions (listing "
+                         "needs read and execute permission for you).") from None
 
 
 def check_stems(paths):
@@ -308,7 +312,7 @@ def predict_file(segmenter, path, out_dir, options, baseline=False, stream="auto
     (InputError) to replace files that are not ours; max_pixels: see disk/images.check_pixels.
     geojson: also write the mask's contours; overlay_colour: (r, g, b) of the overlay's tint."""
     out_dir = output_folder(out_dir)
-    with writing_to(out_dir):
+    with naming(path), writing_to(out_dir):
         return _predict_file(segmenter, Path(path), out_dir, options, baseline, stream, save_probs, show_progress,
                              max_pixels, {"geojson": geojson, "tint": overlay_colour})
 
@@ -358,56 +362,6 @@ def model_info(segmenter):
             "baseline": bundle.baseline_kind}
 
 
-def summary_row(path, status, reason="", report=None):
-    row = {"image": str(path), "status": status, "reason": reason}
-    if report:
-        row.update(windows=len(report["windows"]), macs_ratio=round(report["macs"]["ratio"], 6),
-                   foreground_fraction=round(report["foreground_fraction"], 6),
-                   seconds=report["seconds"]["total"], peak_rss_mb=report["peak_rss_mb"],
-                   streamed=bool(report["options"].get("streamed", False)))
-    return row
-
-
-def write_summary(path, rows):
-    """The summary rows as CSV, written atomically (file names that are not valid UTF-8 keep their bytes)."""
-    text = io.StringIO()
-    writer = csv.DictWriter(text, fieldnames=SUMMARY_FIELDS, lineterminator="\n", extrasaction="ignore")
-    writer.writeheader()
-    writer.writerows(rows)
-    with atomic_output(path) as tmp:
-        tmp.write_text(text.getvalue(), encoding="utf-8", errors="surrogateescape")
-
-
-def read_summary(path):
-    """{image: row} of an earlier summary CSV ({} if there is none or it cannot be read)."""
-    try:
-        with open(path, newline="", encoding="utf-8", errors="surrogateescape") as handle:
-            return {row["image"]: row for row in csv.DictReader(handle) if row.get("image")}
-    except (OSError, csv.Error, KeyError, UnicodeError):
-        return {}
-
-
-def remove_stale_partials(out_dir, age=STALE_SECONDS):
-    """Delete temporary files (``.STEM.xxxxxxxx.partial.EXT``) of runs killed before they could
-    clean up: those untouched for ``age`` seconds (a live run keeps writing to its own). Returns how many."""
-    removed, now = 0, time.time()
-    try:
-        found = list(Path(out_dir).iterdir())
-    except OSError:
-        return 0
-    for path in found:
-        with contextlib.suppress(OSError):
-            if PARTIAL.match(path.name) and now - path.stat().st_mtime > age:
-                if path.is_dir():  # an NGFF mask (.zarr) is a folder
-                    shutil.rmtree(path)
-                else:
-                    path.unlink()
-                removed += 1
-    if removed:
-        log.info("removed %d temporary files of interrupted runs from %s", removed, out_dir)
-    return removed
-
-
 def _skipped_row(path, report_path, report, previous):
     """The summary row of an image skipped because its report exists: with the numbers of that
     ``report`` (or of the earlier summary's row when the report could not be read)."""
@@ -419,24 +373,33 @@ def _skipped_row(path, report_path, report, previous):
     return {**{k: v for k, v in old.items() if k in SUMMARY_FIELDS}, **summary_row(path, "skipped", reason)}
 
 
+def shard_of(paths, shard):
+    """The part ``shard`` = (I, N) of ``paths`` (1 <= I <= N): every N-th path from the I-th, so N
+    processes given the same paths and shards 1/N ... N/N each take their own and together all."""
+    index, count = shard
+    return list(paths)[index - 1::count]
+
+
 def predict_files(segmenter, paths, out_dir, options, overwrite=False, summary_path=None, on_done=None,
                   on_error=None, client=None, **file_options):
-    """Run ``predict_file`` over ``paths``: skip images whose report exists (unless ``overwrite``),
-    carry on past an image that fails with a bad-input error, and rewrite the summary CSV after every
-    image, so an interrupted run keeps everything it finished. The summary keeps the earlier rows of
-    images done before that this run does not name; a summary that cannot be written does not stop
-    the run (logged; InputError at the end). on_done(report) and on_error(path, exception) are told
-    of each image. client: a ``dask.distributed.Client`` to run the images on its workers instead of
-    here (iterseg.cluster.predict_files; same rules, same outputs). Returns the rows of this run, in
-    the order of ``paths``."""
+    """Run ``predict_file`` over ``paths``: skip images whose report exists (unless ``overwrite``) and
+    images another live process has claimed (claims.py: many processes may run on one folder into one
+    output folder), carry on past an image that fails with a bad-input error, and after every image
+    add its row to the summary CSV (summary.py: one row per image, whichever process ran it; merged
+    at most every MERGE_SECONDS and at the end, also of an interrupted run), so an interrupted run
+    keeps everything it finished; a summary that cannot be written does not stop the
+    run (logged; InputError at the end). on_done(report) and on_error(path, exception) are told of
+    each image. client: a ``dask.distributed.Client`` to run the images on its workers instead of
+    here (iterseg.cluster.predict_files; same rules, same outputs). Returns the rows of the images
+    this process ran or skipped, in the order of ``paths`` (images claimed by others have none)."""
     if client is not None:
         from .cluster import predict_files as on_cluster
         return on_cluster(client, segmenter, paths, out_dir, options, overwrite=overwrite, summary_path=summary_path,
                           on_done=on_done, on_error=on_error, **file_options)
-    run = FolderRun(paths, out_dir, overwrite, summary_path, on_done, on_error)
-    for path in run.pending():
-        run.record(path, attempt(segmenter, path, out_dir, options, **file_options))
-    return run.finish()
+    with FolderRun(paths, out_dir, overwrite, summary_path, on_done, on_error) as run:
+        for path in run.pending():
+            run.record(path, attempt(segmenter, path, out_dir, options, **file_options))
+        return run.finish()
 
 
 def attempt(segmenter, path, out_dir, options, **file_options):
@@ -460,74 +423,118 @@ def skip_row(path, out_dir, overwrite, previous):
 
 class FolderRun:
     """The bookkeeping of one folder run, whoever runs the images (this process, or a cluster's
-    workers): which images to run (``pending``), one row per image (``record``, which rewrites the
-    summary in the order of ``paths`` and tells on_done / on_error), and the end (``finish``)."""
+    workers): which images to run (``pending``: not done, and claimed here), one row per image
+    (``record``, which adds it to the summary, releases the claim and tells on_done / on_error), and
+    the end (``finish``). A context manager: leaving it releases the claims still held."""
 
     def __init__(self, paths, out_dir, overwrite=False, summary_path=None, on_done=None, on_error=None):
         self.paths, self.out_dir, self.overwrite = list(paths), Path(out_dir), overwrite
         self.summary_path, self.on_done, self.on_error = summary_path, on_done, on_error
         self.order = {path: index for index, path in enumerate(self.paths)}
+        output_folder(out_dir)  # claims are made in it before any image is run
         remove_stale_partials(out_dir)
+        self.claims = Claims(out_dir)
+        self.shard = Shard(Path(summary_path).parent) if summary_path else None  # beside the summary it feeds
         self.previous = read_summary(summary_path) if summary_path else {}
-        self.rows, self.summary_failure, self.unwritten = {}, None, False
+        self.started = time.time()
+        self.rows, self.unwritten, self.summary_failure = {}, [], None
+        self.unmerged, self.next_merge = False, 0.0
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        """Release the claims still held; after an interrupt, merge what the summary lacks."""
+        self.claims.close()
+        if self.unmerged:
+            with contextlib.suppress(OSError):
+                write_merged(self.summary_path)
 
     def pending(self):
-        """The paths to run, in order (a generator: skipped images are recorded as it reaches them, and
-        written with the next image's row or at the end, not one summary rewrite per skipped image)."""
+        """The paths to run, in order, each claimed (a generator: skipped images are recorded as it
+        reaches them, and written with the next image's row or at the end; images claimed by another
+        process, or done by one since, are left to it)."""
         for path in self.paths:
             row = skip_row(path, self.out_dir, self.overwrite, self.previous)
-            if row is None:
-                yield path
-            else:
+            if row is not None:
                 self.rows[self.order[path]] = row
-                self.unwritten = True
+                self.unwritten.append(row)
+            elif self._claim(path):
+                yield path
+
+    def _claim(self, path):
+        """True if ``path`` is now claimed here and still to do (not done by another process meanwhile;
+        with overwrite: not redone by one since this run started)."""
+        stem = Path(path).stem
+        if self.claims.take(stem) is None:
+            log.debug("%s: claimed by another process, left to it", path)
+            return False
+        report = _done(path, self.out_dir)
+        if report and (not self.overwrite or _mtime(report[0]) >= self.started):
+            log.debug("%s: done by another process meanwhile", path)
+            self.claims.release(stem)
+            return False
+        return True
 
     def record(self, path, outcome):
         """Record an outcome of ``attempt`` (("done", report) or ("failed", exception)) for ``path``."""
         status, value = outcome
-        if status == "done":
-            self._add(path, summary_row(path, "done", "", value), lambda: self.on_done and self.on_done(value))
-        else:
-            self._add(path, summary_row(path, "failed", str(value)),
-                      lambda: self.on_error and self.on_error(path, value))
-
-    def _add(self, path, row, tell=None):
+        reason = "" if status == "done" else str(value)
+        row = summary_row(path, status, reason, value if status == "done" else None)
         self.rows[self.order[path]] = row
-        if tell:
-            tell()
+        self.unwritten.append(row)
         self._write()
+        self.claims.release(Path(path).stem)
+        if status == "done" and self.on_done:
+            self.on_done(value)
+        elif status == "failed" and self.on_error:
+            self.on_error(path, value)
 
-    def _write(self):
-        self.unwritten = False
-        if self.summary_path:
-            self.summary_failure = _try_summary(self.summary_path, self.ordered(), self.previous,
-                                                self.summary_failure)
+    def _write(self, final=False):
+        """Add the rows recorded since the last write to this process's shard, and merge the summary
+        when ``final`` or when the last merge is old enough: MERGE_SECONDS, and 20 times what it took
+        (a merge reads every row of the folder), so merging takes at most 5 % of the run."""
+        rows, self.unwritten = self.unwritten, []
+        if not self.summary_path:
+            return
+        try:
+            self.shard.append(rows)
+            self.unmerged = True
+            if final or time.monotonic() >= self.next_merge:
+                start = time.monotonic()
+                write_merged(self.summary_path)
+                self.unmerged, self.next_merge = False, time.monotonic() + max(MERGE_SECONDS,
+                                                                                20 * (time.monotonic() - start))
+        except OSError as exc:
+            if self.summary_failure is None:
+                log.error("cannot write the summary %s (%s); carrying on with the images", self.summary_path,
+                          exc.strerror or exc)
+            self.summary_failure = exc.strerror or str(exc)
 
     def ordered(self):
         """The rows recorded so far, in the order of the paths."""
         return [self.rows[index] for index in sorted(self.rows)]
 
     def finish(self):
-        """This run's rows; InputError if the summary could not be written."""
-        if self.unwritten:
-            self._write()
+        """This run's rows; InputError, saying what was written, if the summary could not be."""
+        if self.unwritten or self.unmerged or self.summary_failure:
+            self._write(final=True)
         if self.summary_failure:
-            raise InputError(f"cannot write the summary {self.summary_path} ({self.summary_failure}); every image's "
-                             "outputs and report were written: free space or remove what is in the summary's place, "
-                             "then rerun to rewrite it.")
+            counts = count_rows(self.ordered())
+            raise InputError(f"cannot write the summary {self.summary_path} ({self.summary_failure}); of "
+                             f"{len(self.rows)} images {counts['done']} were written, {counts['failed']} failed "
+                             f"and {counts['skipped']} were done before: free space or remove what is in the "
+                             "summary's place, then rerun to finish.")
         return self.ordered()
 
 
-def _try_summary(summary_path, rows, previous, failure):
-    """Write the summary (this run's rows, then earlier rows of other images that are done); returns
-    None, or why it failed (logged the first time)."""
-    named = {row["image"] for row in rows}
-    kept = [row for image, row in previous.items() if image not in named and row.get("status") in ("done", "skipped")]
+def count_rows(rows):
+    """{status: how many rows have it} for done, skipped and failed."""
+    return {status: sum(row["status"] == status for row in rows) for status in ("done", "skipped", "failed")}
+
+
+def _mtime(path):
     try:
-        write_summary(summary_path, rows + kept)
-        return None
-    except OSError as exc:
-        reason = exc.strerror or str(exc)
-        if failure is None:
-            log.error("cannot write the summary %s (%s); carrying on with the images", summary_path, reason)
-        return reason
+        return Path(path).stat().st_mtime
+    except OSError:
+        return 0.0

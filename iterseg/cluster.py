@@ -102,26 +102,27 @@ def connect(spec, retries=DEFAULT_RETRIES, timeout=30):
 
 
 @functools.lru_cache(maxsize=2)
-def worker_segmenter(model, precision, compile=False):
+def worker_segmenter(model, precision, compile=False, backend="auto"):
     """The Segmenter of ``model`` (name or bundle path) in ``precision``, loaded once per worker process,
     with glibc's large-allocation thresholds back (model/malloc.py: Dask's
     MALLOC_TRIM_THRESHOLD_ made its workers 1.6x slower per image)."""
     from .api import load
     from .model.malloc import undo_malloc_trim_threshold
     undo_malloc_trim_threshold()
-    return load(model, precision=precision, compile=compile)
+    return load(model, precision=precision, compile=compile, backend=backend)
 
 
-def preload(model, precision="auto", compile=False):
+def preload(model, precision="auto", compile=False, backend="auto"):
     """Load the model on a worker ahead of its first image: ``client.run(preload, *model_spec(segmenter))``."""
-    worker_segmenter(model, precision, compile)
+    worker_segmenter(model, precision, compile, backend)
 
 
 def model_spec(segmenter):
-    """(model name or path, precision, compile) that a worker loads ``segmenter`` from."""
+    """(model name or path, precision, compile, backend) that a worker loads ``segmenter`` from."""
     if isinstance(segmenter, (str, Path)):
-        return str(segmenter), "auto", False
-    return str(segmenter.source), segmenter.defaults["precision"], segmenter.defaults["compile"]
+        return str(segmenter), "auto", False, "auto"
+    defaults = segmenter.defaults
+    return str(segmenter.source), defaults["precision"], defaults["compile"], defaults["backend"]
 
 
 def image_task(model, path, out_dir, options, file_options):
@@ -137,17 +138,24 @@ def predict_files(client, segmenter, paths, out_dir, options, overwrite=False, s
     path. The output folder and ``paths`` must be valid on the workers (a shared filesystem; absolute
     paths when the workers run elsewhere). retries: automatic retries of a task that raised something
     other than a bad-input error. show_progress: a progress bar of images here (workers show none)."""
+    model = model_spec(segmenter)
+    with FolderRun(paths, out_dir, overwrite, summary_path, on_done, on_error) as run:
+        todo = list(run.pending())
+        if len(todo) == 1 and _streamed(todo[0], file_options):  # one gigapixel image: its windows are the tasks
+            fanned = FannedOut(client, segmenter, retries=retries)
+            run.record(todo[0], attempt(fanned, todo[0], out_dir, options, show_progress=show_progress,
+                                        **file_options))
+        else:
+            _run_tasks(client, run, model, todo, out_dir, options, {**file_options, "show_progress": False}, retries,
+                       show_progress)
+        return run.finish()
+
+
+def _run_tasks(client, run, model, todo, out_dir, options, file_options, retries, show_progress):
+    """One task per image of ``todo`` on ``client``'s workers, each outcome recorded in ``run`` as it comes."""
     from distributed import as_completed
     from tqdm import tqdm
 
-    model = model_spec(segmenter)
-    run = FolderRun(paths, out_dir, overwrite, summary_path, on_done, on_error)
-    todo = list(run.pending())
-    if len(todo) == 1 and _streamed(todo[0], file_options):  # one gigapixel image: its windows are the tasks
-        fanned = FannedOut(client, segmenter, retries=retries)
-        run.record(todo[0], attempt(fanned, todo[0], out_dir, options, show_progress=show_progress, **file_options))
-        return run.finish()
-    file_options = {**file_options, "show_progress": False}
     futures = client.map(image_task, [model] * len(todo), todo, [out_dir] * len(todo), [options] * len(todo),
                          [file_options] * len(todo), retries=retries, pure=False)
     path_of = {future.key: path for future, path in zip(futures, todo, strict=True)}
@@ -158,7 +166,6 @@ def predict_files(client, segmenter, paths, out_dir, options, overwrite=False, s
                 progress.update()
     finally:
         client.cancel([future for future in futures if not future.done()])
-    return run.finish()
 
 
 def outcome(future, tasks="image"):
@@ -265,7 +272,7 @@ def refine_task(model, path, max_pixels, coarse, windows, context, batch_size):
     info = Path(path).stat()
     source = worker_source(path, bundle.in_channels, max_pixels, (info.st_size, info.st_mtime_ns),
                            threading.get_ident())
-    s2 = bundle.runners(model[1], model[2])[1]
+    s2 = bundle.runners(*model[1:])[1]
     before = source.tiles_read
     window_probs, boxes = refine(s2, bundle, source, coarse, windows, context, batch_size)
     return window_probs, boxes, source.tiles_read - before

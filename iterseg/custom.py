@@ -28,8 +28,8 @@ DEFAULT_SCALE = 0.125
 def two_stage_inference(inputs, coarse, fine, *, outputs="logits", scale=DEFAULT_SCALE, patches=None,
                         patch_size=None, score=None, stride=None, budget=None, budget_gmacs=None,
                         threshold=None, rounds=1, context=0, batch_size=None, max_overlap=None, windows=None,
-                        size_multiple=1, mean=None, std=None, count_macs=True,
-                        show_progress=False) -> loop.Result:
+                        size_multiple=1, mean=None, std=None, count_macs=True, backend="torch",
+                        precision="fp32", show_progress=False) -> loop.Result:
     """Segment one image with your own coarse and fine networks: ``coarse`` on the image resized by
     ``scale`` everywhere, ``fine`` at full resolution on the windows that most need it; the same method,
     options and Result as ``Segmenter.predict``.
@@ -54,6 +54,10 @@ def two_stage_inference(inputs, coarse, fine, *, outputs="logits", scale=DEFAULT
         ceil(max(H, W) / patches) rounded up to size_multiple; context: pixels of image the fine network
         sees around each window, at least its receptive radius to match its whole-image output).
         budget / budget_gmacs need torch modules (MACs are counted).
+    backend: 'torch' (default): the networks run as given; 'openvino': both torch modules are converted
+        by OpenVINO (``ov.convert_model``, a second or two each, once per call) and run by its CPU
+        plugin in ``precision`` ('fp32' default, 'bf16', or 'auto': the fastest this CPU has), on the
+        CPU; 'auto': OpenVINO where iterseg's probe finds it faster (model/runtime.py), else torch.
     count_macs: count the modules' MACs (default True). fvcore traces each module once per input shape
         (stage 1, a window with its context, the whole image: a forward pass each, the whole image's on
         at most a 1024 px square, scaled by pixel count) before the run, so ``seconds`` leave it out
@@ -68,13 +72,14 @@ def two_stage_inference(inputs, coarse, fine, *, outputs="logits", scale=DEFAULT
     source = read_inputs(inputs)
     networks = make_networks(coarse, fine, source.unit.shape[2], outputs, scale, size_multiple, mean, std,
                              count_macs)
+    runs_on = networks.compile_for(backend, precision)
     if not networks.countable and (budget is not None or budget_gmacs is not None):
         raise InputError("budget and budget_gmacs need the MACs of both networks, which fvcore counts only for "
                          "torch modules with count_macs=True; pass those, or patches= / threshold= instead.")
     settings = Settings.from_options(patches=patches, patch_size=patch_size, score=score, stride=stride,
                                      budget=budget, budget_gmacs=budget_gmacs, threshold=threshold, rounds=rounds,
                                      context=context, batch_size=batch_size, max_overlap=max_overlap,
-                                     precision="fp32")
+                                     precision="fp32", backend="torch")  # users' networks run as given
     warm_up_kernels()
     with torch.inference_mode():
         networks.probe()
@@ -84,7 +89,7 @@ def two_stage_inference(inputs, coarse, fine, *, outputs="logits", scale=DEFAULT
     result = loop.two_stage(source, networks, settings, windows, show_progress)
     result.options["count_seconds"] = counting
     result.notes.extend([note] if note else [])
-    return _finish(result, networks)
+    return _finish(result, networks, runs_on)
 
 
 def count_ahead(networks, settings, shape, windows):
@@ -146,11 +151,14 @@ def read_inputs(inputs):
     return ArraySource(array, 1 if array.ndim == 2 else array.shape[2])
 
 
-def _finish(result, networks):
-    """The Result with what a user's networks change: macs None unless both are modules, notes."""
+def _finish(result, networks, runs_on):
+    """The Result with what a user's networks change: macs None unless both are modules, notes;
+    ``runs_on``: the runtime report (precision, backend, why) of OpenVINO, or None (run as given)."""
     options = result.options
-    options.pop("precision_reason", None)
-    options["precision"] = "as given"
+    for name in ("precision", "backend"):
+        options.pop(f"{name}_reason", None)
+        options[name] = "as given"
+    options.update(runs_on or {})
     options.update(networks="own", scale=networks.s1_scale, size_multiple=networks.s2.config.size_multiple)
     if networks.countable and (networks.s1.config.scaled or networks.s2.config.scaled):
         result.notes.append(f"MACs of inputs above {COUNT_PIXELS} pixels scaled from a {COUNT_SIDE} px square by "

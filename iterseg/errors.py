@@ -1,4 +1,5 @@
 """Exception types of iterseg. The CLI turns an ``IterSegError`` into one line on stderr and exit code 2."""
+import contextlib
 
 
 class IterSegError(Exception):
@@ -11,3 +12,24 @@ class InputError(IterSegError, ValueError):
 
 class ModelError(IterSegError):
     """A model name or bundle file that cannot be loaded."""
+
+
+@contextlib.contextmanager
+def naming(path):
+    """Name ``path`` in an InputError raised inside that does not name it yet (an image read into an
+    array, then refused for its values, is refused as that file)."""
+    try:
+        yield
+    except InputError as exc:
+        if str(path) in str(exc):
+            raise
+        raise InputError(f"{path}: {exc}") from exc
+
+
+def describe(exc, limit=120):
+    """The first line of an exception's message (at most ``limit`` characters), or what its type
+    means when it has none (a MemoryError), for '... (why)' in a message."""
+    text = str(exc).strip().splitlines()
+    if text:
+        return text[0][:limit]
+    return "out of memory" if isinstance(exc, MemoryError) else type(exc).__name__

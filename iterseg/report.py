@@ -67,7 +67,8 @@ def summary(report):
         what,
         f"  MACs  S1 {_giga(macs['stage1'])}  S2 {_giga(macs['stage2'])}  total {_giga(macs['total'])}"
         f"  baseline {_giga(macs['baseline'])}  ratio {100 * macs['ratio']:.2f} %  ({macs['convention']})",
-        f"  seconds ({options.get('precision', 'fp32')})  " + "  ".join(f"{k} {v:.4f}" for k, v in sec.items()),
+        f"  seconds ({options.get('precision', 'fp32')}, {options.get('backend', 'torch')})  "
+        + "  ".join(f"{k} {v:.4f}" for k, v in sec.items()),
     ]
     if "class_fractions" in report:
         shares = sorted(report["class_fractions"].items(), key=lambda item: -item[1])

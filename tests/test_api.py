@@ -45,7 +45,9 @@ def test_a_result_at_any_pixels_equals_its_whole_map(bundle, image):
 def test_load_and_predict_from_a_path(bundle_path, image_path):
     segmenter = iterseg.load(bundle_path)
     auto = str(check_precision("auto"))  # fp32 or bf16, by the CPU (or $ITERSEG_AUTO_PRECISION)
-    assert repr(segmenter) == f"Segmenter({str(bundle_path)!r}, classes=['background', 'foreground'], precision={auto!r})"
+    backend = str(segmenter.defaults["backend"])  # torch or openvino, by what is installed and measured
+    assert repr(segmenter) == (f"Segmenter({str(bundle_path)!r}, classes=['background', 'foreground'], "
+                               f"precision={auto!r}, backend={backend!r})")
     result = segmenter.predict(image_path, patches=4)
     base = segmenter.predict_baseline(image_path)
     assert result.mask.shape == base.mask.shape == (96, 128) and len(result.windows) == 4

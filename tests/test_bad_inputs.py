@@ -4,8 +4,11 @@ never a crash, a hang, exhausted memory or clobbered data. One section per class
 bundle reader and the spec loader are at the end (the image reader's is in tests/disk/test_images.py)."""
 import csv
 import dataclasses
+import errno
 import json
 import os
+import re
+import shutil
 import struct
 import subprocess
 import sys
@@ -27,6 +30,7 @@ from PIL import Image
 
 import iterseg
 from iterseg import batch
+from iterseg import summary as summary_module
 from iterseg.cli import main
 from iterseg.disk.images import read_image, read_image_noted
 from iterseg.errors import InputError, ModelError
@@ -198,6 +202,46 @@ def test_a_tiff_of_gray_pages_is_not_read_as_rgb_and_says_so(tmp_path, model, ca
     assert any("first of its 3 pages" in note for note in report["notes"])
 
 
+def two_rgb_pages(path):
+    """A TIFF of two RGB images written one after the other (two series of one page each)."""
+    tifffile.imwrite(path, blob_image(32, 40, seed=1))
+    tifffile.imwrite(path, blob_image(32, 40, seed=2), append=True)
+
+
+def zcyx(path, channels):
+    """An OME-TIFF of 5 z-planes of ``channels`` uint16 channels (ZCYX): plane z, channel c holds 1000 z + c."""
+    stack = np.zeros((5, channels, 32, 40), np.uint16) + (1000 * np.arange(5)[:, None] + np.arange(channels))[
+        :, :, None, None].astype(np.uint16)
+    tifffile.imwrite(path, stack, ome=True, metadata={"axes": "ZCYX"})
+
+
+@pytest.mark.parametrize("write, shape, first, words", [
+    (two_rgb_pages, (32, 40, 3), blob_image(32, 40, seed=1), "the TIFF holds 2 images; the first (40 x 32 pixels)"),
+    (lambda path: tifffile.imwrite(path, np.stack([blob_image(32, 40, seed=1), blob_image(32, 40, seed=2)]),
+                                   photometric="rgb"), (32, 40, 3), blob_image(32, 40, seed=1), "first of its 2 pages"),
+    (lambda path: zcyx(path, 3), (32, 40, 3), np.array([0, 1, 2], np.uint16), "plane Z=0 of 5 was read, its 3 "
+                                                                             "channels (C) as the image's channels"),
+])
+def test_multi_page_and_multi_plane_tiffs_say_what_was_read(tmp_path, model, capsys, write, shape, first, words):
+    write(tmp_path / "stack.tif")
+    image, notes = read_image_noted(tmp_path / "stack.tif")
+    assert image.shape == shape and (image == first).all() and any(words in note for note in notes), notes
+    assert any("to segment another" in note for note in notes)
+    code, err = run_cli(["predict", str(tmp_path / "stack.tif"), *model, "--out", str(tmp_path / "o"), "--quiet"],
+                        capsys)
+    assert code == 0, err
+    assert any(words in note for note in json.loads((tmp_path / "o" / "stack.report.json").read_text())["notes"])
+
+
+def test_a_plane_of_more_channels_than_an_image_is_refused_with_how_to_pick(tmp_path, model, capsys):
+    zcyx(tmp_path / "six.ome.tif", 6)
+    code, err = run_cli(["predict", str(tmp_path / "six.ome.tif"), *model, "--out", str(tmp_path / "o")], capsys)
+    assert code == 2 and len(err) == 1 and "holds 6 channels in each plane (axes ZCYX" in err[0], err
+    assert "tifffile.imread(IN)[..., :3, :, :]" in err[0]
+    with pytest.raises(InputError, match="holds 6 channels"):
+        iterseg.load(model[1]).predict(tmp_path / "six.ome.tif")
+
+
 def test_an_animated_gif_uses_its_first_frame_with_a_note(tmp_path):
     frames = [Image.fromarray(np.full((16, 24, 3), v, np.uint8)) for v in (30, 200)]
     frames[0].save(tmp_path / "anim.gif", save_all=True, append_images=frames[1:], duration=100, loop=0)
@@ -311,7 +355,8 @@ def test_out_equal_to_the_input_folder_never_reads_its_own_outputs(scans, model,
     argv = ["predict", str(scans), *model, "--out", str(scans), "--quiet", "--patches", "2"]
     assert run_cli(argv, capsys)[0] == 0
     first = sorted(p.name for p in scans.iterdir())
-    assert len(first) == 3 * 4 + 1  # image, mask, overlay, report each (probabilities only on request), the summary
+    # image, mask, overlay, report each (probabilities only on request), the summary and its rows (.summary/)
+    assert len(first) == 3 * 4 + 2
     assert run_cli(argv, capsys)[0] == 0
     assert run_cli([*argv, "--overwrite"], capsys)[0] == 0
     assert sorted(p.name for p in scans.iterdir()) == first
@@ -340,6 +385,20 @@ def test_a_summary_that_cannot_be_written_does_not_stop_the_run(scans, tmp_path,
     assert all((out / f"img{i}.report.json").is_file() for i in range(3))
 
 
+def test_a_full_disk_ends_with_a_line_that_counts_what_was_written(scans, tmp_path, model, capsys, monkeypatch):
+    def full(*args, **kwargs):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(batch, "write_mask", full)
+    monkeypatch.setattr(summary_module.Shard, "append", full)
+    out = tmp_path / "out"
+    code, err = run_cli(["predict", str(scans), *model, "--out", str(out), "--quiet"], capsys)
+    assert code == 2 and all("No space left on device" in line for line in err), err
+    assert "of 3 images 0 were written, 3 failed" in err[-1] and "every image" not in err[-1], err
+    with pytest.raises(InputError, match="of 3 images 0 were written, 3 failed"):
+        batch.predict_files(iterseg.load(model[1]), sorted(scans.iterdir()), out, {}, summary_path=out / "summary.csv")
+
+
 def test_stale_temporary_files_of_killed_runs_are_removed(scans, tmp_path, model, capsys):
     out = tmp_path / "out"
     out.mkdir()
@@ -359,12 +418,16 @@ def test_a_rerun_keeps_the_numbers_of_the_images_it_skips(scans, tmp_path, model
     first = summary(out)
     (scans / "img2.png").unlink()
     assert run_cli(argv, capsys)[0] == 0
+    # each image's row is the one of the run that did the work, img2 kept though not named now
+    assert summary(out) == first and first["img2.png"]["status"] == "done"
+    shutil.rmtree(out / ".summary")  # the rows behind the summary, lost with the summary itself
+    (out / "summary.csv").unlink()
+    assert run_cli(argv, capsys)[0] == 0
     again = summary(out)
     for name in ("img0.png", "img1.png"):
-        assert again[name]["status"] == "skipped"
+        assert again[name]["status"] == "skipped"  # the numbers from the reports
         for field in ("windows", "macs_ratio", "foreground_fraction", "seconds"):
             assert again[name][field] == first[name][field] != ""
-    assert again["img2.png"]["status"] == "done"  # done earlier, not named now: its row is kept
 
 
 def test_rerunning_a_single_file_skips_it_unless_overwrite(tmp_path, image_path, model, capsys):
@@ -401,6 +464,140 @@ def test_batch_api_leaves_out_outputs_only_in_the_output_folder(scans, tmp_path)
     assert [p.name for p in batch.expand_inputs([scans], scans)] == ["img0.png", "img1.png", "img2.png"]
     assert len(batch.expand_inputs([scans], tmp_path / "elsewhere")) == 4
     assert len(batch.expand_inputs([scans / "img0.mask.png"], scans)) == 1  # named: taken as given
+
+
+@pytest.mark.parametrize("damage, words", [
+    (lambda data: data[:len(data) // 2], "is truncated (it ends inside its IDAT chunk)"),
+    (lambda data: data[:-12], "is truncated (it ends before its IEND chunk)"),
+    (lambda data: data[:60] + bytes([data[60] ^ 0xFF]) + data[61:], "is corrupt (its IDAT chunk fails its CRC check)"),
+])
+def test_a_damaged_png_says_so_in_one_line_and_libpng_says_nothing(tmp_path, model, capfd, damage, words):
+    data = write_png(tmp_path / "scan.png", blob_image(40, 48)).read_bytes()
+    (tmp_path / "scan.png").write_bytes(damage(data))
+    assert main(["predict", str(tmp_path / "scan.png"), *model, "--out", str(tmp_path / "o")]) == 2
+    err = [line for line in capfd.readouterr().err.splitlines() if "random weights" not in line]
+    assert len(err) == 1 and words in err[0] and "export it again" in err[0], err  # no "libpng error: ..."
+    with pytest.raises(InputError, match=re.escape(words)):
+        read_image(tmp_path / "scan.png")
+
+
+def test_a_tiff_whose_tiles_exhaust_memory_says_so(tmp_path, model, capsys, monkeypatch):
+    def too_large(*args, **kwargs):
+        raise MemoryError  # what decoding a damaged header's 60000 x 60000 tiles raises under a memory limit
+
+    tifffile.imwrite(tmp_path / "tiles.tif", blob_image(64, 64), tile=(16, 16))
+    monkeypatch.setattr(tifffile.TiffPageSeries, "asarray", too_large)
+    code, err = run_cli(["predict", str(tmp_path / "tiles.tif"), *model, "--out", str(tmp_path / "o")], capsys)
+    assert code == 2 and "(out of memory)" in err[0] and "()" not in err[0], err
+    with pytest.raises(InputError, match=r"\(out of memory\)"):
+        read_image(tmp_path / "tiles.tif")
+
+
+# --- folders and files that cannot be reached ------------------------------------------------------------
+
+
+def test_a_folder_that_cannot_be_listed_is_bad_input(scans, tmp_path, model, capsys, monkeypatch):
+    listing = Path.iterdir
+
+    def denied(self):
+        if self == scans:
+            raise PermissionError(errno.EACCES, "Permission denied", str(self))
+        return listing(self)
+
+    monkeypatch.setattr(Path, "iterdir", denied)
+    code, err = run_cli(["predict", str(scans), *model, "--out", str(tmp_path / "o")], capsys)
+    assert code == 2 and len(err) == 1 and f"cannot list folder {scans} (Permission denied)" in err[0], err
+    with pytest.raises(InputError, match="read and execute permission"):
+        batch.expand_inputs([scans])
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root lists any folder")
+def test_a_folder_without_permissions_is_bad_input(scans, tmp_path, model, capsys):
+    scans.chmod(0)
+    try:
+        code, err = run_cli(["predict", str(scans), *model, "--out", str(tmp_path / "o")], capsys)
+    finally:
+        scans.chmod(0o755)
+    assert code == 2 and "cannot list folder" in err[0], err
+
+
+@pytest.mark.parametrize("name, target, words", [
+    ("loop.png", "loop.png", "is a symbolic link loop"),
+    ("dangling.png", "nowhere.png", "is a symbolic link to nowhere.png, which does not exist"),
+])
+def test_broken_symbolic_links_are_named_as_such(tmp_path, model, capsys, name, target, words):
+    link = tmp_path / name
+    os.symlink(target, link)
+    code, err = run_cli(["predict", str(link), *model, "--out", str(tmp_path / "o")], capsys)
+    assert code == 2 and len(err) == 1 and words in err[0] and "does not exist; check the path" not in err[0], err
+    with pytest.raises(InputError, match=words):
+        iterseg.load(model[1]).predict(link)
+
+
+# --- numbers that are not finite: never a mask ------------------------------------------------------------
+
+
+def nan_bundle(network):
+    """small_bundle whose S1 or S2 ('s1', 's2') gives NaN logits everywhere (its head's bias NaN)."""
+    bundle = small_bundle()
+    with torch.no_grad():
+        getattr(bundle, network).head.bias.fill_(float("nan"))
+    return bundle
+
+
+@pytest.mark.parametrize("network, run, words", [
+    ("s1", lambda seg, image, tiled: seg.predict(image, patches=2), "stage 1 of model"),
+    ("s2", lambda seg, image, tiled: seg.predict(image, patches=2), "stage 2 of model"),
+    ("s2", lambda seg, image, tiled: seg.predict_baseline(image), "the full-resolution network of model"),
+    ("s1", lambda seg, image, tiled: seg.predict_tiled(tiled, patches=2), "stage 1 of model"),
+    ("s2", lambda seg, image, tiled: seg.predict_tiled(tiled, patches=2), "stage 2 of model"),
+])
+def test_networks_giving_nan_are_an_error_in_memory_and_streamed(tmp_path, image, network, run, words):
+    tiled = write_tiled(tmp_path / "t.tif", image, tile=(32, 32))
+    with pytest.raises(InputError, match="NaN or infinite probabilities") as info:
+        run(iterseg.Segmenter(nan_bundle(network)), image, tiled)
+    assert words in str(info.value)
+
+
+def test_nan_probabilities_fail_the_image_through_the_cli(scans, tmp_path, model, capsys, monkeypatch):
+    from iterseg.engine import infer
+    monkeypatch.setattr(infer, "logits_to_probs", lambda logits: torch.full_like(logits, float("nan")))
+    out = tmp_path / "out"
+    code, err = run_cli(["predict", str(scans), *model, "--out", str(out), "--quiet"], capsys)
+    assert code == 2 and "img0.png: stage 1 of model" in err[0] and "NaN or infinite probabilities" in err[0], err
+    assert {row["status"] for row in summary(out).values()} == {"failed"} and not list(out.glob("*.mask.png"))
+
+
+def test_float64_values_near_1e300_are_scaled_without_overflow(tmp_path, model, capsys):
+    huge = blob_image(40, 48).astype(np.float64) * 1e298
+    tifffile.imwrite(tmp_path / "huge.tif", huge, photometric="rgb")
+    code, err = run_cli(["predict", str(tmp_path / "huge.tif"), *model, "--out", str(tmp_path / "o"), "--quiet",
+                         "--save-probs"], capsys)
+    assert code == 0, err
+    assert np.isfinite(tifffile.imread(tmp_path / "o" / "huge.probs.tif")).all()
+    segmenter = iterseg.load(model[1])
+    unit = ((huge - huge.min()) / (huge.max() - huge.min())).astype(np.float32)  # the one rule, by hand
+    expected = segmenter.predict(unit, patches=1)
+    result = segmenter.predict(huge, patches=1)
+    np.testing.assert_allclose(result.probs, expected.probs, atol=1e-5)
+    huge[0, 0], huge[0, 1] = -1.5e308, 1.5e308  # a range of 3e308: beyond float64
+    tifffile.imwrite(tmp_path / "wide.tif", huge, photometric="rgb")
+    code, err = run_cli(["predict", str(tmp_path / "wide.tif"), *model, "--out", str(tmp_path / "o")], capsys)
+    assert code == 2 and "wide.tif" in err[0] and "overflows float64" in err[0], err
+    with pytest.raises(InputError, match="overflows float64"):
+        segmenter.predict(huge)
+
+
+def test_the_folder_mode_error_for_nan_pixels_names_the_file(scans, tmp_path, model, capsys):
+    bad = blob_image(40, 48).astype(np.float32) / 255
+    bad[3, 4, 0] = np.nan
+    tifffile.imwrite(scans / "nan.tif", bad, photometric="rgb")
+    out = tmp_path / "out"
+    code, err = run_cli(["predict", str(scans), *model, "--out", str(out), "--quiet"], capsys)
+    assert code == 2 and f"{scans / 'nan.tif'}: image contains NaN or infinite values" in err[0], err
+    assert summary(out)["nan.tif"]["reason"].startswith(str(scans / "nan.tif"))
+    with pytest.raises(InputError, match="nan.tif: image contains NaN"):
+        iterseg.load(model[1]).predict(scans / "nan.tif")
 
 
 # --- options and specs ----------------------------------------------------------------------------------

@@ -2,6 +2,7 @@
 the summary, and streamed outputs (through the API and the CLI)."""
 import csv
 import json
+from pathlib import Path
 
 import cv2
 import numpy as np
@@ -9,7 +10,7 @@ import pytest
 import tifffile
 
 import iterseg
-from iterseg import batch
+from iterseg import batch, summary
 from iterseg.cli import main
 
 from synthetic import blob_image, write_image_folder, write_tiled
@@ -20,6 +21,11 @@ def folder(tmp_path):
     images = write_image_folder(tmp_path / "in", 3)
     (images / "notes.txt").write_text("not an image, not picked up")
     return images
+
+
+def leftovers(out):
+    """Temporary files and claims in ``out`` (the rows of each process in .summary/ stay)."""
+    return [p for p in out.iterdir() if p.name.startswith(".") and p.name != summary.SHARDS]
 
 
 def summary_rows(out):
@@ -36,19 +42,21 @@ def test_a_folder_run_survives_a_bad_image_and_writes_a_summary(tmp_path, folder
     assert {name: row["status"] for name, row in rows.items()} == {
         "broken.png": "failed", "img0.png": "done", "img1.png": "done", "img2.png": "done"}
     assert all((out / f"img{i}.report.json").is_file() for i in range(3))
-    assert not [p for p in out.iterdir() if p.name.startswith(".")]
+    assert not leftovers(out)
 
 
-def test_done_images_are_skipped_unless_overwrite(tmp_path, folder, bundle_path, monkeypatch):
+def test_done_images_are_skipped_unless_overwrite(tmp_path, folder, bundle_path, monkeypatch, capsys):
     (folder / "broken.png").unlink()
     out = tmp_path / "out"
     assert main(["predict", str(folder), "--model", str(bundle_path), "--out", str(out), "--quiet"]) == 0
     stamp = (out / "img0.report.json").stat().st_mtime_ns
+    first = summary_rows(out)
     writes = []
-    write_summary = batch.write_summary
-    monkeypatch.setattr(batch, "write_summary", lambda *args: writes.append(1) or write_summary(*args))
-    assert main(["predict", str(folder), "--model", str(bundle_path), "--out", str(out), "--quiet"]) == 0
-    assert {row["status"] for row in summary_rows(out).values()} == {"skipped"}
+    write_summary = summary.write_summary
+    monkeypatch.setattr(summary, "write_summary", lambda *args: writes.append(1) or write_summary(*args))
+    assert main(["predict", str(folder), "--model", str(bundle_path), "--out", str(out)]) == 0
+    assert "3 images: 0 done, 3 skipped (outputs exist), 0 failed" in capsys.readouterr().err
+    assert summary_rows(out) == first  # the rows of the run that did the work
     assert len(writes) == 1  # a rerun of thousands of done images does not rewrite the summary per image
     assert (out / "img0.report.json").stat().st_mtime_ns == stamp
     assert main(["predict", str(folder), "--model", str(bundle_path), "--out", str(out), "--quiet",
@@ -83,10 +91,10 @@ def test_an_interrupt_keeps_finished_images(tmp_path, folder, bundle_path, monke
     assert "interrupted" in capsys.readouterr().err
     assert (out / "img0.report.json").is_file() and not (out / "img1.report.json").exists()
     assert summary_rows(out)["img0.png"]["status"] == "done"
-    assert not [p for p in out.iterdir() if p.name.startswith(".")]
+    assert not leftovers(out)
     monkeypatch.setattr(batch, "predict_file", real)
     assert main(["predict", str(folder), "--model", str(bundle_path), "--out", str(out), "--quiet"]) == 0
-    assert [row["status"] for row in summary_rows(out).values()] == ["skipped", "done", "done"]
+    assert [row["status"] for row in summary_rows(out).values()] == ["done", "done", "done"]
 
 
 def test_streamed_outputs_from_the_cli(tmp_path, bundle_path, capsys):
@@ -186,3 +194,97 @@ def test_predict_files_tells_of_each_image_and_writes_the_summary_after_each(tmp
     assert rows[1]["windows"] == 2 and rows[1]["streamed"] is False and "cannot decode" in rows[0]["reason"]
     again = batch.predict_files(segmenter, batch.expand_inputs([folder / "img0.png"]), out, {})
     assert again[0]["status"] == "skipped" and "--overwrite" in again[0]["reason"]
+
+
+# --- many processes on one folder into one output folder (job arrays) -----------------------------------
+
+
+@pytest.fixture
+def forty(tmp_path):
+    folder = tmp_path / "forty"
+    folder.mkdir()
+    for i in range(40):
+        cv2.imwrite(str(folder / f"img{i:02d}.png"), blob_image(24, 24, seed=i))
+    return folder
+
+
+def _together(runs):
+    """Run the callables ``runs`` in threads started together; their results."""
+    import threading
+    start, results = threading.Barrier(len(runs)), [None] * len(runs)
+
+    def go(index):
+        start.wait()
+        results[index] = runs[index]()
+
+    threads = [threading.Thread(target=go, args=(index,)) for index in range(len(runs))]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    return results
+
+
+@pytest.mark.parametrize("sharded, overwrite", [(False, False), (True, False), (False, True)])
+def test_four_runs_at_once_compute_each_image_once_and_lose_no_row(tmp_path, forty, bundle_path, monkeypatch,
+                                                                   sharded, overwrite):
+    segmenter = iterseg.load(bundle_path)
+    out = batch.output_folder(tmp_path / "out")
+    paths = batch.expand_inputs([forty])[:16 if overwrite else 40]
+    if overwrite:  # all done before: four runs with overwrite redo each image once between them
+        batch.predict_files(segmenter, paths, out, {"patches": 1})
+    computed, real = [], batch.predict_file
+    monkeypatch.setattr(batch, "predict_file", lambda segmenter, path, *a, **k: computed.append(path.name) or real(
+        segmenter, path, *a, **k))
+
+    def run(index):
+        mine = batch.shard_of(paths, (index + 1, 4)) if sharded else paths
+        return lambda: batch.predict_files(segmenter, mine, out, {"patches": 1}, overwrite=overwrite,
+                                           summary_path=out / "summary.csv")
+
+    rows = _together([run(index) for index in range(4)])
+    assert sorted(computed) == sorted(p.name for p in paths)  # every image once
+    statuses = [row["status"] for r in rows for row in r]  # a run skips what another finished before it came
+    assert statuses.count("done") == len(paths) and set(statuses) <= {"done", "skipped"}
+    table = summary_rows(out)
+    assert len(table) == len(paths) and {row["status"] for row in table.values()} == {"done"}
+    assert not leftovers(out)
+    with open(out / "summary.csv", encoding="utf-8") as handle:
+        assert len(handle.read().splitlines()) == len(paths) + 1  # the header and one row per image, none twice
+
+
+def test_shards_split_the_inputs_and_the_option_is_checked(tmp_path, folder, bundle_path, capsys):
+    paths = list(range(10))
+    parts = [batch.shard_of(paths, (index, 3)) for index in (1, 2, 3)]
+    assert parts == [[0, 3, 6, 9], [1, 4, 7], [2, 5, 8]]
+    out = tmp_path / "out"
+    argv = ["predict", str(folder), "--model", str(bundle_path), "--out", str(out), "--quiet"]
+    assert main([*argv, "--shard", "2/2"]) == 0  # img0 and img2 of broken, img0, img1, img2
+    assert set(summary_rows(out)) == {"img0.png", "img2.png"}
+    assert main([*argv, "--shard", "1/2"]) == 2  # broken.png fails
+    assert set(summary_rows(out)) == {"broken.png", "img0.png", "img1.png", "img2.png"}
+    for bad in ("0/4", "5/4", "2", "a/b"):
+        assert main([*argv, "--shard", bad]) == 2
+        err = capsys.readouterr().err
+        assert "--shard" in err and "1 <= I <= N" in err, err
+
+
+@pytest.mark.slow  # 4 processes importing torch on 2 cores: 35-40 s each way
+@pytest.mark.parametrize("sharded", [False, True])
+def test_four_processes_at_once_through_the_cli(tmp_path, forty, bundle_path, sharded):
+    """The job array of issue 29: 4 `iterseg predict` processes started together on one folder of 40
+    images into one --out (or on its 4 shards): every image computed once, 40 rows, every exit 0."""
+    import subprocess
+    import sys
+    out = tmp_path / "out"
+    argv = [sys.executable, "-m", "iterseg", "predict", str(forty), "--model", str(bundle_path), "--out", str(out),
+            "--patches", "1"]
+    runs = [subprocess.Popen([*argv, *(["--shard", f"{index}/4"] if sharded else [])], stdout=subprocess.PIPE,
+                             stderr=subprocess.PIPE, text=True) for index in range(1, 5)]
+    outputs = [run.communicate(timeout=300) for run in runs]
+    assert [run.returncode for run in runs] == [0] * 4, [err for _, err in outputs]
+    done = [line.split(":")[0] for stdout, _ in outputs for line in stdout.splitlines() if ", model " in line]
+    assert sorted(Path(name).name for name in done) == sorted(p.name for p in forty.iterdir())  # each once
+    table = summary_rows(out)
+    assert len(table) == 40 and {row["status"] for row in table.values()} == {"done"}
+    assert not leftovers(out)

@@ -40,7 +40,7 @@ def test_the_summary_lines(bundle, image):
     assert lines[0] == "blobs.png: 128 x 96, model small"
     assert lines[1].startswith("  refined 12 of 500 windows asked (32 px, score mean); foreground ")
     assert "ratio" in lines[2] and "(fvcore: 1 multiply-accumulate = 1 flop)" in lines[2]
-    assert lines[3].startswith("  seconds (fp32)  stage1 ")
+    assert lines[3].startswith(f"  seconds (fp32, {result.options['backend']})  stage1 ")
     assert lines[-1] == "  note: 500 patches asked, the grid has only 12 windows: all refined"
     budget = iterseg.two_stage(image, bundle, budget=0.3, patch_size=32)
     budget_report = result_report(budget, "blobs.png", image.shape, MODEL, {})

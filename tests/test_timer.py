@@ -5,7 +5,7 @@ import time
 
 import pytest
 
-from iterseg.timer import Timer, peak_rss_mb
+from iterseg.timer import Timer
 
 
 def test_named_steps_add_up_and_the_total_covers_them():
@@ -24,7 +24,8 @@ def test_peak_memory_is_in_megabytes_and_follows_what_the_process_touches():
     """In a fresh process: touching N MB above the process's resident size makes the peak that size + N.
     (A child inherits its parent's peak, so N is chosen above it.)"""
     code = ("import numpy as np; from iterseg.timer import peak_rss_mb; "
-            "import os; resident = int(open('/proc/self/statm').read().split()[1]) * os.sysconf('SC_PAGE_SIZE') / 2 ** 20; "
+            "import os; page = os.sysconf('SC_PAGE_SIZE'); "
+            "resident = int(open('/proc/self/statm').read().split()[1]) * page / 2 ** 20; "
             "n = int(peak_rss_mb()) + 200; block = np.ones(n * 2 ** 20, dtype=np.uint8); "
             "print(resident + n, peak_rss_mb())")
     expected, peak = map(float, subprocess.run([sys.executable, "-c", code], check=True, capture_output=True,

@@ -216,6 +216,24 @@ def test_bad_arguments_give_one_line_input_errors(x, call, message):
     assert message in str(info.value) and "\n" not in str(info.value)
 
 
+def nan_where_bright(t):
+    """A network that overflows on some inputs: NaN logits where the input is above 1, else its first channel."""
+    return torch.where(t[:, :1] > 1, torch.full_like(t[:, :1], float("nan")), t[:, :1])
+
+
+@pytest.mark.parametrize("coarse, fine, role", [
+    (nan_where_bright, identity, "coarse"),
+    (identity, nan_where_bright, "fine"),
+    (identity, lambda t: t[:, :1] / (t[:, :1] > 1), "fine"),  # infinity, not NaN
+])
+def test_a_network_returning_nan_or_infinity_is_an_error_that_names_it(x, coarse, fine, role):
+    x = x.clone()
+    x[:, 10:20, 10:20] = 3  # bright: past the zero-input probe, in the window chosen first
+    with pytest.raises(InputError) as info:
+        two_stage_inference(x, coarse, fine, patches=64, patch_size=16)
+    assert f"the {role} network returned NaN or infinite values" in str(info.value) and "\n" not in str(info.value)
+
+
 def test_exported_from_the_package():
     assert iterseg.two_stage_inference is two_stage_inference
     assert iterseg.api.two_stage_inference is two_stage_inference
@@ -253,3 +271,18 @@ def test_a_bundles_networks_reproduce_its_own_two_stage_run():
     np.testing.assert_allclose(own.probs, builtin.probs, atol=1e-5)  # the runner folds batch norm
     assert {k: own.macs[k] for k in ("stage1", "stage2", "baseline")} == {
         k: builtin.macs[k] for k in ("stage1", "stage2", "baseline")}
+
+
+@pytest.mark.slow  # OpenVINO's converter traces each module: seconds on 2 cores
+def test_openvino_runs_the_users_modules_with_the_same_result(x):
+    coarse, fine = conv_net(seed=1), conv_net(seed=2)
+    options = {"patches": 5, "patch_size": 16, "context": 2}
+    as_given = two_stage_inference(x, coarse, fine, **options)
+    converted = two_stage_inference(x, coarse, fine, backend="openvino", **options)
+    assert as_given.options["backend"] == "as given"
+    assert (converted.options["backend"], converted.options["precision"]) == ("openvino", "fp32")
+    np.testing.assert_array_equal(converted.windows, as_given.windows)
+    np.testing.assert_allclose(converted.probs, as_given.probs, atol=1e-5)
+    assert converted.macs == as_given.macs  # fvcore still counts the modules
+    with pytest.raises(InputError, match="backend 'openvino' needs the coarse network as a torch module"):
+        two_stage_inference(x, lambda t: t[:, :1], fine, backend="openvino", **options)

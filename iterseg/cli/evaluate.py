@@ -4,6 +4,7 @@ import sys
 from pathlib import Path
 
 from .options import (
+    add_backend,
     add_max_pixels,
     add_model,
     add_precision,
@@ -33,6 +34,7 @@ def add_parser(subparsers):
                         help="pixels of image stage 2 sees around each window, as for predict (default 0)")
     add_score(parser)
     add_precision(parser)
+    add_backend(parser)
     parser.add_argument("--limit", type=int_at_least(1), default=None, help="only the first N images")
     parser.add_argument("--out", default="iterseg-eval", metavar="DIR",
                         help="folder for the JSON and Markdown reports")
@@ -50,7 +52,7 @@ def run(args):
     spec = load_spec(args.spec, args.data_root, max_pixels=args.max_pixels)
     out_dir = output_folder(args.out)
     model = chosen_model(args)
-    segmenter = load(model, precision=args.precision)
+    segmenter = load(model, precision=args.precision, backend=args.backend)
 
     def progress(done, total, sample_id):
         if not args.quiet:

@@ -9,7 +9,7 @@ import math
 from importlib import resources
 from pathlib import Path
 
-from ..model.cpu import PRECISIONS
+from ..model.cpu import BACKENDS, PRECISIONS
 
 WEIGHTS = Path(__file__).resolve().parent.parent / "weights"  # the embedded bundles, as model/store.py reads them
 
@@ -161,6 +161,14 @@ def add_precision(parser):
                              "says; fp32: the reference; bf16: bfloat16 autocast, several times faster on CPUs "
                              "with AVX-512 BF16/AMX (much slower without), Dice within ~0.002; int8: an int8 "
                              "bundle made by `iterseg quantize`, run by PyTorch's x86 int8 kernels (no compilation)")
+
+
+def add_backend(parser):
+    parser.add_argument("--backend", choices=BACKENDS, default="auto",
+                        help="what runs the networks: auto (default): OpenVINO where it is installed and a short "
+                             "probe (measured once per CPU and kept) finds it faster than PyTorch in the chosen "
+                             "precision, else torch, as the report says; torch: PyTorch (the reference; int8 and "
+                             "--compile always run on it); openvino: OpenVINO's CPU plugin")
 
 
 def add_spec(parser):

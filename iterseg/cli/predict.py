@@ -5,6 +5,7 @@ from pathlib import Path
 
 from .options import (
     EXAMPLES,
+    add_backend,
     add_geometry,
     add_max_pixels,
     add_precision,
@@ -43,6 +44,7 @@ def add_parser(subparsers):
     parser.add_argument("--batch-size", type=int_at_least(1), default=None,
                         help="windows per stage-2 network call (default: up to 16, at most 0.5 Mpx per call)")
     add_precision(parser)
+    add_backend(parser)
     parser.add_argument("--baseline", action="store_true",
                         help="run the full-resolution model over the whole image instead")
     parser.add_argument("--out", default="iterseg-out", metavar="DIR",
@@ -72,6 +74,10 @@ def add_parser(subparsers):
                         help="redo images whose outputs exist (default: skip them)")
     add_max_pixels(parser)
     parser.add_argument("--quiet", action="store_true", help="print nothing but errors; no progress bars")
+    parser.add_argument("--shard", type=shard, default=None, metavar="I/N",
+                        help="segment only part I of N of the images (every N-th from the I-th, 1 <= I <= N), for "
+                             "job arrays: task I of N runs --shard I/N on the same inputs into the same --out. "
+                             "Without it, processes started on one folder share its images as they go")
     parser.add_argument("--cluster", default=None, metavar="SPEC",
                         help="run the images as tasks on a Dask cluster (needs pip install 'iterseg[dask]'): "
                              "local:N starts N single-threaded worker processes here, tcp://HOST:PORT or a "
@@ -88,6 +94,15 @@ def open_fraction(text):
     return value
 
 
+def shard(text):
+    """'I/N' with 1 <= I <= N -> (I, N)."""
+    index, _, count = str(text).partition("/")
+    if not (index.strip().isdigit() and count.strip().isdigit() and 1 <= int(index) <= int(count)):
+        raise argparse.ArgumentTypeError(f"expected I/N with 1 <= I <= N (part I of N, e.g. 3/8; shards count "
+                                         f"from 1, so SLURM's --array=1-N gives $SLURM_ARRAY_TASK_ID/N), got {text!r}")
+    return int(index), int(count)
+
+
 def colour(text):
     """'R,G,B' or a colour name -> (r, g, b) (disk/outputs.parse_colour)."""
     from ..disk.outputs import parse_colour
@@ -99,7 +114,7 @@ def colour(text):
 
 def run(args):
     from ..api import load
-    from ..batch import STREAM_MODES, expand_inputs, output_folder
+    from ..batch import STREAM_MODES, expand_inputs, output_folder, shard_of
     from ..errors import InputError
 
     if args.stream not in STREAM_MODES:
@@ -109,12 +124,15 @@ def run(args):
         parse_cluster(args.cluster)  # a malformed value is named first, installed or not
         require_dask()
     paths = expand_inputs(args.images, Path(args.out))
+    if args.shard:
+        paths = shard_of(paths, args.shard)
     out_dir = output_folder(args.out)
-    segmenter = load(chosen_model(args), precision=args.precision)
+    segmenter = load(chosen_model(args), precision=args.precision, backend=args.backend)
     if segmenter.bundle.untrained and not args.quiet:
         log.warning("model 'untrained' has random weights: its masks mean nothing; it only exercises the "
                     "engine. Pass --model with a trained bundle.")
-    many = args.cluster or len(paths) > 1 or any(Path(item).is_dir() or not Path(item).exists() for item in args.images)
+    many = args.cluster or args.shard or len(paths) != 1 or any(
+        Path(item).is_dir() or not Path(item).exists() for item in args.images)
     return (_predict_many if many else _predict_one)(segmenter, paths, out_dir, args)
 
 
@@ -133,14 +151,29 @@ def _writing(args):
 
 def _predict_one(segmenter, paths, out_dir, args):
     """One image: its error is the run's error (one line, exit 2)."""
-    from ..batch import done_report, predict_file
-    from ..report import summary
+    from ..batch import done_report
+    from ..claims import Claims, remove_stale_partials
 
     done = None if args.overwrite else done_report(paths[0], out_dir)
     if done:
         log.info("%s: skipped, %s exists (use --overwrite to redo it)", paths[0], done)
         return 0
-    report = predict_file(segmenter, paths[0], out_dir, _options(args), baseline=args.baseline, stream=args.stream,
+    remove_stale_partials(out_dir)
+    claims = Claims(out_dir)
+    if claims.take(paths[0].stem) is None:
+        log.info("%s: skipped, another process is segmenting it into %s", paths[0], out_dir)
+        return 0
+    try:
+        return _predict_claimed(segmenter, paths[0], out_dir, args)
+    finally:
+        claims.close()
+
+
+def _predict_claimed(segmenter, path, out_dir, args):
+    from ..batch import predict_file
+    from ..report import summary
+
+    report = predict_file(segmenter, path, out_dir, _options(args), baseline=args.baseline, stream=args.stream,
                           save_probs=args.save_probs, show_progress=not args.quiet, max_pixels=args.max_pixels,
                           **_writing(args))
     _warn(report)
@@ -159,7 +192,7 @@ def _warn(report):
 
 def _predict_many(segmenter, paths, out_dir, args):
     """Several images: each failure is logged and the others go on; exit 2 if any failed."""
-    from ..batch import predict_files
+    from ..batch import count_rows, predict_files
     from ..report import summary
 
     def done(report):
@@ -176,10 +209,12 @@ def _predict_many(segmenter, paths, out_dir, args):
                              summary_path=summary_path, on_done=done, on_error=failed, client=client,
                              baseline=args.baseline, stream=args.stream, save_probs=args.save_probs,
                              show_progress=not args.quiet, max_pixels=args.max_pixels, **_writing(args))
-    counts = {status: sum(row["status"] == status for row in rows) for status in ("done", "skipped", "failed")}
+    counts = count_rows(rows)
+    others = len(paths) - len(rows)
     level = logging.ERROR if counts["failed"] else logging.INFO
-    log.log(level, "%d images: %d done, %d skipped (outputs exist), %d failed; summary in %s", len(rows),
-            counts["done"], counts["skipped"], counts["failed"], summary_path)
+    log.log(level, "%d images: %d done, %d skipped (outputs exist), %d failed%s; summary in %s", len(paths),
+            counts["done"], counts["skipped"], counts["failed"],
+            f", {others} left to other processes running into {out_dir}" if others else "", summary_path)
     return 2 if counts["failed"] else 0
 
 

@@ -12,16 +12,21 @@ Glossary
     notes    list of short strings saying what was done to the file's pixels (for Result.notes)
 """
 import contextlib
+import errno
 import logging
 import os
+import stat
+import struct
 import warnings
+import zlib
 from pathlib import Path
 
 import cv2
 import numpy as np
 import tifffile
 
-from ..errors import InputError
+from ..errors import InputError, describe
+from .planes import first_plane, other_images_note
 
 TIFF_SUFFIXES = (".tif", ".tiff", ".btf", ".tf8")
 SUPPORTED = "PNG, JPEG, BMP, GIF, PPM/PGM, TIFF, whole-slide (SVS, NDPI, SCN, MRXS, DICOM) or OME-Zarr"
@@ -36,15 +41,32 @@ ORIENTATIONS = {2: (0, True), 3: (2, False), 4: (2, True), 5: (3, True), 6: (3, 
 
 
 def check_image_file(path):
-    """Raise InputError unless ``path`` is an existing, non-empty file."""
-    if not path.exists():
-        raise InputError(f"image file {path} does not exist; check the path.")
-    if path.is_dir():
+    """Raise InputError unless ``path`` is an existing, non-empty file (or an OME-Zarr folder), saying
+    why not (missing, a broken link or a link loop, not accessible, a directory, empty)."""
+    try:
+        info = path.stat()
+    except OSError as exc:
+        raise InputError(unreachable(path, exc)) from None
+    if stat.S_ISDIR(info.st_mode):
         if path.suffix.lower() == ".zarr":  # an OME-Zarr image is a folder
             return
         raise InputError(f"{path} is a directory; pass image files.")
-    if path.stat().st_size == 0:
+    if info.st_size == 0:
         raise InputError(f"image file {path} is empty; re-export or skip it.")
+
+
+def unreachable(path, exc):
+    """What to tell the user when ``path`` cannot be reached (the OSError ``exc`` of a stat)."""
+    if exc.errno == errno.ELOOP:
+        return f"{path} is a symbolic link loop (it leads back to itself); fix or remove the link."
+    if exc.errno in (errno.EACCES, errno.EPERM):
+        return (f"cannot access {path} (permission denied); check the permissions of the file and of the folders "
+                "above it.")
+    if exc.errno == errno.ENOENT and os.path.islink(path):
+        return f"{path} is a symbolic link to {os.readlink(path)}, which does not exist; fix or remove the link."
+    if exc.errno == errno.ENOENT:
+        return f"image file {path} does not exist; check the path."
+    return f"cannot access {path} ({exc.strerror or exc}); check the path."
 
 
 def memory_budget():
@@ -77,7 +99,8 @@ def check_pixels(path, height, width, max_pixels=None, streamed=False):
 
 def _read_tiff(path, max_pixels, notes):
     """The first image of a TIFF: series 0 (level 0 of a pyramid) when it is one page holding (H, W),
-    (H, W, C) or planar (C, H, W) samples, else the first page (a stack of pages: noted)."""
+    (H, W, C) or planar (C, H, W) samples, else its first plane (a stack of pages: disk/planes.py);
+    noted when the file holds more."""
     try:
         with quiet_tifffile(), open(path, "rb") as handle, tifffile.TiffFile(handle) as tif:
             series = tif.series[0]
@@ -91,21 +114,29 @@ def _read_tiff(path, max_pixels, notes):
                 check_decoded_size(path, series.shape)
                 image = series.asarray()
             else:
-                count = len(tif.pages)
-                check_decoded_size(path, tif.pages[0].shape)
-                image = tif.pages[0].asarray()
-                notes.append(f"multi-page TIFF: the first of its {count} pages was read" if count > 1 else
-                             f"TIFF of shape {tuple(series.shape)}: its first page was read")
+                image = _read_plane(path, series, notes)
+            if len(tif.series) > 1:
+                notes.append(other_images_note(tif.series))
     except InputError:
         raise
     except Exception as exc:  # tifffile raises several types for damaged files
-        raise InputError(f"cannot read TIFF {path} ({str(exc)[:120]}); check that the file is complete.") from None
+        raise InputError(f"cannot read TIFF {path} ({describe(exc)}); check that the file is complete.") from None
     if image.ndim == 3 and image.shape[0] in (3, 4) and image.shape[2] not in (3, 4):
         image = np.moveaxis(image, 0, -1)  # planar (C, H, W) storage
     if image.ndim not in (2, 3) or image.size == 0:
         raise InputError(f"TIFF {path} holds an array of shape {image.shape}; iterseg reads one 2-D image "
                          "(H, W) or (H, W, C) per file.")
     return image
+
+
+def _read_plane(path, series, notes):
+    """The first plane of a stack of pages (disk/planes.py): (H, W), or (H, W, C) of its channel pages."""
+    page = series.keyframe
+    plane = first_plane(path, series.axes, tuple(series.shape), page.axes)
+    check_decoded_size(path, (len(plane.keys),) + tuple(page.shape))
+    pages = [series.pages[key].asarray() for key in plane.keys]
+    notes.append(plane.note)
+    return pages[0] if len(pages) == 1 else np.stack(pages, axis=-1)
 
 
 @contextlib.contextmanager
@@ -131,6 +162,24 @@ def check_complete_jpeg(path):
         raise InputError(f"cannot read {path} ({exc.strerror}); check its permissions.") from None
     if not tail.endswith(b"\xff\xd9"):
         raise InputError(f"JPEG {path} is truncated (no end-of-image marker); copy or export it again.")
+
+
+def check_complete_png(path, data):
+    """InputError if the PNG bytes ``data`` are cut short or damaged: every chunk must lie inside the
+    file with a right CRC, up to IEND. Checked before decoding, so that libpng prints nothing of its own."""
+    view, offset = memoryview(data), 8  # after the signature
+    while True:
+        length, kind = struct.unpack(">I4s", view[offset:offset + 8]) if offset + 8 <= len(view) else (0, None)
+        end = offset + 12 + length
+        if kind is None or end > len(view):
+            where = f"inside its {kind.decode('latin-1')} chunk" if kind else "before its IEND chunk"
+            raise InputError(f"PNG {path} is truncated (it ends {where}); copy or export it again.")
+        if zlib.crc32(view[offset + 4:end - 4]) != struct.unpack(">I", view[end - 4:end])[0]:
+            raise InputError(f"PNG {path} is corrupt (its {kind.decode('latin-1')} chunk fails its CRC check); "
+                             "copy or export it again.")
+        if kind == b"IEND":
+            return
+        offset = end
 
 
 def _header(path):
@@ -198,7 +247,10 @@ def _decode(path, max_pixels, notes):
         image = _decode_pillow(path)
     else:
         with open(path, "rb") as handle:
-            data = np.frombuffer(handle.read(), np.uint8)
+            raw = handle.read()
+        if kind == "PNG":
+            check_complete_png(path, raw)
+        data = np.frombuffer(raw, np.uint8)
         try:
             image = cv2.imdecode(data, cv2.IMREAD_UNCHANGED)
         except cv2.error:
@@ -228,7 +280,7 @@ def _decode_pillow(path):
                 "L" if image.mode in ("L", "1") else "RGB")
             return np.asarray(image.convert(mode))
     except Exception as exc:  # noqa: BLE001 - Pillow raises many types for damaged files
-        raise InputError(f"cannot decode {path} ({str(exc)[:120]}); check that the file is complete.") from None
+        raise InputError(f"cannot decode {path} ({describe(exc)}); check that the file is complete.") from None
 
 
 def read_image_noted(path, max_pixels=None):

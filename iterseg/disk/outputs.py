@@ -9,6 +9,7 @@ Glossary
 import contextlib
 import json
 import os
+import re
 import shutil
 import uuid
 from pathlib import Path
@@ -49,6 +50,9 @@ def default_tint(bundle):
     if len(mean) == 3 and mean[0] > 1.5 * mean[1:].max():
         return COLOURS["green"]
     return tuple(int(v) for v in OVERLAY_TINT)
+
+
+PARTIAL = re.compile(r"^\..+\.[0-9a-f]{8}\.partial(\.[A-Za-z0-9]+)?$")  # atomic_output's temporary names
 
 
 @contextlib.contextmanager
@@ -140,7 +144,7 @@ def display_rgb(image):
     if image.dtype == np.uint16:
         image = (image >> 8).astype(np.uint8)
     elif image.dtype != np.uint8:
-        image = (np.clip(np.nan_to_num(image.astype(np.float32)), 0, 1) * 255).round().astype(np.uint8)
+        image = (np.clip(np.nan_to_num(image), 0, 1).astype(np.float32) * 255).round().astype(np.uint8)
     if image.ndim == 2:
         image = image[:, :, None]
     if image.shape[2] in (2, 4):

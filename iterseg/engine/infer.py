@@ -40,12 +40,13 @@ def run_boxes(model, read, boxes, mean, std, batch_size=None, progress=None):
     ``batch_size`` boxes (None: ``auto_batch_size``). progress(n) is told of each batch."""
     batch_size = batch_size or auto_batch_size(boxes[0, 2], boxes[0, 3])
     mean = np.asarray(mean, dtype=np.float32)
-    std = np.asarray(std, dtype=np.float32)
+    scale = 1 / np.asarray(std, dtype=np.float32)
     out = None
     with torch.inference_mode():
         for start in range(0, len(boxes), batch_size):
-            crops = (read(boxes[start:start + batch_size]) - mean) / std
-            x = torch.from_numpy(np.ascontiguousarray(crops.transpose(0, 3, 1, 2)))
+            crops = np.subtract(read(boxes[start:start + batch_size]), mean, dtype=np.float32)
+            crops *= scale
+            x = torch.from_numpy(crops).permute(0, 3, 1, 2)  # (n, C, h, w) in channels_last memory, no copy
             probs = logits_to_probs(model(x).float()).numpy()
             if out is None:
                 out = np.empty((len(boxes),) + probs.shape[1:], dtype=np.float32)
@@ -111,11 +112,13 @@ def run_whole(model, read, shape, mean, std, tile=None, batch_size=1, progress=N
     seen with a context of the network's receptive radius: the untiled output up to float rounding,
     in bounded memory. Returns (probs, number of network inputs, their (h, w))."""
     height, width = shape
-    if tile is None or (height <= tile and width <= tile):
-        windows, context = np.array([[0, 0, height, width]], dtype=np.int64), 0
-    else:
-        windows = grid_windows(height, width, tile)
-        context = align_up(model.config.receptive_radius, model.config.size_multiple)
+    if tile is None or (height <= tile and width <= tile):  # one box: the image grown to the size multiple
+        boxes = context_boxes(np.array([[0, 0, height, width]], dtype=np.int64), 0, model.config.size_multiple,
+                              shape)[0]
+        probs = run_boxes(model, read, boxes, mean, std, batch_size, progress)[0, :, :height, :width]
+        return np.ascontiguousarray(probs), 1, tuple(int(v) for v in boxes[0, 2:])
+    windows = grid_windows(height, width, tile)
+    context = align_up(model.config.receptive_radius, model.config.size_multiple)
     window_probs, boxes = run_windows(model, read, shape, windows, context, mean, std, batch_size, progress)
     probs = np.empty((window_probs.shape[0], height, width), dtype=np.float32)
     paste(probs, np.arange(height), np.arange(width), windows, window_probs)

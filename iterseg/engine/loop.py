@@ -20,7 +20,7 @@ import numpy as np
 from tqdm import tqdm
 
 from ..kernels import grid_windows
-from ..model.runtime import report as precision_report
+from ..model.runtime import report as runtime_report
 from ..timer import Timer
 from . import checks
 from .coarse import stage1
@@ -109,7 +109,7 @@ def two_stage(source, bundle, settings, windows=None, show_progress=False, refin
     (int64 (N, 4), equal sizes; their scores are NaN). refiner: runs stage 2, with engine/refine.refine's
     signature and result (iterseg/cluster.py passes one that fans the windows out to workers). Returns a Result."""
     timer = Timer()
-    s1, s2 = bundle.runners(settings.precision, settings.compile)
+    s1, s2 = bundle.runners(settings.precision, settings.compile, settings.backend)
     plan = settings.plan(source.shape, s2.config.out_channels, s2.config.size_multiple, bundle.window,
                          bundle.patches)
     if windows is not None:
@@ -117,6 +117,7 @@ def two_stage(source, bundle, settings, windows=None, show_progress=False, refin
     with timer("stage1"), bar(source.shape[0], "stage 1", "row", show_progress) as progress:
         coarse, s1_macs, view, notes = stage1(source, s1, bundle.s1_scale, bundle.mean, bundle.std,
                                               progress.update)
+    checks.check_finite(coarse.probs, "stage 1", bundle)
     merger = merger_for(source, coarse, plan.blend)
     if windows is None:
         chosen, scores, box_hw, boxes, rounds_log, select_notes = refine_rounds(
@@ -145,6 +146,7 @@ def refine_given(source, bundle, s2, coarse, merger, plan, timer, show, windows,
     with timer("stage2"), bar(len(windows), "stage 2", "window", show) as progress:
         window_probs, boxes = refiner(s2, bundle, source, coarse, windows, plan.settings.context,
                                      plan.settings.batch_size, progress.update)
+        checks.check_finite(window_probs, "stage 2", bundle)
         merger.add(windows, window_probs)
     box_hw = tuple(int(v) for v in boxes[0, 2:])
     return windows, np.full(len(windows), np.nan), box_hw, len(boxes), [], []
@@ -183,6 +185,7 @@ def refine_rounds(source, bundle, s2, coarse, merger, plan, timer, show, s1_macs
         with timer("stage2"), bar(len(chosen), "stage 2", "window", show) as progress:
             window_probs, _ = refiner(s2, bundle, source, coarse, grid[chosen], settings.context,
                                      settings.batch_size, progress.update)
+            checks.check_finite(window_probs, "stage 2", bundle)
             merger.add(grid[chosen], window_probs)
         refined[chosen] = True
         chosen_all.append(chosen)
@@ -200,8 +203,8 @@ def baseline(source, bundle, settings, tile=None, batch_size=1):
     (pixels) processes it in tiles with receptive-field context, which leaves the output unchanged
     up to float rounding; by default only images above MAX_WHOLE_PIXELS are tiled. Returns a Result."""
     timer = Timer()
-    s1 = bundle.runners(settings.precision, settings.compile)[0]
-    network = bundle.baseline_runner(settings.precision, settings.compile)
+    s1 = bundle.runners(settings.precision, settings.compile, settings.backend)[0]
+    network = bundle.baseline_runner(settings.precision, settings.compile, settings.backend)
     shape = source.shape
     if tile is None and shape[0] * shape[1] > MAX_WHOLE_PIXELS:
         tile = BASELINE_TILE
@@ -209,15 +212,18 @@ def baseline(source, bundle, settings, tile=None, batch_size=1):
     if bundle.baseline_kind == "s1+s2":
         with timer("stage1"):
             coarse, _, view, notes = stage1(source, s1, bundle.s1_scale, bundle.mean, bundle.std)
+        checks.check_finite(coarse.probs, "stage 1", bundle)
         notes += checks.input_notes(bundle, view, coarse.probs)
     read = s2_reader(source, coarse, bundle.baseline_kind == "s1+s2")
     mean, std = (bundle.s2_mean, bundle.s2_std) if bundle.baseline_kind == "s1+s2" else (bundle.mean, bundle.std)
     with timer("stage2"):
         probs, _, _ = run_whole(network, read, shape, mean, std, tile=tile, batch_size=batch_size)
+    checks.check_finite(probs, "the full-resolution network", bundle)
     for name in ("stage1", "select", "merge"):
         timer.seconds.setdefault(name, 0.0)
     merged = Merger(lambda rows, cols: take(probs, rows, cols).copy(), shape, dense=True)
-    options = {"baseline": True, "kind": bundle.baseline_kind, "tile": tile, **precision_report(settings.precision)}
+    options = {"baseline": True, "kind": bundle.baseline_kind, "tile": tile,
+               **runtime_report(settings.precision, settings.backend, settings.compile)}
     return Result(merged=merged, windows=np.empty((0, 4), np.int64), scores=np.empty(0),
                   macs=baseline_cost(bundle, shape), seconds=timer.total(), options=options,
                   notes=list(source.notes) + notes, view=view, tiles_read=source.tiles_read)

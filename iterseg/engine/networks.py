@@ -118,6 +118,22 @@ class Network:
         self.module = module
         self.config = NetworkConfig(in_channels, size_multiple, module if count else None)
 
+    def run_on_openvino(self, precision):
+        """From now on, run the module through OpenVINO (model/openvino_backend.py) in ``precision``;
+        fvcore still counts the module. InputError for a plain function or a module off the CPU."""
+        from ..model import openvino_backend
+        if self.module is None or (self.device is not None and self.device.type != "cpu"):
+            raise InputError(f"backend 'openvino' needs the {self.role} network as a torch module on the CPU; "
+                             "pass backend='torch' to run it as given.")
+        try:
+            graph = openvino_backend.converted_module(self.module, self.config.in_channels)
+        except Exception as exc:  # OpenVINO's converter meets what it cannot convert
+            raise InputError(f"OpenVINO could not convert the {self.role} network ({first_line(exc)}); pass "
+                             "backend='torch' to run it as given.") from exc
+        self.function = openvino_backend.OpenVinoNetwork(graph, precision, torch.get_num_threads(),
+                                                         channels_last=False)
+        self.device = None
+
     @property
     def training(self):
         """True for a torch module left in training mode (batch norm, dropout behave differently)."""
@@ -140,7 +156,8 @@ class Network:
         return self.to_logits(self.check(x, output))
 
     def check(self, x, output):
-        """``output`` as a float32 CPU tensor, or InputError saying what shape was expected."""
+        """``output`` as a float32 CPU tensor, or InputError saying what shape was expected or that it is
+        not finite."""
         if not isinstance(output, torch.Tensor):
             raise InputError(f"the {self.role} network must return a torch tensor, got {type(output).__name__}.")
         classes = self.config.out_channels
@@ -151,7 +168,11 @@ class Network:
                              f"{tuple(x.shape)}; it must return {expected}.")
         if self.config.out_channels is None:
             self.config.out_channels = int(output.shape[1])
-        return output.detach().float().cpu().as_subclass(torch.Tensor)  # a MONAI MetaTensor as plain
+        output = output.detach().float().cpu().as_subclass(torch.Tensor)  # a MONAI MetaTensor as plain
+        if not torch.isfinite(output).all():
+            raise InputError(f"the {self.role} network returned NaN or infinite values for an input of shape "
+                             f"{tuple(x.shape)}; check its weights and that the input is scaled as it expects.")
+        return output
 
     def to_logits(self, output):
         if self.outputs == "logits":
@@ -189,8 +210,23 @@ class Networks:
         """True when both networks are torch modules, whose MACs fvcore counts."""
         return self.s1.config.countable and self.s2.config.countable
 
-    def runners(self, precision=None, compile=False):
-        """(coarse, fine) as they are: a user's networks run as given (no precision, no compile)."""
+    def compile_for(self, backend, precision):
+        """Run both networks on ``backend`` ('torch': as given; 'openvino' or 'auto', see
+        model/runtime.check_backend) in ``precision``: the runtime report of OpenVINO (precision,
+        backend and why), or None where the networks run as given."""
+        from ..model.runtime import check_backend, check_precision, report
+        if backend == "torch":
+            return None
+        precision = check_precision(precision)
+        chosen = check_backend(backend, precision)
+        if chosen == "torch":
+            return None
+        for network in (self.s1, self.s2):
+            network.run_on_openvino(precision)
+        return report(precision, chosen)
+
+    def runners(self, precision=None, compile=False, backend=None):
+        """(coarse, fine) as they are: a user's networks run as given (no precision, backend or compile)."""
         return self.s1, self.s2
 
     def probe(self):

@@ -14,8 +14,8 @@ from dataclasses import asdict, dataclass, replace
 import numpy as np
 
 from ..errors import InputError
-from ..model.runtime import check_precision
-from ..model.runtime import report as precision_report
+from ..model.runtime import check_backend
+from ..model.runtime import report as runtime_report
 from .scores import SCORES, default_score
 
 DEFAULT_PATCHES = 16
@@ -39,6 +39,7 @@ class Settings:
     max_overlap: float | None = None
     precision: str = "auto"
     compile: bool = False
+    backend: str = "auto"
 
     @classmethod
     def from_options(cls, **options):
@@ -63,7 +64,7 @@ class Settings:
         _fraction("max_overlap", self.max_overlap, upper_open=True)
         if self.score is not None and self.score not in SCORES:
             raise InputError(f"score must be one of {', '.join(SCORES)}, got {self.score!r}.")
-        check_precision(self.precision)
+        check_backend(self.backend, self.precision, self.compile)  # checks the precision too
         return self
 
     @property
@@ -90,7 +91,8 @@ class Settings:
                     max_overlap=overlap)
 
     def report(self):
-        return {**{k: v for k, v in asdict(self).items() if k != "compile"}, **precision_report(self.precision)}
+        return {**{k: v for k, v in asdict(self).items() if k != "compile"},
+                **runtime_report(self.precision, self.backend, self.compile)}
 
 
 @dataclass(frozen=True)

@@ -19,7 +19,7 @@ import numpy as np
 from ..disk.ngff import NgffImage, is_ngff
 from ..disk.slide import Slide, is_slide
 from ..disk.tiff import TiledImage, mirror_index
-from ..errors import InputError
+from ..errors import InputError, naming
 
 STRIP_ROWS = 512  # level-0 rows read at a time when a TIFF is scanned or shrunk without a pyramid
 
@@ -32,11 +32,16 @@ class UnitRange:
     note: str | None = None
 
     def apply(self, pixels):
-        unit = pixels.astype(np.float32)
-        if self.offset:
-            unit -= np.float32(self.offset)
-        if self.scale != 1:
-            unit *= np.float32(self.scale)
+        """float32 unit values of ``pixels``; float64 values are scaled in float64 first, so that values
+        beyond float32's range (near 1e300) never overflow to infinity."""
+        if pixels.dtype.kind == "f" and pixels.dtype.itemsize > 4:
+            unit = ((pixels.astype(np.float64) - self.offset) * self.scale).astype(np.float32)
+        else:
+            unit = pixels.astype(np.float32)
+            if self.offset:
+                unit -= np.float32(self.offset)
+            if self.scale != 1:
+                unit *= np.float32(self.scale)
         return np.clip(unit, 0.0, 1.0, out=unit)
 
 
@@ -63,6 +68,9 @@ def unit_range(dtype, low=0.0, high=1.0):
         if low >= 0 and high <= top and (top > 1 or kind == "float"):
             note = None if top == 1 else f"{dtype} image with values up to {high:g} scaled by 1/{top:g} to [0, 1]"
             return UnitRange(0.0, 1 / top, note)
+    if not np.isfinite(high - low):
+        raise InputError(f"{dtype} image with values in [{low:g}, {high:g}]: their range overflows float64; "
+                         "divide the image by a power of ten before segmenting it.")
     return UnitRange(low, 1 / max(high - low, 1e-12),
                      f"{dtype} image with values in [{low:g}, {high:g}] rescaled to [0, 1]")
 
@@ -117,11 +125,31 @@ def check_dtype(dtype):
 
 
 def gather_boxes(array, boxes):
-    """Cut equal-sized ``boxes`` out of ``array`` (H, W, C) in one indexing operation: (N, h, w, C)."""
+    """Cut equal-sized ``boxes`` out of ``array`` (H, W, C): (N, h, w, C), mirrored past the edges
+    (``mirror_index``). Boxes inside the image, or reaching past it by less than they overlap it, are
+    sliced and padded by reflection (a whole stage-1 view: 5-10x faster than indexing); others are
+    cut with one indexing operation."""
     height, width = array.shape[:2]
-    rows = mirror_index(boxes[:, 0, None] + np.arange(int(boxes[0, 2])), height)
-    cols = mirror_index(boxes[:, 1, None] + np.arange(int(boxes[0, 3])), width)
-    return array[rows[:, :, None], cols[:, None, :]]
+    box_h, box_w = int(boxes[0, 2]), int(boxes[0, 3])
+    out = np.empty((len(boxes), box_h, box_w) + array.shape[2:], array.dtype)
+    for i, (y, x) in enumerate(np.asarray(boxes)[:, :2].tolist()):
+        pads = [_overhang(y, box_h, height), _overhang(x, box_w, width)]
+        if None in pads:
+            rows = mirror_index(y + np.arange(box_h), height)
+            cols = mirror_index(x + np.arange(box_w), width)
+            out[i] = array[rows[:, None], cols[None, :]]
+            continue
+        block = array[max(y, 0):y + box_h, max(x, 0):x + box_w]
+        out[i] = np.pad(block, pads + [(0, 0)] * (array.ndim - 2), mode="reflect") if any(map(any, pads)) else block
+    return out
+
+
+def _overhang(start, size, length):
+    """(before, after): how far ``size`` pixels from ``start`` reach past [0, length), or None where
+    a reflection of the part inside would not cover it (mirror_index folds it again)."""
+    before, after = max(0, -start), max(0, start + size - length)
+    inside = min(start + size, length) - max(start, 0)
+    return (before, after) if inside > 0 and before < inside and after < inside else None
 
 
 def shrink(unit, height, width):
@@ -299,7 +327,8 @@ def open_source(image, channels, stream=False, progress=None, max_pixels=None):
             return TiffSource(image, channels, progress, max_pixels)
         from ..disk.images import read_image_noted
         pixels, notes = read_image_noted(image, max_pixels)
-        source = ArraySource(pixels, channels)
+        with naming(image):
+            source = ArraySource(pixels, channels)
         source.notes[:0] = notes
         return source
     return ArraySource(image, channels)

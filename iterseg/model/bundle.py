@@ -4,8 +4,10 @@ import dataclasses
 import threading
 from dataclasses import dataclass, field
 
+import torch
+
 from ..errors import ModelError
-from .runtime import Runner, check_precision, warn_if_emulated
+from .runtime import Runner, check_backend, check_precision, warn_if_emulated
 from .unet import UNet
 
 
@@ -133,17 +135,19 @@ class Bundle:
             found["reference"] = self.reference
         return found
 
-    def runners(self, precision="auto", compile=False):
-        """(S1, S2) prepared to run in ``precision`` (see runtime.py), made once per setting."""
-        return self._prepared(precision, compile)[:2]
+    def runners(self, precision="auto", compile=False, backend="auto"):
+        """(S1, S2) prepared to run in ``precision`` on ``backend`` (see runtime.py), made once per setting."""
+        return self._prepared(precision, compile, backend)[:2]
 
-    def baseline_runner(self, precision="auto", compile=False):
+    def baseline_runner(self, precision="auto", compile=False, backend="auto"):
         """The full-resolution network of the baseline (the reference, else S2), prepared like ``runners``."""
-        return self._prepared(precision, compile)[2]
+        return self._prepared(precision, compile, backend)[2]
 
-    def _prepared(self, precision, compile):
+    def _prepared(self, precision, compile, backend):
         precision = check_precision(precision)  # 'auto' -> this CPU's fastest, one runner per concrete name
-        key = (str(precision), bool(compile))
+        backend = check_backend(backend, precision, compile)
+        # OpenVINO fixes its thread count when it compiles: a runner per torch thread count
+        key = (str(precision), bool(compile), str(backend), torch.get_num_threads())
         if precision == "int8" and not self.int8_ranges:
             raise ModelError(f"model {self.name!r} has no int8 calibration; make an int8 bundle with "
                              f"`iterseg quantize --model {self.name} --spec SPEC --data-root DIR --out FILE` "
@@ -152,7 +156,7 @@ class Bundle:
             if key not in self._runners:
                 warn_if_emulated(precision)
                 ranges = self.int8_ranges or {}
-                made = {name: Runner(net, precision, compile, ranges.get(name))
+                made = {name: Runner(net, precision, compile, ranges.get(name), backend)
                         for name, net in self.networks().items()}
                 self._runners[key] = (made["s1"], made["s2"], made.get("reference", made["s2"]))
             return self._runners[key]

@@ -11,11 +11,13 @@ from ..errors import InputError
 
 CONCRETE_PRECISIONS = ("fp32", "bf16", "int8")  # see runtime.py's docstring for what each means
 PRECISIONS = ("auto",) + CONCRETE_PRECISIONS  # what users choose from; auto resolves to fp32 or bf16
+BACKENDS = ("auto", "torch", "openvino")  # what runs the networks (runtime.py); auto: the faster, measured
 BF16_UNITS = ("avx512_bf16", "amx_bf16")  # x86 flags of CPUs that compute bfloat16 in hardware
 VNNI_UNITS = ("avx512_vnni", "avx_vnni")  # x86 flags of CPUs with int8 dot products
 # Forces what ``auto`` resolves to (fp32 or bf16) whatever the CPU: CI runs the fast suite both ways
 # (`make test-auto`), so that a test that silently assumes one meaning of auto fails on every machine.
 AUTO_OVERRIDE = "ITERSEG_AUTO_PRECISION"
+AUTO_BACKEND_OVERRIDE = "ITERSEG_AUTO_BACKEND"  # the same for ``--backend auto`` (torch or openvino)
 
 
 @functools.lru_cache(maxsize=1)
@@ -64,12 +66,15 @@ def cpu_kind():
     return "avx2" if "avx2" in flags else "unknown"
 
 
-def forced_auto():
-    """The precision $ITERSEG_AUTO_PRECISION forces ``auto`` to ('fp32' or 'bf16'), or None when unset."""
-    forced = os.environ.get(AUTO_OVERRIDE, "").strip()
-    if forced and forced not in ("fp32", "bf16"):
-        raise InputError(f"{AUTO_OVERRIDE} must be fp32 or bf16, got {forced!r}; unset it to let "
-                         "--precision auto decide from the CPU.")
+def forced_auto(variable=AUTO_OVERRIDE):
+    """What $ITERSEG_AUTO_PRECISION forces ``--precision auto`` to ('fp32' or 'bf16'), or with
+    ``variable`` AUTO_BACKEND_OVERRIDE what $ITERSEG_AUTO_BACKEND forces ``--backend auto`` to
+    ('torch' or 'openvino'); None when unset."""
+    allowed, option = (("fp32", "bf16"), "--precision") if variable == AUTO_OVERRIDE else (BACKENDS[1:], "--backend")
+    forced = os.environ.get(variable, "").strip()
+    if forced and forced not in allowed:
+        raise InputError(f"{variable} must be {' or '.join(allowed)}, got {forced!r}; unset it to let "
+                         f"{option} auto decide from the CPU.")
     return forced or None
 
 

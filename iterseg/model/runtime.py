@@ -1,4 +1,4 @@
-"""How a network is run on the CPU: numeric precision and optional ``torch.compile``.
+"""How a network is run on the CPU: numeric precision, backend and optional ``torch.compile``.
 
 Glossary
     x        float32 (N, C, h, w) normalised image batch
@@ -19,6 +19,13 @@ Precisions
              compile=True (or where this torch quantizes differently from the calibration) the PT2E
              network lowered by torch.compile to oneDNN int8 kernels instead: the first call of
              each input shape then compiles (minutes on a 2-core CPU)
+Backends (what runs a float network; int8 and torch.compile always run on torch)
+    auto     openvino where it is installed and a short measured probe finds it faster than torch
+             in the resolved precision on this CPU (cached on disk per CPU model, torch and
+             OpenVINO version and precision), else torch. Never slower than torch.
+    torch    PyTorch's oneDNN kernels (the reference)
+    openvino the network compiled by OpenVINO's CPU plugin (openvino_backend.py), one compiled
+             model for every input shape; fp32 outputs equal torch's to ~1e-5
 """
 import functools
 import logging
@@ -28,18 +35,20 @@ import torch
 
 from ..errors import InputError, ModelError
 from ..kernels import warm_up
-from . import cpu
+from . import cpu, openvino_backend
 from .cache import remembered
-from .cpu import CONCRETE_PRECISIONS, PRECISIONS, lacks_bf16_units
+from .cpu import BACKENDS, CONCRETE_PRECISIONS, PRECISIONS, lacks_bf16_units
 from .quantize import eager_int8_network, fold_batch_norm, int8_network
+from .unet import UNet
 
 log = logging.getLogger(__name__)
 PROBE_MARGIN = 1.15  # with AVX-512 BF16 but no AMX, bf16 must beat fp32 by this factor to be picked
+BACKEND_MARGIN = 1.05  # OpenVINO must beat torch by this factor in the probe to be picked by auto
 
 
-class Precision(str):
-    """A concrete precision name ('fp32', ...) that remembers why it was chosen (``reason``); it
-    compares, hashes and serialises (JSON, pickle) as the plain name."""
+class Choice(str):
+    """A concrete precision or backend name ('fp32', 'openvino', ...) that remembers why it was chosen
+    (``reason``); it compares, hashes and serialises (JSON, pickle) as the plain name."""
 
     def __new__(cls, name, reason):
         made = super().__new__(cls, name)
@@ -47,7 +56,7 @@ class Precision(str):
         return made
 
     def __reduce__(self):
-        return Precision, (str(self), self.reason)
+        return Choice, (str(self), self.reason)
 
     def __deepcopy__(self, memo):
         return self
@@ -61,7 +70,7 @@ def warn_if_emulated(precision):
 
 
 def check_precision(precision):
-    """``precision`` as a concrete name (a Precision: 'auto' resolved for this CPU), or InputError."""
+    """``precision`` as a concrete name (a Choice: 'auto' resolved for this CPU), or InputError."""
     if precision not in PRECISIONS:
         raise InputError(f"precision must be one of {', '.join(CONCRETE_PRECISIONS)}, got {precision!r}; "
                          "or auto (the default) to let iterseg pick the fastest for this CPU.")
@@ -69,17 +78,19 @@ def check_precision(precision):
 
 
 def resolve(precision):
-    """'auto' -> the Precision this CPU runs fastest (decided once per process); a concrete name ->
+    """'auto' -> the precision this CPU runs fastest (decided once per process); a concrete name ->
     itself, with reason 'asked' unless it already carries one."""
     if precision == "auto":
         return _auto(cpu.cpu_flags(), cpu.forced_auto())
-    return precision if isinstance(precision, Precision) else Precision(precision, "asked")
+    return precision if isinstance(precision, Choice) else Choice(precision, "asked")
 
 
-def report(precision):
-    """{"precision": concrete name, "precision_reason": why} for a run's report."""
+def report(precision, backend="torch", compile=False):
+    """{"precision", "precision_reason", "backend", "backend_reason"}: what ran and why, for a run's report."""
     chosen = resolve(precision)
-    return {"precision": str(chosen), "precision_reason": chosen.reason}
+    runs_on = check_backend(backend, chosen, compile)
+    return {"precision": str(chosen), "precision_reason": chosen.reason, "backend": str(runs_on),
+            "backend_reason": runs_on.reason}
 
 
 @functools.lru_cache(maxsize=8)
@@ -87,13 +98,85 @@ def _auto(flags, forced):
     """What ``auto`` means on a CPU with these flags, or as forced (the arguments only key the cache)."""
     choice, reason = cpu.auto_choice()
     if choice != "probe":
-        return Precision(choice, reason)
+        return Choice(choice, reason)
     speedup = bf16_speedup()
     choice = "bf16" if speedup >= PROBE_MARGIN else "fp32"
-    return Precision(choice, f"{reason}: bf16 measured {speedup:.2f}x fp32")
+    return Choice(choice, f"{reason}: bf16 measured {speedup:.2f}x fp32")
 
 
-# --- the probe --------------------------------------------------------------------------------------
+# --- the backend ------------------------------------------------------------------------------------
+
+def check_backend(backend, precision="auto", compile=False):
+    """``backend`` as a concrete Choice ('torch' or 'openvino', with its reason) for float networks run
+    in ``precision`` (resolved here) with or without torch.compile, or InputError."""
+    if backend not in BACKENDS:
+        raise InputError(f"backend must be one of {', '.join(BACKENDS)}, got {backend!r}.")
+    if isinstance(backend, Choice):
+        return backend
+    if backend == "torch":
+        return Choice("torch", "asked")
+    blocker = openvino_blocker(check_precision(precision), compile)
+    if backend == "openvino":
+        if blocker:
+            raise InputError(f"the openvino backend cannot run this: {blocker}; use --backend torch or auto.")
+        return Choice("openvino", "asked")
+    if blocker:
+        return Choice("torch", f"auto: {blocker}")
+    return _auto_backend(str(check_precision(precision)), cpu.forced_auto(cpu.AUTO_BACKEND_OVERRIDE))
+
+
+def openvino_blocker(precision, compile):
+    """Why OpenVINO cannot run networks in ``precision`` (concrete) with ``compile``, or None."""
+    if precision == "int8":
+        return "int8 runs on PyTorch's int8 kernels (OpenVINO int8 is not built in)"
+    if compile:
+        return "torch.compile was asked for"
+    if not openvino_backend.installed():
+        return "the openvino package is not installed (pip install openvino)"
+    return None
+
+
+@functools.lru_cache(maxsize=8)
+def _auto_backend(precision, forced):
+    """What ``--backend auto`` means for float networks in ``precision`` (the arguments key the cache)."""
+    if forced:
+        return Choice(forced, f"auto: forced by {cpu.AUTO_BACKEND_OVERRIDE}")
+    speedup = openvino_speedup(precision)
+    choice = "openvino" if speedup >= BACKEND_MARGIN else "torch"
+    return Choice(choice, f"auto: OpenVINO measured {speedup:.2f}x torch in {precision}")
+
+
+def openvino_speedup(precision):
+    """torch time / OpenVINO time of a small U-Net in ``precision`` on this CPU, from the disk cache
+    (keyed by CPU model, torch and OpenVINO versions and precision) or measured now (about a second)."""
+    key = (f"{cpu.cpu_model()} | torch {torch.__version__} | openvino {openvino_backend.version()} | "
+           f"{precision}")
+    return float(remembered("probe.json", key, lambda: measure_openvino_speedup(precision)))
+
+
+def measure_openvino_speedup(precision, repeats=3, side=128):
+    """torch seconds / OpenVINO seconds (best of ``repeats``) of a width-8 U-Net of random weights on
+    2 x 3 x side x side inputs (about 0.5 GMAC per pass at the default side)."""
+    torch.manual_seed(0)
+    net = UNet(width=8).eval()
+    x = torch.randn(2, 3, side, side)
+    on_torch, on_openvino = Runner(net, precision), Runner(net, precision, backend="openvino")
+    with torch.inference_mode():
+        return best_seconds(lambda: on_torch(x), repeats) / best_seconds(lambda: on_openvino(x), repeats)
+
+
+def best_seconds(run, repeats):
+    """The shortest of ``repeats`` timed calls of ``run()``, after one untimed warm-up call."""
+    run()
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        run()
+        times.append(time.perf_counter() - start)
+    return min(times)
+
+
+# --- the precision probe ----------------------------------------------------------------------------
 
 def bf16_speedup():
     """fp32 time / bf16 time of a small conv net on this CPU, from the disk cache (cache.py; keyed by
@@ -112,14 +195,8 @@ def measure_bf16_speedup(repeats=3, side=96):
     x = torch.randn(4, 32, side, side).contiguous(memory_format=torch.channels_last)
 
     def best(bf16):
-        times = []
         with torch.inference_mode(), torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
-            net(x)  # warm-up: oneDNN picks its kernels
-            for _ in range(repeats):
-                start = time.perf_counter()
-                net(x)
-                times.append(time.perf_counter() - start)
-        return min(times)
+            return best_seconds(lambda: net(x), repeats)  # the warm-up lets oneDNN pick its kernels
 
     return best(False) / best(True)
 
@@ -139,27 +216,35 @@ def warm_up_kernels():
 # --- running a network ------------------------------------------------------------------------------
 
 class Runner:
-    """A network prepared for one precision; call it like the network: x -> float32 logits.
+    """A network prepared for one precision and backend; call it like the network: x -> float32 logits.
 
     fp32 and bf16 runners hold their own copy of the network with batch norm folded into the
-    convolutions, in channels_last, so the network the bundle holds is never changed. ``compile``
+    convolutions (on torch in channels_last; on OpenVINO compiled by it, backend 'openvino'), so
+    the network the bundle holds is never changed. ``compile``
     wraps the network in ``torch.compile`` (inductor): every new input shape then costs a compilation
     of tens of seconds on a 2-core CPU, so it only pays for long runs over images of one size (see
     benchmarks/README.md).
     """
 
-    def __init__(self, model, precision="fp32", compile=False, int8_ranges=None):
+    def __init__(self, model, precision="fp32", compile=False, int8_ranges=None, backend="torch"):
         self.config = model.config
         self.precision = check_precision(precision)
+        self.backend = check_backend(backend, self.precision, compile)
         dynamic = False  # float networks: one compilation per input shape
         self.compiled_int8 = False
         if self.precision == "int8":
             model, compile, dynamic = self._int8_network(model, int8_ranges, compile)
+        elif self.backend == "openvino":
+            graph = openvino_backend.unet_graph(fold_batch_norm(model))
+            self.network = openvino_backend.OpenVinoNetwork(graph, self.precision, torch.get_num_threads())
+            return
         else:
             model = fold_batch_norm(model).to(memory_format=torch.channels_last)
         self.network = torch.compile(model, dynamic=dynamic) if compile else model
 
     def __call__(self, x):
+        if self.backend == "openvino":
+            return self.network(x)
         if self.precision == "int8":
             return self._int8(x)
         x = x.contiguous(memory_format=torch.channels_last)

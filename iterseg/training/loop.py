@@ -73,7 +73,7 @@ class TrainOptions:
 
 
 def train_precision(opts):
-    """The concrete precision ('fp32' or 'bf16', a runtime.Precision) a stage trains in:
+    """The concrete precision ('fp32' or 'bf16', a runtime.Choice) a stage trains in:
     ``opts.precision`` with 'auto' resolved for this CPU."""
     precision = check_precision(opts.precision)
     if precision == "int8":

@@ -66,7 +66,7 @@ def test_bad_input_exits_2_with_one_line(tmp_path, image_path, capsys, argv, mes
 def test_cli_precision_option(tmp_path, image_path, bundle_path, capsys):
     assert main(["predict", str(image_path), "--model", str(bundle_path), "--precision", "bf16",
                  "--out", str(tmp_path)]) == 0
-    assert "(bf16)" in capsys.readouterr().out
+    assert "seconds (bf16, " in capsys.readouterr().out
     assert json.loads((tmp_path / "blobs.report.json").read_text())["options"]["precision"] == "bf16"
     assert main(["predict", str(image_path), "--precision", "half", "--out", str(tmp_path)]) == 2
     assert "--precision" in capsys.readouterr().err
@@ -229,7 +229,7 @@ REFUSED_FILES = [  # file, words the message must contain (what is wrong and wha
     ("missing.png", ["does not exist", "check the path"]),
     ("folder.png", ["holds no image files"]),
     ("empty.png", ["is empty", "re-export"]),
-    ("cut.png", ["cannot decode"]),
+    ("cut.png", ["PNG", "is truncated", "export it again"]),
     ("cut.jpg", ["truncated", "export it again"]),
     ("cut.tif", ["cannot read TIFF", "complete"]),
     ("text.png", ["cannot decode", "PNG, JPEG"]),
@@ -279,7 +279,8 @@ def test_odd_images_are_handled_and_the_report_says_how(inputs, tmp_path, name, 
 def test_a_channel_count_the_model_cannot_take(inputs, tmp_path, capsys):
     code, message = cli_error(["predict", str(inputs / "gray.png"), "--model", str(inputs / "two_channel.pt"),
                                "--out", str(tmp_path)], capsys)
-    assert code == 2 and message.startswith("image has 1 channels but the model takes 2; convert the image"), message
+    assert code == 2 and message.endswith("gray.png: image has 1 channels but the model takes 2; convert the image "
+                                          "or use a model trained for this channel count."), message
     with pytest.raises(iterseg.InputError, match="the model takes 2"):
         iterseg.load(inputs / "two_channel.pt").predict(RGB)
 

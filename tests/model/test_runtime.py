@@ -51,8 +51,8 @@ def test_unknown_precision_is_refused(bundle, image, call):
 @pytest.mark.slow
 def test_compiled_networks_give_the_eager_result(bundle):
     image = blob_image(64, 64, seed=2)
-    eager = iterseg.two_stage(image, bundle, patches=3, patch_size=32)
-    compiled = iterseg.two_stage(image, bundle, patches=3, patch_size=32, compile=True)
+    eager = iterseg.two_stage(image, bundle, patches=3, patch_size=32, precision="fp32", backend="torch")
+    compiled = iterseg.two_stage(image, bundle, patches=3, patch_size=32, precision="fp32", compile=True)
     np.testing.assert_allclose(compiled.probs, eager.probs, atol=1e-5)
 
 

@@ -1,0 +1,181 @@
+"""The OpenVINO backend: the graph built from a U-Net computes what PyTorch computes, the engine runs
+it through the same calls (two-stage, baseline, streamed, threads), and ``--backend auto`` picks it
+only where it is installed and measured faster. OpenVINO is a dependency of iterseg: these tests
+always run."""
+import json
+import threading
+
+import numpy as np
+import pytest
+import torch
+
+import iterseg
+from iterseg.cli import main
+from iterseg.errors import InputError
+from iterseg.model import cpu, openvino_backend, runtime
+from iterseg.model.quantize import fold_batch_norm
+from iterseg.model.runtime import Runner, check_backend
+
+from synthetic import blob_image, conditioned_bundle, multiclass_bundle, small_bundle, write_tiled
+
+
+@pytest.fixture
+def fresh_backend(monkeypatch, tmp_path):
+    """``--backend auto`` decided anew from a probe cached under tmp_path, not forced by the environment."""
+    monkeypatch.setenv("ITERSEG_CACHE", str(tmp_path / "cache"))
+    monkeypatch.delenv(cpu.AUTO_BACKEND_OVERRIDE, raising=False)
+    runtime._auto_backend.cache_clear()
+    yield tmp_path / "cache" / "probe.json"
+    runtime._auto_backend.cache_clear()
+
+
+@pytest.mark.parametrize("network", [
+    lambda: small_bundle().s2,                                # batch norm folded
+    lambda: small_bundle(norm="none", depth=3, width=6).s1,  # no batch norm, 3 levels
+    lambda: conditioned_bundle()[0].s2,                      # 4 input channels
+    lambda: multiclass_bundle().s2,                          # K = 3
+])
+@pytest.mark.parametrize("shape", [(1, 32, 48), (5, 16, 16), (2, 64, 40)])
+def test_the_graph_computes_the_network_in_fp32(network, shape):
+    net = network().eval()
+    n, h, w = shape
+    x = torch.randn(n, net.config.in_channels, h, w)
+    with torch.inference_mode():
+        expected = net(x)
+        got = Runner(net, "fp32", backend="openvino")(x)
+        channels_last = Runner(net, "fp32", backend="openvino")(x.contiguous(memory_format=torch.channels_last))
+    assert got.dtype == torch.float32 and got.shape == expected.shape
+    np.testing.assert_allclose(got.numpy(), expected.numpy(), atol=1e-4)
+    np.testing.assert_array_equal(channels_last.numpy(), got.numpy())
+
+
+def test_a_shape_met_again_runs_on_a_model_compiled_for_it_with_the_same_output():
+    net = small_bundle().s2.eval()
+    runner = Runner(net, "fp32", backend="openvino")
+    x = torch.randn(3, 3, 32, 48)
+    outputs = [runner(x) for _ in range(3)]
+    static = runner.network._static[(3, 32, 48, 3)]
+    assert static is not None and static is not runner.network.compiled  # compiled for (3, 32, 48, 3) alone
+    for output in outputs[1:]:
+        np.testing.assert_allclose(output.numpy(), outputs[0].numpy(), atol=1e-5)
+    for side in range(16, 16 + 4 * 20, 4):  # many shapes, each twice: at most STATIC_SHAPES stay compiled
+        runner(torch.randn(1, 3, side, side)), runner(torch.randn(1, 3, side, side))
+    assert sum(model is not None for model in runner.network._static.values()) == runner.network.STATIC_SHAPES
+
+
+def test_bf16_on_openvino_stays_close_to_fp32(bundle, image):
+    fp32 = iterseg.two_stage(image, bundle, patches=6, patch_size=16, precision="fp32", backend="openvino")
+    bf16 = iterseg.two_stage(image, bundle, patches=6, patch_size=16, precision="bf16", backend="openvino")
+    assert 0 < np.abs(bf16.probs - fp32.probs).max() < 0.03  # bf16 really ran, and stayed close
+
+
+def test_two_stage_and_baseline_on_openvino_equal_torch_in_fp32(bundle, image, tmp_path):
+    runs = {}
+    for backend in ("torch", "openvino"):
+        runs[backend] = [iterseg.two_stage(image, bundle, patches=5, patch_size=32, precision="fp32", backend=backend),
+                         iterseg.baseline(image, bundle, precision="fp32", backend=backend)]
+    for on_torch, on_openvino in zip(runs["torch"], runs["openvino"], strict=True):
+        assert on_openvino.options["backend"] == "openvino" and on_openvino.options["backend_reason"] == "asked"
+        np.testing.assert_allclose(on_openvino.probs, on_torch.probs, atol=1e-5)
+        np.testing.assert_array_equal(on_openvino.windows, on_torch.windows)
+        assert on_openvino.macs == on_torch.macs
+    path = write_tiled(tmp_path / "t.tif", blob_image(128, 128, seed=4), tile=(64, 64))
+    streamed = iterseg.two_stage(path, bundle, stream=True, patches=3, patch_size=32, precision="fp32",
+                                 backend="openvino")
+    memory = iterseg.two_stage(blob_image(128, 128, seed=4), bundle, patches=3, patch_size=32, precision="fp32",
+                               backend="torch")
+    np.testing.assert_allclose(streamed.probs_at(np.arange(128), np.arange(128))[0], memory.probs, atol=1e-5)
+
+
+def test_threads_sharing_a_segmenter_on_openvino_get_their_own_results(bundle):
+    segmenter = iterseg.Segmenter(bundle, precision="fp32", backend="openvino")
+    images = [blob_image(96, 128, seed=s) for s in range(4)]
+    alone = [segmenter.predict(im, patches=3, patch_size=32).probs for im in images]
+    shared = [None] * 4
+
+    def run(i):
+        shared[i] = segmenter.predict(images[i], patches=3, patch_size=32).probs
+    threads = [threading.Thread(target=run, args=(i,)) for i in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    for one, other in zip(alone, shared, strict=True):
+        np.testing.assert_allclose(other, one, atol=1e-6)
+
+
+def test_the_graph_refuses_a_layer_it_does_not_know():
+    folded = fold_batch_norm(small_bundle().s2.eval())
+    folded.head = torch.nn.Sequential(folded.head, torch.nn.Sigmoid())
+    with pytest.raises(TypeError, match="no OpenVINO operator for Sigmoid"):
+        openvino_backend.unet_graph(folded)
+
+
+# --- choosing the backend ----------------------------------------------------------------------------
+
+def fake_probe(monkeypatch, speedup):
+    """The OpenVINO probe measures ``speedup``; returns the list of its runs."""
+    runs = []
+    monkeypatch.setattr(runtime, "measure_openvino_speedup", lambda precision: runs.append(precision) or speedup)
+    return runs
+
+
+@pytest.mark.parametrize("speedup, picked", [(2.5, "openvino"), (1.2, "openvino"), (1.02, "torch"), (0.7, "torch")])
+def test_auto_takes_openvino_only_where_the_probe_finds_it_faster(monkeypatch, fresh_backend, speedup, picked):
+    runs = fake_probe(monkeypatch, speedup)
+    chosen = check_backend("auto", "fp32")
+    assert (chosen, chosen.reason) == (picked, f"auto: OpenVINO measured {speedup:.2f}x torch in fp32")
+    assert check_backend("auto", "fp32") == picked and runs == ["fp32"]  # measured once per process
+    stored = json.loads(fresh_backend.read_text())
+    assert list(stored.values()) == [speedup] and "| fp32" in next(iter(stored))  # and kept on disk
+
+
+def test_auto_stays_on_torch_where_openvino_cannot_run(monkeypatch, fresh_backend, bundle):
+    fake_probe(monkeypatch, 3.0)
+    assert check_backend("auto", "fp32", compile=True).reason == "auto: torch.compile was asked for"
+    int8 = check_backend("auto", "int8")
+    assert int8 == "torch" and "int8 runs on PyTorch's int8 kernels" in int8.reason
+    monkeypatch.setattr(openvino_backend, "installed", lambda: False)
+    missing = check_backend("auto", "fp32")
+    assert missing == "torch" and "pip install openvino" in missing.reason
+    with pytest.raises(InputError, match="the openvino backend cannot run this: the openvino package is not"):
+        check_backend("openvino", "fp32")
+    with pytest.raises(InputError, match="backend must be one of auto, torch, openvino, got 'onnx'"):
+        iterseg.two_stage(blob_image(32, 32), bundle, backend="onnx")
+
+
+@pytest.mark.parametrize("forced", ["torch", "openvino"])
+def test_the_environment_forces_what_auto_backend_means(monkeypatch, fresh_backend, forced):
+    monkeypatch.setattr(runtime, "measure_openvino_speedup", lambda precision: pytest.fail("probe ran"))
+    monkeypatch.setenv(cpu.AUTO_BACKEND_OVERRIDE, forced)
+    chosen = check_backend("auto", "bf16")
+    assert (chosen, chosen.reason) == (forced, "auto: forced by ITERSEG_AUTO_BACKEND")
+    monkeypatch.setenv(cpu.AUTO_BACKEND_OVERRIDE, "tensorrt")
+    with pytest.raises(InputError, match="ITERSEG_AUTO_BACKEND must be torch or openvino"):
+        check_backend("auto", "fp32")
+
+
+def test_the_probe_divides_the_best_torch_time_by_the_best_openvino_time(monkeypatch):
+    made = []
+    real_runner = runtime.Runner
+
+    def runner(net, precision, backend="torch"):
+        made.append((precision, backend))
+        return real_runner(net, precision, backend=backend)
+    monkeypatch.setattr(runtime, "Runner", runner)
+    readings = iter([0, 4, 0, 5, 0, 4, 0, 2, 0, 1, 0, 2])  # (start, end) of each timed pass: torch, then OpenVINO
+    monkeypatch.setattr(runtime.time, "perf_counter", lambda: next(readings))
+    assert runtime.measure_openvino_speedup("bf16", repeats=3, side=32) == pytest.approx(4.0)
+    assert made == [("bf16", "torch"), ("bf16", "openvino")]
+
+
+def test_the_cli_takes_the_backend_and_reports_it(tmp_path, image_path, bundle_path, capsys):
+    for backend in ("torch", "openvino"):
+        out = tmp_path / backend
+        assert main(["predict", str(image_path), "--model", str(bundle_path), "--backend", backend,
+                     "--precision", "fp32", "--out", str(out)]) == 0
+        options = json.loads((out / f"{image_path.stem}.report.json").read_text())["options"]
+        assert (options["backend"], options["backend_reason"]) == (backend, "asked")
+        assert f"seconds (fp32, {backend})" in capsys.readouterr().out
+    assert main(["predict", str(image_path), "--backend", "onnx"]) == 2
+    assert "--backend" in capsys.readouterr().err
