@@ -113,9 +113,9 @@ bench-gigapixel: $(BENCH_INSTALLED)
 	$(BIN)/python -m benchmarks.gigapixel --sizes 5000,10000,20000 --patches 64
 
 # a 40000 x 30000 Aperio-style .svs (written once into /tmp, about 4 minutes) under a 3 GB address-space
-# limit (about 3 minutes); see benchmarks/README.md
+# limit (about 2-3 minutes), on torch (OpenVINO needs 2.3 GB there); see benchmarks/README.md
 bench-slide: $(BENCH_INSTALLED)
-	$(BIN)/python -m benchmarks.slide --limit-gb 3
+	$(BIN)/python -m benchmarks.slide --limit-gb 3 --backend torch
 
 # a folder on LocalClusters of 1 and 2 workers, scheduler overhead, one 10000^2 BigTIFF over 2 workers (about 8 minutes)
 bench-cluster: $(BENCH_INSTALLED)

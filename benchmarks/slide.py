@@ -2,7 +2,7 @@
 Aperio-style slide (512 px JPEG tiles, 3 levels downsampled by 4, MPP 0.499 in the description),
 under an address-space limit, as a user runs it.
 
-    python -m benchmarks.slide [--width 40000 --height 30000] [--limit-gb 3]
+    python -m benchmarks.slide [--width 40000 --height 30000] [--limit-gb 3] [--backend torch]
 
 The slide is written once into --dir (benchmarks/synthetic_slide.py, tile by tile) and reused. The
 installed ``iterseg`` command runs in a fresh process with RLIMIT_AS (``ulimit -v``) set to
@@ -61,7 +61,7 @@ def physical_size(mask_path):
 def run_predict(path, out, args):
     """Run the iterseg command on ``path`` under RLIMIT_AS; returns the measurements."""
     command = [str(Path(sys.executable).with_name("iterseg")), "predict", str(path), "--model", args.model,
-               "--precision", args.precision, "--out", str(out), "--overwrite", "--quiet"]
+               "--precision", args.precision, "--backend", args.backend, "--out", str(out), "--overwrite", "--quiet"]
     if args.patches is not None:
         command += ["--patches", str(args.patches)]
     limit = int(args.limit_gb * 2 ** 30)
@@ -82,6 +82,7 @@ def run_predict(path, out, args):
             "tiles_under_windows": tiles_under(report["windows"], height, width),
             "level0_tiles": -(-height // TILE) * -(-width // TILE), "windows": len(report["windows"]),
             "patch_size": report["options"].get("patch_size"), "macs_ratio": report["macs"]["ratio"],
+            "backend": f"{report['options'].get('backend')} ({report['options'].get('backend_reason')})",
             "mpp": report["image"].get("mpp"), "objective_power": report["image"].get("objective_power"),
             "mask_physical_size": physical_size(report["outputs"]["mask"]), "input_mb": path.stat().st_size / 2 ** 20,
             "notes": report["notes"]}
@@ -91,7 +92,8 @@ def markdown(result):
     r, s = result["run"], result["run"]["seconds"]
     return "\n".join([
         f"`iterseg predict` on a synthetic {r['width']} x {r['height']} Aperio-style .svs (512 px JPEG tiles, "
-        f"3 levels by 4, MPP {MPP}), model {result['model']}, {result['precision']}, RLIMIT_AS {r['limit_gb']:g} GB "
+        f"3 levels by 4, MPP {MPP}), model {result['model']}, {result['precision']}, backend {r['backend']}, "
+        f"RLIMIT_AS {r['limit_gb']:g} GB "
         f"({result['created']})", "",
         "| wall s | stage 1 s | select s | stage 2 s | writing s | peak RSS MB | windows | tiles read | "
         "level-0 tiles under the windows | level-0 tiles | mask PhysicalSizeX/Y |",
@@ -111,6 +113,7 @@ def main(argv=None):
     parser.add_argument("--patches", type=int, default=None, help="windows (default: the model's)")
     parser.add_argument("--model", default="ph2")
     parser.add_argument("--precision", default="fp32")
+    parser.add_argument("--backend", default="auto", help="auto, torch or openvino (iterseg predict --backend)")
     parser.add_argument("--limit-gb", type=float, default=3.0, help="RLIMIT_AS of the iterseg process (ulimit -v)")
     parser.add_argument("--dir", type=Path, default=Path("/tmp/iterseg-slide"), help="where the slide goes")
     parser.add_argument("--out", type=Path, default=RESULTS)
