@@ -27,7 +27,7 @@ SAMPLE := iterseg/samples/IMD002.jpg
 UNCONDITIONED := runs/unconditioned
 UNCONDITIONED_COMMIT := 24a5261^
 
-.PHONY: demo test test-auto test-slow test-all lint bench bench-sweeps bench-int8 bench-gigapixel bench-cluster install clean
+.PHONY: demo test test-auto test-slow test-all lint bench bench-sweeps bench-int8 bench-gigapixel bench-slide bench-cluster install clean
 
 $(TORCH_INSTALLED):
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -111,6 +111,11 @@ bench-int8: $(BENCH_INSTALLED)
 # streaming: 5000^2, 10000^2 and 20000^2 synthetic pyramidal BigTIFFs (written once into /tmp; about 3 minutes)
 bench-gigapixel: $(BENCH_INSTALLED)
 	$(BIN)/python -m benchmarks.gigapixel --sizes 5000,10000,20000 --patches 64
+
+# a 40000 x 30000 Aperio-style .svs (written once into /tmp, about 4 minutes) under a 3 GB address-space
+# limit (about 2-3 minutes), on torch (OpenVINO needs 2.3 GB there); see benchmarks/README.md
+bench-slide: $(BENCH_INSTALLED)
+	$(BIN)/python -m benchmarks.slide --limit-gb 3 --backend torch
 
 # a folder on LocalClusters of 1 and 2 workers, scheduler overhead, one 10000^2 BigTIFF over 2 workers (about 8 minutes)
 bench-cluster: $(BENCH_INSTALLED)

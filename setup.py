@@ -26,6 +26,9 @@ setup(
         "opencv-python-headless>=4.8",
         "tifffile>=2023.7",
         "imagecodecs>=2023.1",  # LZW/JPEG-compressed TIFFs (HRF's masks, most scanners)
+        # whole-slide images (.svs, .ndpi, .scn, .bif): OpenSlide's interface on tifffile, pure Python;
+        # brings zarr and numcodecs (about 40 MB installed, against torch's 700 MB)
+        "tiffslide>=2.2",
         "pyyaml>=6",
         "tqdm>=4.60",
         "fvcore>=0.1.5.post20221221",
@@ -37,17 +40,26 @@ setup(
         "openvino>=2025.1",
     ],
     extras_require={
-        # `make test`: hypothesis fuzzes the kernels and the reader; none is needed at run time
-        "test": ["pytest>=7", "pytest-benchmark>=4", "hypothesis>=6"],
+        # `make test`: hypothesis fuzzes the kernels and the reader; none is needed at run time; the wsi
+        # and zarr extras, so that the tests read slides through OpenSlide and OME-Zarr images
+        "test": ["pytest>=7", "pytest-benchmark>=4", "hypothesis>=6", "openslide-bin>=4", "openslide-python>=1.4",
+                 "ome-zarr>=0.18"],
         # `make test-slow` and `make lint` (CI): matplotlib draws the sweep plots (the slow sweep tests
         # check them), dask runs the cluster tests, MONAI's UNet is a user network in
         # tests/test_two_stage_inference.py, ruff lints (ruff.toml)
         "dev": ["pytest>=7", "pytest-benchmark>=4", "matplotlib>=3.7", "hypothesis>=6", "ruff>=0.6",
+                "openslide-bin>=4", "openslide-python>=1.4", "ome-zarr>=0.18",
                 "dask[distributed]>=2024.1", "monai>=1.3"],
         # MONAI's sliding window, the speed benchmarks' reference point; never a runtime dependency
         "bench": ["pytest>=7", "pytest-benchmark>=4", "matplotlib>=3.7", "monai>=1.3"],
         # `iterseg predict DIR --cluster local:N | tcp://HOST:PORT | FILE.json` (iterseg/cluster.py); pure Python
         "dask": ["dask[distributed]>=2024.1"],
+        # 3DHistech .mrxs and DICOM slides, which tifffile cannot read: OpenSlide (a 3 MB wheel of native
+        # libraries, LGPL) through openslide-python; the TIFF-based slide formats need neither
+        "wsi": ["openslide-bin>=4", "openslide-python>=1.4"],
+        # OME-Zarr (NGFF) images in, NGFF labels out (iterseg/disk/ngff.py): ome-zarr brings dask,
+        # scikit-image, scipy, botocore and s3fs (about 200 MB installed), too much for everyone
+        "zarr": ["ome-zarr>=0.18"],
     },
     entry_points={"console_scripts": ["iterseg=iterseg.cli:run"]},
 )

@@ -10,9 +10,10 @@ The output folder is the user's data: files named like our outputs inside it are
 overwritten, temporary files of killed runs are removed, and the summary keeps a row for every image
 ever run into it (summary.py). Many processes may run into one output folder at once (a job array,
 ``shard``): each image is claimed by one of them (claims.py) and computed once.
-Tiled TIFFs above STREAM_PIXELS are streamed (engine/source.TiffSource): their mask is a tiled pyramidal OME-TIFF
-(the input's physical pixel size carried over) and their overlay is at stage-1 scale. Probabilities (OME-TIFF) and
-contours (GeoJSON) are written only on request, for every image.
+Tiled TIFFs above STREAM_PIXELS, whole-slide and OME-Zarr images are streamed (engine/source.TiffSource): their
+mask is a tiled pyramidal OME-TIFF (the input's physical pixel size carried over; disk/metadata.py), NGFF labels
+for an OME-Zarr, and their overlay is at stage-1 scale; a GeoTIFF's mask is a GeoTIFF with its georeferencing.
+Probabilities (OME-TIFF) and contours (GeoJSON) are written only on request, for every image.
 """
 import contextlib
 import glob
@@ -26,6 +27,8 @@ import tifffile
 
 from .claims import Claims, remove_stale_partials
 from .disk.images import check_image_file, quiet_tifffile, read_image_noted
+from .disk.metadata import Metadata, read_metadata
+from .disk.ngff import NGFF_SUFFIX, is_ngff, write_mask_labels
 from .disk.outputs import (
     OUTPUT_TILE,
     PARTIAL,
@@ -35,11 +38,13 @@ from .disk.outputs import (
     write_json,
     write_mask,
     write_mask_pyramid,
+    write_mask_tiff,
     write_overlay,
     write_probs,
     write_probs_pyramid,
 )
-from .disk.tiff import TiledImage, physical_size, pyramid_tiles, tiled_reason
+from .disk.slide import SLIDE_SUFFIXES, is_slide
+from .disk.tiff import TiledImage, pyramid_tiles, tiled_reason
 from .engine.loop import bar
 from .errors import InputError, IterSegError, naming
 from .report import result_report
@@ -49,10 +54,11 @@ from .timer import Timer, peak_rss_mb
 log = logging.getLogger(__name__)
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".btf", ".tf8", ".bmp", ".gif", ".ppm", ".pgm",
-                  ".pbm", ".webp", ".jp2")
+                  ".pbm", ".webp", ".jp2", NGFF_SUFFIX) + SLIDE_SUFFIXES
 STREAM_PIXELS = 4096 * 4096  # stream='auto' streams tiled TIFFs larger than this
 STREAM_MODES = ("auto", "always", "never")
-OUTPUT_ENDINGS = (".mask.png", ".mask.tif", ".overlay.png", ".probs.tif", ".report.json")  # see output_paths
+# see output_paths
+OUTPUT_ENDINGS = (".mask.png", ".mask.tif", ".mask.zarr", ".overlay.png", ".probs.tif", ".report.json")
 MERGE_SECONDS = 1.0  # summary.csv is merged at most this often during a run (and at its end)
 WRITING = "writing"  # status of the claim report written before the outputs (see _predict_file)
 
@@ -72,7 +78,7 @@ def _same_folder(a, b):
 
 def _candidates(found, out_dir):
     """Image files among ``found`` (sorted), leaving out what we wrote into ``out_dir`` ourselves."""
-    images = sorted(p for p in found if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
+    images = sorted(p for p in found if p.suffix.lower() in IMAGE_SUFFIXES and (p.is_file() or is_ngff(p)))
     ours = [p for p in images if is_output_name(p) and _same_folder(p.parent, out_dir) or PARTIAL.match(p.name)]
     if ours:
         log.debug("left out %d files named like iterseg outputs in %s", len(ours), out_dir)
@@ -87,7 +93,7 @@ def expand_inputs(items, out_dir=None):
     paths = []
     for item in map(str, items):
         path = Path(item)
-        if path.is_dir():
+        if path.is_dir() and not is_ngff(path):
             found, left = _candidates(_listing(path), out_dir)
             if not found:
                 raise InputError(f"folder {path} holds no image files ({', '.join(IMAGE_SUFFIXES)})"
@@ -149,10 +155,11 @@ def writing_to(out_dir):
                          f"permissions of the output folder {out_dir}, or choose another with --out.") from None
 
 
-def output_paths(out_dir, stem, streamed, save_probs, geojson=False):
-    """{kind: path}: mask (PNG; pyramidal OME-TIFF when streamed), probabilities (OME-TIFF) only when
-    asked for, overlay, the mask's contours (STEM.contours.geojson) when asked for, and the report."""
-    kinds = [("mask", "tif" if streamed else "png"), ("overlay", "png"), ("report", "json")]
+def output_paths(out_dir, stem, streamed, save_probs, geojson=False, mask_format=None):
+    """{kind: path}: mask (``mask_format``, default PNG, pyramidal OME-TIFF when streamed; see
+    ``mask_format``), probabilities (OME-TIFF) only when asked for, overlay, the mask's contours
+    (STEM.contours.geojson) when asked for, and the report."""
+    kinds = [("mask", mask_format or ("tif" if streamed else "png")), ("overlay", "png"), ("report", "json")]
     if save_probs:
         kinds.insert(1, ("probs", "tif"))
     if geojson:
@@ -164,6 +171,8 @@ def stream_decision(path, mode, max_pixels=None):
     """(stream?, note for the report or None) for ``path`` under ``mode`` (auto / always / never)."""
     if mode == "never":
         return False, None
+    if is_slide(path) or is_ngff(path):  # always streamed: their pyramid and metadata come with it
+        return True, None
     reason = tiled_reason(path)
     if reason:
         large = mode == "always" or tiff_pixels(path) > STREAM_PIXELS
@@ -184,6 +193,14 @@ def tiff_pixels(path):
         return 0
 
 
+def mask_format(path, streamed, metadata):
+    """The mask's file type: 'zarr' (NGFF labels) for an OME-Zarr input, 'tif' for a streamed
+    image (pyramidal OME-TIFF) or a GeoTIFF (a GeoTIFF with its tags), else 'png'."""
+    if is_ngff(path):
+        return "zarr"
+    return "tif" if streamed or metadata.geotags else "png"
+
+
 def class_palette(bundle):
     """The bundle's palette for a multi-class model (K > 2), None for a binary one."""
     return bundle.palette if bundle.s2.config.out_channels > 1 else None
@@ -200,17 +217,19 @@ def _predict(segmenter, path, options, baseline, streamed, show, max_pixels=None
     return result, image
 
 
-def write_outputs(result, image, outputs, bundle, show, pixel_size=None, tint=None):
+def write_outputs(result, image, outputs, bundle, show, metadata=None, tint=None):
     """Write mask, probabilities (if asked for), overlay, contours (if asked for); returns the
     foreground fraction. A streamed result (``image`` None) is written tile by tile as pyramidal
-    OME-TIFFs, its overlay and contours at stage-1 scale. pixel_size: (y, x) micrometres per pixel of
-    the input, carried into the TIFFs; tint: overlay colour (default: disk/outputs.default_tint)."""
+    OME-TIFFs, its overlay and contours at stage-1 scale. metadata: the input's disk/metadata.Metadata,
+    carried into the TIFFs (pixel size; a GeoTIFF's georeferencing onto the mask); tint: overlay
+    colour (default: disk/outputs.default_tint)."""
     palette = class_palette(bundle)
     tint = tint or default_tint(bundle)
+    metadata = metadata or Metadata()
+    pixel_size = metadata.pixel_size
+    foreground = write_mask_file(result, image, outputs["mask"], bundle, show, metadata)
     if image is None:
         tiles = pyramid_tiles(*result.shape, OUTPUT_TILE)
-        with bar(tiles, "writing mask", "tile", show) as progress:
-            foreground = write_mask_pyramid(outputs["mask"], result, bundle.num_classes, progress.update, pixel_size)
         if "probs" in outputs:
             with bar(tiles, "writing probabilities", "tile", show) as progress:
                 write_probs_pyramid(outputs["probs"], result, bundle.num_classes, progress.update, pixel_size)
@@ -222,12 +241,27 @@ def write_outputs(result, image, outputs, bundle, show, pixel_size=None, tint=No
             result.notes.append(f"contours traced on the {small_mask.shape[1]} x {small_mask.shape[0]} overview "
                                 "(stage-1 scale), in full-resolution pixel coordinates")
         return foreground
-    write_mask(outputs["mask"], result.mask, palette)
     if "probs" in outputs:
         write_probs(outputs["probs"], result.probs, pixel_size)
     write_overlay(outputs["overlay"], image, result.mask, result.windows, palette, tint)
     if "contours" in outputs:
         write_geojson(outputs["contours"], result.mask, bundle.class_names)
+    return foreground
+
+
+def write_mask_file(result, image, path, bundle, show, metadata):
+    """Write the mask at ``path`` in the format its suffix names (see ``mask_format``); returns the
+    foreground fraction. NGFF labels and a streamed result's OME-TIFF are written tile by tile."""
+    if path.suffix == ".zarr":
+        return write_mask_labels(path, result.shape, result.mask_at, bundle.class_names, metadata.pixel_size)
+    if image is None:
+        with bar(pyramid_tiles(*result.shape, OUTPUT_TILE), "writing mask", "tile", show) as progress:
+            return write_mask_pyramid(path, result, bundle.num_classes, progress.update, metadata.pixel_size,
+                                      metadata.geotags)
+    if path.suffix == ".tif":
+        write_mask_tiff(path, result.mask, bundle.num_classes, metadata.pixel_size, metadata.geotags)
+    else:
+        write_mask(path, result.mask, class_palette(bundle))
     return float((result.mask > 0).mean())
 
 
@@ -288,7 +322,9 @@ def _predict_file(segmenter, path, out_dir, options, baseline, stream, save_prob
     writing = writing or {}
     streamed, note = (False, None) if baseline else stream_decision(path, stream, max_pixels)
     log.debug("%s: %s%s", path, "streamed" if streamed else "read whole", f" ({note})" if note else "")
-    outputs = output_paths(out_dir, Path(path).stem, streamed, save_probs, writing.get("geojson", False))
+    metadata = read_metadata(path)
+    outputs = output_paths(out_dir, Path(path).stem, streamed, save_probs, writing.get("geojson", False),
+                           mask_format(path, streamed, metadata))
     check_ours(outputs)
     result, image = _predict(segmenter, path, options, baseline, streamed, show_progress, max_pixels)
     # the claim: a report listing the outputs before they are written, so that a run killed while
@@ -297,11 +333,12 @@ def _predict_file(segmenter, path, out_dir, options, baseline, stream, save_prob
                                    "outputs": {k: str(v) for k, v in outputs.items()}})
     timer = Timer()
     with timer("write"):
-        foreground = write_outputs(result, image, outputs, segmenter.bundle, show_progress, physical_size(path),
+        foreground = write_outputs(result, image, outputs, segmenter.bundle, show_progress, metadata,
                                    writing.get("tint"))
     if note:
         result.notes.append(note)
     report = result_report(result, path, result_shape(result, image), model_info(segmenter), outputs, foreground)
+    report["image"].update(metadata.report())
     report["seconds_writing"] = round(timer.seconds["write"], 4)
     report["peak_rss_mb"] = round(peak_rss_mb(), 1)
     if result.tiles_read is not None:

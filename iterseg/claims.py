@@ -20,6 +20,7 @@ import json
 import logging
 import os
 import re
+import shutil
 import socket
 import threading
 import time
@@ -158,10 +159,13 @@ def remove_stale_partials(out_dir, age=STALE_SECONDS):
             verdicts[stem] = claimed_by(out_dir, stem)
         verdict = verdicts.get(stem)
         with contextlib.suppress(OSError):
-            if verdict == "live" or not path.is_file():
+            if verdict == "live" or not (path.is_file() or path.is_dir() and PARTIAL.match(path.name)):
                 continue
             if verdict == "stale" or (PARTIAL.match(path.name) and now - path.stat().st_mtime > age):
-                path.unlink()
+                if path.is_dir():  # an NGFF mask (.mask.zarr) is written as a folder
+                    shutil.rmtree(path)
+                else:
+                    path.unlink()
                 removed += 1
     if removed:
         log.info("removed %d temporary files of interrupted runs from %s", removed, out_dir)

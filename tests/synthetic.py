@@ -201,3 +201,30 @@ def write_multiclass_dataset(root, count=8, height=64, width=96, colours=True):
     spec = root / "shapes.yaml"
     spec.write_text(MULTICLASS_SPEC % entries, encoding="utf-8")
     return spec
+
+
+def write_slide(path, image, tile=(64, 64), mpp=0.25, compression="zlib", levels=3):
+    """Write ``image`` (H, W, 3) uint8 as an Aperio-style SVS (benchmarks/synthetic_slide.write_svs):
+    levels downsampled by 4 with INTER_AREA, the Aperio description with ``mpp`` and AppMag 20.
+    Returns the level arrays."""
+    from benchmarks.synthetic_slide import write_svs
+    arrays = {1: image}
+    for k in range(1, levels):
+        h, w = -(-image.shape[0] // 4 ** k), -(-image.shape[1] // 4 ** k)
+        arrays[4 ** k] = cv2.resize(image, (w, h), interpolation=cv2.INTER_AREA)
+    write_svs(path, *image.shape[:2], lambda step, y, x, h, w: arrays[step][y:y + h, x:x + w], tile=tile, mpp=mpp,
+              levels=levels, compression=compression)
+    return list(arrays.values())
+
+
+def write_ngff(path, image, chunk=64, levels=3, mpp=0.5):
+    """Write ``image`` (H, W, 3) uint8 as an OME-Zarr multiscale image (ome-zarr's writer, axes c, y,
+    x, levels halving, ``mpp`` micrometres per pixel)."""
+    import zarr
+    from ome_zarr.writer import write_image
+    group = zarr.open_group(str(path), mode="w")
+    write_image(np.moveaxis(image, -1, 0), group, axes=["c", "y", "x"],
+                scale_factors=[2 ** k for k in range(1, levels)],
+                storage_options={"chunks": (image.shape[2], chunk, chunk)}, scale={"c": 1.0, "y": mpp, "x": mpp},
+                axes_units={"y": "micrometer", "x": "micrometer"})
+    return path

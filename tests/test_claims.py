@@ -70,6 +70,19 @@ def test_a_rerun_removes_the_temporary_files_of_a_killed_run_at_once(tmp_path, i
     assert (out / "blobs.report.json").is_file() and not list(out.glob(".blobs.claim*"))
 
 
+def test_a_half_written_ngff_mask_folder_of_a_killed_run_is_removed(tmp_path):
+    out = tmp_path / "out"
+    out.mkdir()
+    leave_claim(out, "cells", dead_pid())
+    leave_claim(out, "other", os.getpid())
+    dead, live = out / ".cells.mask.0123abcd.partial.zarr", out / ".other.mask.0123abcd.partial.zarr"
+    for folder in (dead, live):
+        (folder / "labels").mkdir(parents=True)
+        (folder / "labels" / "zarr.json").write_text("{}")
+    assert claims.remove_stale_partials(out) == 1
+    assert not dead.exists() and live.is_dir()
+
+
 def test_a_folder_run_through_the_api_removes_them_too(tmp_path, image_path, bundle_path):
     out = tmp_path / "out"
     out.mkdir()

@@ -29,7 +29,7 @@ from ..errors import InputError, describe
 from .planes import first_plane, other_images_note
 
 TIFF_SUFFIXES = (".tif", ".tiff", ".btf", ".tf8")
-SUPPORTED = "PNG, JPEG, BMP, GIF, PPM/PGM or TIFF"
+SUPPORTED = "PNG, JPEG, BMP, GIF, PPM/PGM, TIFF, whole-slide (SVS, NDPI, SCN, MRXS, DICOM) or OME-Zarr"
 MAX_PIXELS = 100_000_000  # default limit of an image decoded whole (10000 x 10000)
 MAX_STREAMED_PIXELS = 10_000_000_000  # default limit of a tiled TIFF read tile by tile (100000 x 100000)
 TILED_HOWTO = ("convert it to a tiled TIFF, which iterseg streams region by region (e.g. `vips tiffsave IN OUT.tif "
@@ -41,13 +41,15 @@ ORIENTATIONS = {2: (0, True), 3: (2, False), 4: (2, True), 5: (3, True), 6: (3, 
 
 
 def check_image_file(path):
-    """Raise InputError unless ``path`` is an existing, non-empty file, saying why not (missing, a
-    broken link or a link loop, not accessible, a directory, empty)."""
+    """Raise InputError unless ``path`` is an existing, non-empty file (or an OME-Zarr folder), saying
+    why not (missing, a broken link or a link loop, not accessible, a directory, empty)."""
     try:
         info = path.stat()
     except OSError as exc:
         raise InputError(unreachable(path, exc)) from None
     if stat.S_ISDIR(info.st_mode):
+        if path.suffix.lower() == ".zarr":  # an OME-Zarr image is a folder
+            return
         raise InputError(f"{path} is a directory; pass image files.")
     if info.st_size == 0:
         raise InputError(f"image file {path} is empty; re-export or skip it.")
@@ -289,6 +291,12 @@ def read_image_noted(path, max_pixels=None):
     check_image_file(path)
     notes = []
     try:
+        from .ngff import is_ngff, read_ngff
+        from .slide import is_slide, read_slide
+        if is_ngff(path):
+            return read_ngff(path, max_pixels)[0], ["OME-Zarr image: level 0 read whole"]
+        if is_slide(path):
+            return read_slide(path, max_pixels)[0], ["whole-slide image: level 0 read whole"]
         if path.suffix.lower() in TIFF_SUFFIXES:
             return _read_tiff(path, max_pixels, notes), notes
         return _decode(path, max_pixels, notes), notes

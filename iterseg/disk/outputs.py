@@ -10,6 +10,7 @@ import contextlib
 import json
 import os
 import re
+import shutil
 import uuid
 from pathlib import Path
 
@@ -67,6 +68,22 @@ def atomic_output(path):
             tmp.unlink()
 
 
+@contextlib.contextmanager
+def atomic_folder(path):
+    """Yield a temporary folder beside ``path``; replace ``path`` by it only on success. (An old
+    folder at ``path`` is removed just before the rename, which cannot replace a non-empty folder: a
+    crash between the two leaves no mask, never a partial one.)"""
+    path = Path(path)
+    tmp = path.with_name(f".{path.stem}.{uuid.uuid4().hex[:8]}.partial{path.suffix}")
+    try:
+        yield tmp
+        if path.exists():
+            shutil.rmtree(path)
+        os.replace(tmp, path)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
 def _write_with_opencv(path, rgb_or_gray):
     array = np.ascontiguousarray(rgb_or_gray)
     if array.ndim == 3 and array.shape[2] in (3, 4):
@@ -90,6 +107,19 @@ def write_mask(path, mask, palette=None):
     indexed.putpalette([int(v) for colour in palette for v in colour])
     with atomic_output(path) as tmp:
         indexed.save(tmp, format="PNG")
+
+
+def write_mask_tiff(path, mask, classes, pixel_size=None, geotags=()):
+    """TIFF of ``mask`` (H, W) uint8 class ids (0/255 for a binary model, ``classes`` == 2), zlib,
+    with the input's GeoTIFF tags (disk/metadata.py) and pixel size: a GeoTIFF GIS tools overlay on
+    the input."""
+    resolution = {} if pixel_size is None else {
+        "resolution": (1e4 / pixel_size[1], 1e4 / pixel_size[0]), "resolutionunit": "CENTIMETER"}
+    pixels = mask * 255 if classes == 2 else mask
+    tile = OUTPUT_TILE if min(mask.shape) >= OUTPUT_TILE[0] else None
+    with atomic_output(path) as tmp:
+        tifffile.imwrite(tmp, pixels.astype(np.uint8), compression="zlib", photometric="minisblack", tile=tile,
+                         extratags=list(geotags), metadata=None, **resolution)
 
 
 def write_probs(path, probs, pixel_size=None):
@@ -206,11 +236,11 @@ def level_positions(start, count, level):
     return (start + np.arange(count)) * step + step // 2
 
 
-def write_mask_pyramid(path, result, classes, progress=None, pixel_size=None):
+def write_mask_pyramid(path, result, classes, progress=None, pixel_size=None, geotags=()):
     """The mask of ``result`` (anything with ``shape`` and ``mask_at(rows, cols)``) as a tiled
     pyramidal OME-TIFF (BigTIFF; uint8; 0/255 for binary, class ids otherwise), written one tile at a
     time; returns the foreground fraction at level 0. classes: the model's class count. pixel_size:
-    (y, x) micrometres per pixel of the input (disk/tiff.physical_size), carried over."""
+    (y, x) micrometres per pixel of the input, geotags: its GeoTIFF tags (disk/metadata.py), carried over."""
     from .tiff import write_pyramid
     foreground = [0]
 
@@ -221,7 +251,7 @@ def write_mask_pyramid(path, result, classes, progress=None, pixel_size=None):
         return mask * 255 if classes == 2 else mask
 
     write_pyramid(path, result.shape, np.uint8, region, tile=OUTPUT_TILE, progress=progress, ome=True,
-                  pixel_size=pixel_size)
+                  pixel_size=pixel_size, extratags=geotags)
     return foreground[0] / (result.shape[0] * result.shape[1])
 
 
@@ -248,5 +278,8 @@ def overview(result):
     rows = ((np.arange(h1) + 0.5) * height / h1).astype(np.int64)
     cols = ((np.arange(w1) + 0.5) * width / w1).astype(np.int64)
     windows = np.round(np.asarray(result.windows) * np.array([h1 / height, w1 / width] * 2)).astype(np.int64)
-    image = np.clip(result.view * 255 + 0.5, 0, 255).astype(np.uint8)
-    return image, result.mask_at(rows, cols), windows
+    image = np.empty(result.view.shape, np.uint8)
+    for top in range(0, h1, 256):  # a band at a time: no float copy of the whole view
+        image[top:top + 256] = np.clip(result.view[top:top + 256] * 255 + 0.5, 0, 255)
+    mask = np.concatenate([result.mask_at(rows[top:top + 256], cols) for top in range(0, h1, 256)])
+    return image, mask, windows

@@ -29,6 +29,15 @@ def mirror_index(index, length):
     return np.where(folded >= length, period - folded, folded)
 
 
+def tiles_overlapped(tile, y, x, h, w):
+    """How many tiles of size ``tile`` (th, tw) the region (y, x, h, w) inside an image overlaps
+    (one when the image is not tiled: ``tile`` (0, 0))."""
+    th, tw = tile
+    if not th or not tw:
+        return 1
+    return ((y + h - 1) // th - y // th + 1) * ((x + w - 1) // tw - x // tw + 1)
+
+
 def tiled_reason(path):
     """None if ``path`` is a TIFF that can be streamed, else why not (for the report's notes)."""
     if Path(path).suffix.lower() not in TIFF_SUFFIXES:
@@ -173,7 +182,7 @@ def pyramid_tiles(height, width, tile, levels=None):
 
 
 def write_pyramid(path, shape, dtype, region, tile=(256, 256), compression="zlib", photometric=None,
-                  levels=None, progress=None, ome=False, pixel_size=None):
+                  levels=None, progress=None, ome=False, pixel_size=None, extratags=()):
     """Write a tiled pyramidal BigTIFF tile by tile, atomically; no full level is ever in memory.
 
     shape: level-0 (H, W) or (H, W, C). region(level, y, x, h, w) returns the pixels (h, w[, C]) of
@@ -182,7 +191,8 @@ def write_pyramid(path, shape, dtype, region, tile=(256, 256), compression="zlib
     progress: called with the number of tiles written after each tile. ome: an OME-TIFF (OME-XML in
     the first page's description; the levels as SubIFDs), which QuPath, napari and Bio-Formats open as
     one pyramidal image. pixel_size: (y, x) micrometres per level-0 pixel, written as the OME
-    PhysicalSizeY/X and as resolution tags (pixels per centimetre) of every level. Returns the level shapes.
+    PhysicalSizeY/X and as resolution tags (pixels per centimetre) of every level. extratags: tifffile
+    extra tags of level 0 (a GeoTIFF's georeferencing, disk/metadata.py). Returns the level shapes.
     """
     levels = pyramid_shapes(shape[0], shape[1], tile)[:levels]
     photometric = photometric or ("rgb" if len(shape) == 3 and shape[2] == 3 else "minisblack")
@@ -204,7 +214,8 @@ def write_pyramid(path, shape, dtype, region, tile=(256, 256), compression="zlib
                       compression=compression, photometric=photometric,
                       planarconfig="contig" if len(shape) == 3 else None,  # (h, w, C) tiles, any C
                       subifds=len(levels) - 1 if level == 0 else None, subfiletype=1 if level else 0,
-                      metadata=metadata if level == 0 else None, **resolution)
+                      metadata=metadata if level == 0 else None, extratags=list(extratags) if level == 0 else None,
+                      **resolution)
     return levels
 
 

@@ -38,6 +38,10 @@ log = logging.getLogger(__name__)
 # U-Net) and above it in chunks of BASELINE_CHUNK pixels with receptive-field context (same output).
 MAX_WHOLE_PIXELS = 4096 * 4096
 BASELINE_CHUNK = 2048
+# A streamed image's merged map is scored in strips of at most 512 rows and about this many pixels:
+# a strip of a 40000 px wide slide is 104 rows, its interpolation temporaries 0.1 GB instead of 0.4 GB
+# (the scores do not depend on the strips, kernels/windows.window_means_by_rows)
+SCORE_STRIP_PIXELS = 2 ** 22
 
 
 @dataclass(eq=False)
@@ -165,7 +169,7 @@ def refine_rounds(source, bundle, s2, coarse, merger, plan, timer, show, s1_macs
     limit = window_limit(settings.patches, plan.budget_macs(baseline_macs(bundle, shape)), s1_macs, window_macs)
     refined = np.zeros(len(grid), bool)
     chosen_all, scores_all, rounds_log = [], [], []
-    strip_rows = shape[0] if source.in_memory else 512
+    strip_rows = shape[0] if source.in_memory else min(512, max(16, SCORE_STRIP_PIXELS // shape[1]))
     for round_index in range(settings.rounds):
         remaining = limit - refined.sum()
         if remaining <= 0:

@@ -1,5 +1,5 @@
-"""Sources: where pixels come from. An image in memory, or a tiled TIFF read tile by tile; the
-engine sees both through the same three calls (``shape``, ``view``, ``read_boxes``).
+"""Sources: where pixels come from. An image in memory, or a tiled TIFF or whole-slide image read
+region by region; the engine sees both through the same three calls (``shape``, ``view``, ``read_boxes``).
 
 Pixels enter here and only here: one rule maps any dtype to [0, 1] (``unit_range``, decided once per
 image, never per strip or window) and one rule fits the channels to the model (``fit_channels``).
@@ -16,6 +16,8 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
+from ..disk.ngff import NgffImage, is_ngff
+from ..disk.slide import Slide, is_slide
 from ..disk.tiff import TiledImage, mirror_index
 from ..errors import InputError, naming
 
@@ -188,12 +190,22 @@ class ArraySource:
         pass
 
 
+def open_streamed(path, max_pixels=None):
+    """The reader of a file streamed region by region: disk/slide.Slide for whole-slide formats (by
+    suffix), disk/ngff.NgffImage for OME-Zarr folders, else disk/tiff.TiledImage; all have shape,
+    dtype, level_shapes, read_region, tiles_read (and the first two read_level_region)."""
+    if is_slide(path):
+        return Slide(path, max_pixels)
+    return NgffImage(path, max_pixels) if is_ngff(path) else TiledImage(path, max_pixels)
+
+
 class TiffSource:
-    """A tiled (Big)TIFF read tile by tile: memory grows with what is read, not with the image."""
+    """A tiled (Big)TIFF or a whole-slide image read region by region: memory grows with what is read,
+    not with the image."""
     in_memory = False
 
     def __init__(self, path, channels, progress=None, max_pixels=None):
-        self.tiff = TiledImage(path, max_pixels)
+        self.tiff = open_streamed(path, max_pixels)
         try:
             check_dtype(self.tiff.dtype)
             self.shape = self.tiff.shape[:2]
@@ -220,10 +232,13 @@ class TiffSource:
     def tiles_read(self):
         return self.tiff.tiles_read
 
-    def _strips(self):
-        height, width = self.shape
+    def _strips(self, level=0):
+        """(top row, pixels) of level ``level`` in strips of STRIP_ROWS rows (the reader's level regions)."""
+        height, width = self.tiff.level_shapes[level][:2]
         for top in range(0, height, STRIP_ROWS):
-            yield top, self.tiff.read_region(top, 0, min(STRIP_ROWS, height - top), width)
+            rows = min(STRIP_ROWS, height - top)
+            yield top, (self.tiff.read_region(top, 0, rows, width) if level == 0 else
+                        self.tiff.read_level_region(level, top, 0, rows, width))
 
     def _extent(self, progress):
         """(min, max) of the stored values, read strip by strip; InputError on NaN or infinity."""
@@ -246,28 +261,42 @@ class TiffSource:
 
     def view(self, height, width, progress=None):
         """(float32 (height, width, C) the image at stage-1 scale, note): from the smallest pyramid
-        level at least that large, else shrunk from level-0 strips (INTER_AREA, one strip in memory)."""
+        level at least that large, else shrunk from level-0 strips (INTER_AREA, one strip in memory).
+        A whole-slide or OME-Zarr image's level is read in strips too; a TIFF's level is read whole."""
         levels = [(shape[0], index) for index, shape in enumerate(self.tiff.level_shapes)
                   if index and shape[0] >= height and shape[1] >= width]
-        if levels:
-            index = min(levels)[1]
-            view = shrink(self.unit(self.tiff.read_level(index)), height, width)
-            return view, f"stage 1 read pyramid level {index} ({width} x {height} after INTER_AREA)"
-        return self._view_from_strips(height, width, progress), None
+        if not levels:
+            return self._view_from_strips(height, width, progress), None
+        index = min(levels)[1]
+        if isinstance(self.tiff, (Slide, NgffImage)):
+            before = self.tiff.level_tiles_read.get(index, 0)
+            view = self._view_from_strips(height, width, progress, index)
+            tiles = self.tiff.level_tiles_read.get(index, 0) - before
+            return view, f"stage 1 read pyramid level {index} ({tiles} tiles; {width} x {height} after INTER_AREA)"
+        view = shrink(self.unit(self.tiff.read_level(index)), height, width)
+        return view, f"stage 1 read pyramid level {index} ({width} x {height} after INTER_AREA)"
 
-    def _view_from_strips(self, height, width, progress):
+    def _view_from_strips(self, height, width, progress, level=0):
         """INTER_AREA across each strip's columns with OpenCV, then across rows with the same area
-        weights, accumulated: cv2.resize INTER_AREA of the whole image up to float rounding."""
-        full_height = self.shape[0]
-        view = np.zeros((height, width, self.channels), np.float64)
-        for top, strip in self._strips():
+        weights, accumulated in float64 over the few view rows a strip touches (the first of them
+        shared with the strip before): cv2.resize INTER_AREA of the whole level up to float rounding,
+        in the memory of the float32 view."""
+        full_height = self.tiff.level_shapes[level][0]
+        view = np.empty((height, width, self.channels), np.float32)
+        first, pending = 0, np.zeros((0, width, self.channels))  # view rows first.. still being summed
+        for top, strip in self._strips(level):
             rows = np.arange(top, top + len(strip))
             narrow = shrink(self.unit(strip), len(rows), width)
             weights, dest = area_weights(rows, height, full_height)
-            view[dest] += np.tensordot(weights, narrow, axes=(1, 0))
+            summed = np.tensordot(weights, narrow, axes=(1, 0))
+            done = int(dest[0]) - first  # rows above this strip's first are complete
+            view[first:first + done] = pending[:done]
+            summed[:len(pending) - done] += pending[done:]
+            first, pending = int(dest[0]), summed
             if progress:
-                progress(len(rows))
-        return view.astype(np.float32)
+                progress(round(len(rows) * self.shape[0] / full_height))
+        view[first:first + len(pending)] = pending
+        return view
 
 
 def area_weights(rows, small, full):
@@ -284,9 +313,10 @@ def area_weights(rows, small, full):
 
 def open_source(image, channels, stream=False, progress=None, max_pixels=None):
     """A source for ``image``: a Source is returned as it is; a path with ``stream`` opens a
-    TiffSource; any other path is read whole (with the notes of disk/images.read_image_noted); an
-    array is wrapped in an ArraySource. max_pixels: refuse files whose header declares more pixels
-    (default disk/images.MAX_PIXELS read whole, MAX_STREAMED_PIXELS streamed)."""
+    TiffSource (tiled TIFF or whole-slide image); any other path is read whole (with the notes of
+    disk/images.read_image_noted); an array is wrapped in an ArraySource. max_pixels: refuse files
+    whose header declares more pixels (default disk/images.MAX_PIXELS read whole, MAX_STREAMED_PIXELS
+    streamed)."""
     if hasattr(image, "read_boxes"):
         return image
     if isinstance(image, (str, bytes)) or hasattr(image, "__fspath__"):

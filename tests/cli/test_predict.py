@@ -16,6 +16,7 @@ from PIL import Image
 import iterseg
 from iterseg import batch
 from iterseg.cli import main
+from iterseg.disk.images import SUPPORTED
 from iterseg.model.store import save_bundle
 
 from synthetic import CLASS_COLOURS, CLASS_NAMES, blob_image, class_pair, multiclass_bundle, small_bundle, write_tiled
@@ -383,4 +384,4 @@ def test_debug_shows_the_traceback(inputs, tmp_path, capsys):
     assert main(["--debug", "predict", str(inputs / "text.png"), "--out", str(tmp_path)]) == 2
     err = capsys.readouterr().err
     assert "Traceback (most recent call last)" in err
-    assert err.strip().endswith("PNG, JPEG, BMP, GIF, PPM/PGM or TIFF files.")
+    assert err.strip().endswith(f"iterseg reads {SUPPORTED} files.")

@@ -96,3 +96,17 @@ def test_stage1_in_tiles_equals_stage1_whole(monkeypatch):
     assert whole_notes == []
     assert notes == [f"stage 1 ran in 6 chunks of 38 px with receptive-field context ({context} px)"]
     assert tiled_macs > whole_macs  # the context is paid for
+
+
+def test_stage1_in_bands_of_chunks_equals_all_chunks_at_once():
+    from iterseg.engine.coarse import run_in_bands
+    from iterseg.engine.infer import run_whole
+    from iterseg.engine.source import gather_boxes
+    bundle = small_bundle()
+    view = blob_image(100, 75, seed=8).astype(np.float32) / 255
+    runner = bundle.runners("fp32", False)[0]
+    args = (runner, lambda boxes: gather_boxes(view, boxes), (100, 75), bundle.mean, bundle.std)
+    banded, count, box_hw = run_in_bands(*args, chunk=38)
+    at_once, count_at_once, box_hw_at_once = run_whole(*args, chunk=38)
+    np.testing.assert_array_equal(banded, at_once)
+    assert (count, box_hw) == (count_at_once, box_hw_at_once) == (6, box_hw)

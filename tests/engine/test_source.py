@@ -17,7 +17,7 @@ from iterseg.engine.source import (
 )
 from iterseg.errors import InputError
 
-from synthetic import blob_image, write_tiled
+from synthetic import blob_image, write_ngff, write_slide, write_tiled
 
 # dtype, extent (low, high), expected (offset, scale), words of the note (None: no note)
 UNIT_RANGES = [
@@ -208,3 +208,31 @@ def test_torch_tensors_are_read_as_arrays_or_refused_in_one_line():
     np.testing.assert_allclose(close, expected, atol=1e-2)
     with pytest.raises(InputError, match="pass a CPU tensor or a NumPy array"):
         ArraySource(torch.empty(12, 10, 3, device="meta"), 3)
+
+
+@pytest.mark.parametrize("kind", ["svs", "ome.zarr"])
+def test_slides_and_ome_zarr_stream_like_a_tiff(tmp_path, small_strips, kind):
+    """Level 0 read by boxes and strips as in memory; the stage-1 view from a level read in strips
+    equals that level shrunk whole (INTER_AREA), so a level is never decoded whole."""
+    if kind == "ome.zarr":
+        pytest.importorskip("ome_zarr")
+    picture = blob_image(160, 200, seed=5)
+    path = tmp_path / f"s.{kind}"
+    if kind == "svs":
+        levels = write_slide(path, picture, tile=(32, 32), levels=2)  # level 1: 40 x 50
+    else:
+        import zarr
+        write_ngff(path, picture, chunk=32, levels=2)  # level 1: 80 x 100
+        group = zarr.open_group(str(path), mode="r")
+        level1 = sorted(group.arrays())[1][1]  # the second dataset, as ome-zarr's writer made it
+        levels = [picture, np.moveaxis(level1[:], 0, -1)]
+    memory = ArraySource(picture, 3)
+    boxes = np.array([[0, 0, 24, 40], [130, 150, 24, 40], [-5, -9, 24, 40], [150, 180, 24, 40]])
+    with TiffSource(path, 3) as streamed:
+        np.testing.assert_array_equal(streamed.read_boxes(boxes), memory.read_boxes(boxes))
+        view, note = streamed.view(150, 190)  # no level but 0 is that large: level-0 strips
+        assert note is None
+        np.testing.assert_allclose(view, memory.view(150, 190)[0], atol=1e-5)
+        view, note = streamed.view(30, 36)
+        assert note.startswith("stage 1 read pyramid level 1")
+        np.testing.assert_allclose(view, shrink(ArraySource(levels[1], 3).unit, 30, 36), atol=1e-5)

@@ -1,0 +1,84 @@
+"""What an input file says about where its pixels are: physical pixel size, a slide's objective
+power and vendor, a GeoTIFF's georeferencing. Read once per image (``read_metadata``); the report
+and the writers (disk/outputs.py) carry it over to the outputs.
+
+Glossary
+    pixel_size  (y, x) micrometres per level-0 pixel, or None
+    geotags     tifffile ``extratags`` tuples (code, dtype, count, value, writeonce) of the GeoTIFF
+                tags in GEOTIFF_TAGS, as the input stores them: written unchanged onto a mask of the
+                same pixel grid, so GIS tools overlay it on the input
+"""
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import tifffile
+
+from .images import TIFF_SUFFIXES, quiet_tifffile
+
+# ModelPixelScale, ModelTiepoint, ModelTransformation, GeoKeyDirectory, GeoDoubleParams, GeoAsciiParams
+GEOTIFF_TAGS = (33550, 33922, 34264, 34735, 34736, 34737)
+
+
+@dataclass(frozen=True)
+class Metadata:
+    """Everything carried from an input file to its outputs (see the module glossary)."""
+    pixel_size: tuple | None = None
+    objective_power: float | None = None
+    vendor: str | None = None
+    geotags: tuple = field(default=())
+
+    def report(self):
+        """The report's fields (only those the file has): mpp [y, x], objective_power, vendor, georeferenced."""
+        fields = {"mpp": [round(v, 6) for v in self.pixel_size] if self.pixel_size else None,
+                  "objective_power": self.objective_power, "vendor": self.vendor,
+                  "georeferenced": bool(self.geotags) or None}
+        return {key: value for key, value in fields.items() if value is not None}
+
+
+def read_metadata(path):
+    """The Metadata of the image file at ``path`` (empty for formats that say nothing; never raises:
+    a damaged file is refused by its reader, not here)."""
+    from .ngff import NgffImage, is_ngff
+    from .slide import Slide, is_slide
+    from .tiff import physical_size
+    try:
+        if is_ngff(path):
+            with NgffImage(path, max_pixels=float("inf")) as image:
+                return Metadata(image.pixel_size)
+        if is_slide(path) or scanner_tiff(path):
+            with Slide(path, max_pixels=float("inf")) as slide:
+                info = slide.info
+            return Metadata(info.mpp, info.objective_power, info.vendor, geotiff_tags(path))
+        return Metadata(physical_size(path), geotags=geotiff_tags(path))
+    except Exception:  # noqa: BLE001 - the reader says what is wrong with the file
+        return Metadata()
+
+
+def scanner_tiff(path):
+    """True for a .tif that a slide scanner wrote (Aperio, Hamamatsu, Leica, Ventana or Philips
+    layout, renamed): its MPP is in the vendor's metadata, not in the resolution tags."""
+    if Path(path).suffix.lower() not in TIFF_SUFFIXES:
+        return False
+    try:
+        with quiet_tifffile(), open(path, "rb") as handle, tifffile.TiffFile(handle) as tif:
+            return any((tif.is_svs, tif.is_ndpi, tif.is_scn, tif.is_bif, tif.is_philips))
+    except Exception:  # noqa: BLE001 - not a readable TIFF
+        return False
+
+
+def geotiff_tags(path):
+    """The GEOTIFF_TAGS of a TIFF's first page as tifffile extratags (() if it has none)."""
+    if Path(path).suffix.lower() not in TIFF_SUFFIXES + (".svs",):
+        return ()
+    try:
+        with quiet_tifffile(), open(path, "rb") as handle, tifffile.TiffFile(handle) as tif:
+            tags = tif.pages.first.tags
+            return tuple((code, int(tags[code].dtype), _count(tags[code]), tags[code].value, True)
+                         for code in GEOTIFF_TAGS if code in tags)
+    except Exception:  # noqa: BLE001 - not a readable TIFF: no georeferencing
+        return ()
+
+
+def _count(tag):
+    """The count tifffile's writer wants: values for numbers, 0 (its own count) for text."""
+    return 0 if isinstance(tag.value, (str, bytes)) else tag.count
