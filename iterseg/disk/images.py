@@ -13,7 +13,6 @@ Glossary
 """
 import contextlib
 import errno
-import logging
 import os
 import stat
 import struct
@@ -26,14 +25,17 @@ import numpy as np
 import tifffile
 
 from ..errors import InputError, describe
+from .limits import (  # noqa: F401 -- read from here by callers
+    MAX_PIXELS,
+    MAX_STREAMED_PIXELS,
+    SUPPORTED,
+    TIFF_SUFFIXES,
+    TILED_HOWTO,
+    check_pixels,
+    quiet_tifffile,
+)
 from .planes import first_plane, other_images_note
 
-TIFF_SUFFIXES = (".tif", ".tiff", ".btf", ".tf8")
-SUPPORTED = "PNG, JPEG, BMP, GIF, PPM/PGM, TIFF, whole-slide (SVS, NDPI, SCN, MRXS, DICOM) or OME-Zarr"
-MAX_PIXELS = 100_000_000  # default limit of an image decoded whole (10000 x 10000)
-MAX_STREAMED_PIXELS = 10_000_000_000  # default limit of a tiled TIFF read tile by tile (100000 x 100000)
-TILED_HOWTO = ("convert it to a tiled TIFF, which iterseg streams region by region (e.g. `vips tiffsave IN OUT.tif "
-               "--tile --pyramid --bigtiff`, or tifffile.imwrite(OUT, image, tile=(256, 256))), crop it")
 # formats whose header Pillow reads for the checks, all of which OpenCV decodes (JPEG includes MPO)
 DECODED_FORMATS = ("PNG", "JPEG", "BMP", "DIB", "GIF", "PPM", "WEBP", "JPEG2000", "TIFF")
 # EXIF orientation -> (np.rot90 turns counter-clockwise, then flip left-right), as viewers apply it
@@ -86,17 +88,6 @@ def check_decoded_size(path, shape):
                          f"tiled TIFF, which iterseg streams region by region, or crop it.")
 
 
-def check_pixels(path, height, width, max_pixels=None, streamed=False):
-    """InputError if an image of ``height`` x ``width`` (from its header) exceeds the pixel limit:
-    ``max_pixels``, else MAX_PIXELS for an image decoded whole / MAX_STREAMED_PIXELS for a streamed one."""
-    limit = max_pixels or (MAX_STREAMED_PIXELS if streamed else MAX_PIXELS)
-    pixels = int(height) * int(width)
-    if pixels > limit:
-        how = "crop it or raise --max-pixels (max_pixels=)" if streamed else TILED_HOWTO + ", or raise --max-pixels"
-        raise InputError(f"{path} declares {width} x {height} pixels ({pixels / 1e6:.0f} Mpx), above the limit of "
-                         f"{limit / 1e6:g} Mpx for an image {'streamed' if streamed else 'decoded whole'}; {how}.")
-
-
 def _read_tiff(path, max_pixels, notes):
     """The first image of a TIFF: series 0 (level 0 of a pyramid) when it is one page holding (H, W),
     (H, W, C) or planar (C, H, W) samples, else its first plane (a stack of pages: disk/planes.py);
@@ -137,18 +128,6 @@ def _read_plane(path, series, notes):
     pages = [series.pages[key].asarray() for key in plane.keys]
     notes.append(plane.note)
     return pages[0] if len(pages) == 1 else np.stack(pages, axis=-1)
-
-
-@contextlib.contextmanager
-def quiet_tifffile():
-    """Silence tifffile's log messages about damaged files: the InputError raised says what is wrong."""
-    logger = logging.getLogger("tifffile")
-    level = logger.level
-    logger.setLevel(logging.CRITICAL)
-    try:
-        yield
-    finally:
-        logger.setLevel(level)
 
 
 def check_complete_jpeg(path):

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import tifffile
 
-from .images import TIFF_SUFFIXES, quiet_tifffile
+from .limits import TIFF_SUFFIXES, quiet_tifffile
 
 # ModelPixelScale, ModelTiepoint, ModelTransformation, GeoKeyDirectory, GeoDoubleParams, GeoAsciiParams
 GEOTIFF_TAGS = (33550, 33922, 34264, 34735, 34736, 34737)

@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import InputError
-from .images import check_pixels
+from .limits import check_pixels
 from .tiff import mirror_index, tiles_overlapped
 
 NGFF_SUFFIX = ".zarr"

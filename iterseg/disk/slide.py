@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import InputError
-from .images import check_pixels, quiet_tifffile
+from .limits import check_pixels, quiet_tifffile
 from .tiff import mirror_index, tiles_overlapped
 
 SLIDE_SUFFIXES = (".svs", ".ndpi", ".scn", ".bif", ".mrxs", ".dcm")

@@ -16,7 +16,7 @@ import numpy as np
 import tifffile
 
 from ..errors import InputError
-from .images import TIFF_SUFFIXES, check_pixels, quiet_tifffile
+from .limits import TIFF_SUFFIXES, check_pixels, quiet_tifffile
 from .outputs import atomic_output
 
 
