@@ -118,6 +118,8 @@ def two_stage(source, bundle, settings, windows=None, show_progress=False, refin
         coarse, s1_macs, view, notes = stage1(source, s1, bundle.s1_scale, bundle.mean, bundle.std,
                                               progress.update)
     checks.check_finite(coarse.probs, "stage 1", bundle)
+    if not source.in_memory:  # a streamed image's memory follows the refined area, not stage 1's chunks
+        s1.release_memory()
     merger = merger_for(source, coarse, plan.blend)
     if windows is None:
         chosen, scores, box_hw, boxes, rounds_log, select_notes = refine_rounds(
@@ -128,6 +130,8 @@ def two_stage(source, bundle, settings, windows=None, show_progress=False, refin
     with timer("merge"):
         if source.in_memory:
             merger.full()
+        else:
+            s2.release_memory()
     options = {**plan.report(), "batch_size": settings.batch_size or (auto_batch_size(*box_hw) if boxes else None),
                "s1_input": list(view.shape[:2]), "s2_input": list(box_hw) if boxes else None,
                "streamed": not source.in_memory, "rounds_log": rounds_log}

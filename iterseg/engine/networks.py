@@ -134,6 +134,11 @@ class Network:
                                                          channels_last=False)
         self.device = None
 
+    def release_memory(self):
+        """Give back what OpenVINO keeps between calls of a converted module (nothing otherwise)."""
+        if hasattr(self.function, "release_memory"):
+            self.function.release_memory()
+
     @property
     def training(self):
         """True for a torch module left in training mode (batch norm, dropout behave differently)."""

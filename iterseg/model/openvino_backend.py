@@ -107,12 +107,13 @@ class OpenVinoNetwork:
     kept. So a folder of same-sized images, and the batches of windows, run static from their second
     use on; a shape seen once never pays for a compilation.
 
-    Memory: OpenVINO keeps a model's activation buffers between calls (torch frees them). Inputs of
+    Memory: OpenVINO keeps a model's activation buffers between calls (torch frees them): about 330 MB
+    for a 1232^2 input of a width-16 U-Net, and a static copy of a shape would hold its own. Inputs of
     more than LARGE_PIXELS pixels (N * h * w: whole images, stage-1 chunks of a slide) therefore run on
-    the dynamic model only, which gives its buffers back after each such call (``release_memory``),
-    so that a gigapixel run holds no more than PyTorch's would. Each calling thread gets its own
-    inference requests (the dynamic model's calls are serialised), so a Segmenter shared by threads
-    stays correct."""
+    the dynamic model only, and ``release_memory`` gives every model's buffers back (the engine calls
+    it after stage 1 and at the end of a streamed image, where memory must follow the refined area).
+    Each calling thread gets its own inference requests; calls of the dynamic model are serialised
+    with ``release_memory``, so a Segmenter shared by threads stays correct."""
 
     STATIC_SHAPES = 8
     LARGE_PIXELS = 2 ** 20
@@ -138,10 +139,20 @@ class OpenVinoNetwork:
         if compiled is not self.compiled:
             return self._infer(compiled, fed)
         with self._dynamic_lock:
-            out = self._infer(compiled, fed)
-            if large:
-                compiled.release_memory()
-        return out
+            return self._infer(compiled, fed)
+
+    def release_memory(self):
+        """Give back the activation buffers every compiled model keeps between calls (the dynamic model's
+        once no call is running; a static model's call running in another thread keeps its own)."""
+        with self._dynamic_lock:
+            self.compiled.release_memory()
+        with self._lock:
+            static = [model for model in self._static.values() if model is not None]
+        for model in static:
+            try:
+                model.release_memory()
+            except RuntimeError:  # a request of it is running in another thread: it keeps its buffers
+                pass
 
     def _infer(self, compiled, fed):
         request = self._request(compiled)

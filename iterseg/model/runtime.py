@@ -244,6 +244,11 @@ class Runner:
             model = fold_batch_norm(model).to(memory_format=torch.channels_last)
         self.network = torch.compile(model, dynamic=dynamic) if compile else model
 
+    def release_memory(self):
+        """Give back what the network keeps between calls (OpenVINO's activation buffers; torch keeps none)."""
+        if self.backend == "openvino":
+            self.network.release_memory()
+
     def __call__(self, x):
         if self.backend == "openvino":
             return self.network(x)

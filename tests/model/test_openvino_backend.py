@@ -63,17 +63,32 @@ def test_a_shape_met_again_runs_on_a_model_compiled_for_it_with_the_same_output(
     assert sum(model is not None for model in runner.network._static.values()) == runner.network.STATIC_SHAPES
 
 
-def test_a_large_input_runs_on_the_dynamic_model_and_gives_its_memory_back(monkeypatch):
+def test_a_large_input_runs_on_the_dynamic_model_only(monkeypatch):
     net = small_bundle().s2.eval()
     runner = Runner(net, "fp32", backend="openvino")
     monkeypatch.setattr(runner.network, "LARGE_PIXELS", 32 * 32)
     x = torch.randn(1, 3, 64, 64)
     with torch.inference_mode():
-        outputs = [runner(x) for _ in range(3)]
+        outputs = [runner(x) for _ in range(2)]
+        runner(torch.randn(1, 3, 16, 16)), runner(torch.randn(1, 3, 16, 16))  # a small one: static after twice
+        runner.release_memory()
+        outputs.append(runner(x))
         expected = net(x)
-    assert not any(model is not None for model in runner.network._static.values())  # never compiled static
+    compiled = {shape for shape, model in runner.network._static.items() if model is not None}
+    assert compiled == {(1, 16, 16, 3)}  # never a static copy of the large shape, which would hold its own buffers
     for output in outputs:
         np.testing.assert_allclose(output.numpy(), expected.numpy(), atol=1e-4)
+
+
+def test_a_streamed_image_gives_the_networks_memory_back(monkeypatch, bundle, tmp_path):
+    released = []
+    monkeypatch.setattr(Runner, "release_memory", lambda self: released.append(self))
+    path = write_tiled(tmp_path / "t.tif", blob_image(128, 128, seed=4), tile=(64, 64))
+    iterseg.two_stage(path, bundle, stream=True, patches=2, patch_size=32, backend="openvino")
+    s1, s2 = bundle.runners(backend="openvino")
+    assert released == [s1, s2]  # after stage 1, and at the end
+    iterseg.two_stage(blob_image(128, 128, seed=4), bundle, patches=2, patch_size=32, backend="openvino")
+    assert len(released) == 2  # an image in memory keeps them for the next image
 
 
 def test_bf16_on_openvino_stays_close_to_fp32(bundle, image):
