@@ -10,7 +10,8 @@ Measured, for each thread count (torch and OpenVINO both limited to it):
 2. HRF test image 01_h (with the data): `predict` at the hrf model's defaults and `predict_baseline`
    against the peer's whole-image run at its fastest precision, normalisation and sigmoid timed on
    both sides (as ../shared/bench/peer_speed.py), and the Dice of each against the manual mask;
-3. a synthetic 2048^2 image with the ph2 model, N_p = 16 windows of 128 px: the wall ratio against
+3. a synthetic 2048^2 image with the hrf model (unconditioned, so that its full-resolution network is
+   the peer's), N_p = 16 windows of 128 px: the wall ratio against
    the peer's whole-image run beside the MACs ratio, and a folder of 16 such images in images per
    second, iterseg against the peer.
 Timing: one warm-up, then the median of --repeats interleaved calls; the CPU kind and the load average
@@ -128,10 +129,10 @@ def hrf_case(threads, data_root):
 
 
 def folder_case(threads, repeats, images=16, size=2048):
-    """ph2 at size^2, N_p = 16 windows of 128 px: wall ratio against the peer beside the MACs ratio;
+    """hrf at size^2, N_p = 16 windows of 128 px: wall ratio against the peer beside the MACs ratio;
     a folder of ``images`` such images (in memory) in images per second, iterseg against the peer."""
     from tests.synthetic import blob_image  # noqa: PLC0415 (a test helper: the benchmark's images)
-    segmenter = iterseg.load("ph2")
+    segmenter = iterseg.load("hrf")
     pictures = [blob_image(size, size, seed=s) for s in range(images)]
     peer_s, hint, _ = peer_whole_image(segmenter, pictures[0], threads)
     one = interleaved_medians({"two": lambda: segmenter.predict(pictures[0], patches=16, patch_size=128)},
@@ -155,7 +156,7 @@ def measure(threads, args):
     if not args.quick and (args.data_root / "HRF").is_dir():
         entry["hrf_01_h"] = hrf_case(threads, args.data_root)
     if not args.quick:
-        entry["ph2_2048"] = folder_case(threads, args.repeats)
+        entry["hrf_2048"] = folder_case(threads, args.repeats)
     entry["load_average"]["after"] = os.getloadavg()
     return entry
 
@@ -178,9 +179,9 @@ def markdown(entries):
                          f"(Dice {h['dice']['predict']:.4f}, baseline {h['dice']['baseline']:.4f}, OpenVINO "
                          f"{h['dice']['peer']:.4f}); `predict_baseline` {h['baseline_seconds']:.3f} s = "
                          f"{h['baseline_speed_vs_peer']:.2f}x OpenVINO's speed ({h['precision']}, {h['backend']}).")
-        if "ph2_2048" in e:
-            p = e["ph2_2048"]
-            lines.append(f"\n{e['cpu_kind']}, {e['threads']} thread(s), ph2 2048^2, 16 windows of 128 px: wall ratio "
+        if "hrf_2048" in e:
+            p = e["hrf_2048"]
+            lines.append(f"\n{e['cpu_kind']}, {e['threads']} thread(s), hrf 2048^2, 16 windows of 128 px: wall ratio "
                          f"against OpenVINO's whole-image run ({p['peer_precision']}, {p['peer_seconds']:.3f} s) "
                          f"{p['wall_ratio']:.3f} for a MACs ratio {p['macs_ratio']:.3f} ({p['wall_over_macs']:.2f}x); "
                          f"a folder of 16: {p['folder_images_per_second']:.1f} images/s against OpenVINO's "
@@ -198,13 +199,13 @@ def main(argv=None):
     args = parser.parse_args(argv)
     path = args.out / "peer.json"
     entries = json.loads(path.read_text()) if path.is_file() else {}
+    args.out.mkdir(parents=True, exist_ok=True)
     for threads in (int(t) for t in args.threads.split(",")):
         entry = measure(threads, args)
         entries[f"{entry['cpu_kind']} {threads}t"] = entry
         print(json.dumps(entry, indent=1), flush=True)
-    args.out.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(entries, indent=1) + "\n")
-    (args.out / "peer.md").write_text(markdown(entries))
+        path.write_text(json.dumps(entries, indent=1) + "\n")  # each thread count as soon as it is measured
+        (args.out / "peer.md").write_text(markdown(entries))
     return 0
 
 

@@ -63,19 +63,22 @@ def test_a_shape_met_again_runs_on_a_model_compiled_for_it_with_the_same_output(
     assert sum(model is not None for model in runner.network._static.values()) == runner.network.STATIC_SHAPES
 
 
-def test_a_large_input_runs_on_the_dynamic_model_only(monkeypatch):
+def test_a_large_input_runs_on_a_model_of_its_shape_and_only_the_latest_is_kept(monkeypatch):
     net = small_bundle().s2.eval()
     runner = Runner(net, "fp32", backend="openvino")
     monkeypatch.setattr(runner.network, "LARGE_PIXELS", 32 * 32)
     x = torch.randn(1, 3, 64, 64)
     with torch.inference_mode():
         outputs = [runner(x) for _ in range(2)]
+        assert runner.network._large[0] == (1, 64, 64, 3)  # compiled at first sight
         runner(torch.randn(1, 3, 16, 16)), runner(torch.randn(1, 3, 16, 16))  # a small one: static after twice
         runner.release_memory()
         outputs.append(runner(x))
+        runner(torch.randn(1, 3, 48, 48))
+        assert runner.network._large[0] == (1, 48, 48, 3)  # the latest large shape only
         expected = net(x)
     compiled = {shape for shape, model in runner.network._static.items() if model is not None}
-    assert compiled == {(1, 16, 16, 3)}  # never a static copy of the large shape, which would hold its own buffers
+    assert compiled == {(1, 16, 16, 3)}  # no second copy of a large shape
     for output in outputs:
         np.testing.assert_allclose(output.numpy(), expected.numpy(), atol=1e-4)
 
