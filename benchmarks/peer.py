@@ -62,7 +62,8 @@ def network_rates(net, threads, repeats, quick):
     for n, h, w in [(16, 64, 64), (16, 224, 224)] + ([] if quick else [(1, 2048, 2048)]):
         x = torch.randn(n, net.config.in_channels, h, w)
         peer = peer_network(net, tuple(x.shape), hint, threads)
-        numpy_x = x.numpy()
+        numpy_x = x.numpy()  # each side gets the input in its own memory order: the engine's batches are channels_last
+        x = x.contiguous(memory_format=torch.channels_last)
         with torch.inference_mode():
             seconds = interleaved_medians({"iterseg": lambda x=x: bundle_runner(x),
                                            "peer": lambda peer=peer, x=numpy_x: peer(x)}, rounds=repeats)
