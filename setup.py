@@ -51,7 +51,7 @@ setup(
                 "openslide-bin>=4", "openslide-python>=1.4", "ome-zarr>=0.18",
                 "dask[distributed]>=2024.1", "monai>=1.3"],
         # MONAI's sliding window, the speed benchmarks' reference point; never a runtime dependency
-        "bench": ["pytest>=7", "pytest-benchmark>=4", "matplotlib>=3.7", "monai>=1.3"],
+        "bench": ["pytest>=7", "pytest-benchmark>=4", "matplotlib>=3.7", "monai>=1.3", "nncf>=2.10"],
         # `iterseg predict DIR --cluster local:N | tcp://HOST:PORT | FILE.json` (iterseg/cluster.py); pure Python
         "dask": ["dask[distributed]>=2024.1"],
         # 3DHistech .mrxs and DICOM slides, which tifffile cannot read: OpenSlide (a 3 MB wheel of native
