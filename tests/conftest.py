@@ -17,6 +17,15 @@ settings.register_profile("iterseg", max_examples=int(os.environ.get("ITERSEG_FU
 settings.load_profile("iterseg")
 
 
+@pytest.fixture(autouse=True, scope="session")
+def own_cache(tmp_path_factory):
+    """Values iterseg keeps between processes (probes, OpenVINO's compiled models: model/cache.py) go
+    to a folder of this test session, not to the user's ~/.cache/iterseg."""
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("ITERSEG_CACHE", str(tmp_path_factory.mktemp("cache")))
+        yield
+
+
 @pytest.fixture(autouse=True)
 def seeded_torch():
     """Every test starts from the same torch random state, so random weights and inputs repeat."""

@@ -4,8 +4,6 @@ import dataclasses
 import threading
 from dataclasses import dataclass, field
 
-import torch
-
 from ..errors import ModelError
 from .runtime import Runner, check_backend, check_precision, warn_if_emulated
 from .unet import UNet
@@ -154,8 +152,7 @@ class Bundle:
     def _prepared(self, precision, compile, backend):
         precision = check_precision(precision)  # 'auto' -> this CPU's fastest, one runner per concrete name
         backend = check_backend(backend, precision, compile)
-        # OpenVINO fixes its thread count when it compiles: a runner per torch thread count
-        key = (str(precision), bool(compile), str(backend), torch.get_num_threads())
+        key = (str(precision), bool(compile), str(backend))  # OpenVINO's threads: torch's when first made
         if precision == "int8" and not self.int8_ranges:
             raise ModelError(f"model {self.name!r} has no int8 calibration; make an int8 bundle with "
                              f"`iterseg quantize --model {self.name} --spec SPEC --data-root DIR --out FILE` "

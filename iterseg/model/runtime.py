@@ -29,6 +29,7 @@ Backends (what runs a float network; int8 and torch.compile always run on torch)
 """
 import functools
 import logging
+import threading
 import time
 
 import torch
@@ -44,6 +45,7 @@ from .unet import UNet
 log = logging.getLogger(__name__)
 PROBE_MARGIN = 1.15  # with AVX-512 BF16 but no AMX, bf16 must beat fp32 by this factor to be picked
 BACKEND_MARGIN = 1.05  # OpenVINO must beat torch by this factor in the probe to be picked by auto
+_DECIDING = threading.RLock()  # what auto means is decided (and probed) by one thread at a time
 
 
 class Choice(str):
@@ -81,7 +83,8 @@ def resolve(precision):
     """'auto' -> the precision this CPU runs fastest (decided once per process); a concrete name ->
     itself, with reason 'asked' unless it already carries one."""
     if precision == "auto":
-        return _auto(cpu.cpu_flags(), cpu.forced_auto())
+        with _DECIDING:  # threads sharing a Segmenter must not each run the probe and decide apart
+            return _auto(cpu.cpu_flags(), cpu.forced_auto())
     return precision if isinstance(precision, Choice) else Choice(precision, "asked")
 
 
@@ -124,7 +127,9 @@ def check_backend(backend, precision="auto", compile=False):
         return backend
     if asked:
         return Choice("openvino", "asked")
-    return _auto_backend(str(check_precision(precision)), cpu.forced_auto(cpu.AUTO_BACKEND_OVERRIDE))
+    precision = str(check_precision(precision))
+    with _DECIDING:
+        return _auto_backend(precision, cpu.forced_auto(cpu.AUTO_BACKEND_OVERRIDE))
 
 
 def openvino_blocker(precision, compile):
