@@ -4,10 +4,10 @@ instead of PyTorch.
 A bundle's graph is built directly from the network's layers with OpenVINO's operator set (no
 tracing: a few milliseconds, where ``ov.convert_model`` traces for a second or more per network); a
 user's module of unknown layers is converted by ``ov.convert_model``. Both on one dynamic input
-shape, so that images and windows of any size share one compiled model. OpenVINO keeps that model
-on disk (cache.py's folder, ``openvino/``), keyed by the graph with its weights, the CPU and its own
-version; the models compiled for one shape are not kept (a blob of the whole network per shape
-filled 7 GB in a day of runs, and they compile in 0.05-0.3 s).
+shape, so that images and windows of any size share one compiled model. Compiled models are not
+kept on disk (OpenVINO's CACHE_DIR): with it, processes started together (a job array on a first
+run) read each other's half-written blobs and died of SIGBUS, a blob of the whole network per shape
+filled 7 GB in a day of runs, and a network compiles in 0.05-0.3 s anyway.
 
 Glossary
     x        float32 (N, C, h, w) normalised image batch, h and w multiples of the size multiple; the
@@ -22,8 +22,6 @@ import warnings
 import numpy as np
 import torch
 from torch import nn
-
-from .cache import cache_dir
 
 HINTS = {"fp32": "f32", "bf16": "bf16"}  # iterseg's precision names -> OpenVINO's inference precision
 
@@ -104,7 +102,7 @@ class OpenVinoNetwork:
 
     One model compiled for every shape (dynamic) runs a shape the first time; an input shape met a
     second time gets a model compiled for that shape alone (static: 5-30 % faster; compiled once, in
-    0.05-0.3 s, and kept in OpenVINO's disk cache), for up to STATIC_SHAPES shapes, the most recent
+    0.05-0.3 s), for up to STATIC_SHAPES shapes, the most recent
     kept. So a folder of same-sized images, and the batches of windows, run static from their second
     use on; a shape seen once never pays for a compilation.
 
@@ -127,8 +125,7 @@ class OpenVinoNetwork:
         self.config = {"INFERENCE_PRECISION_HINT": HINTS[precision], "INFERENCE_NUM_THREADS": int(threads),
                        "PERFORMANCE_HINT": "LATENCY"}
         self.graph = graph
-        self.compiled = self.core.compile_model(graph, "CPU", {**self.config,
-                                                               "CACHE_DIR": str(cache_dir() / "openvino")})
+        self.compiled = self.core.compile_model(graph, "CPU", self.config)
         self.channels_last = channels_last
         self._static = collections.OrderedDict()  # fed shape -> compiled model, or None once seen
         self._lock = threading.Lock()
