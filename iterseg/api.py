@@ -133,7 +133,7 @@ class Segmenter:
             log.warning("%s.", note)
         # what every process pays once is paid here, not inside the first image's timings: the numba
         # kernels, the networks prepared for the precision and backend (int8: about 0.5 s per network;
-        # OpenVINO: 0.1-0.2 s per network, less from its disk cache) and fvcore's count of each architecture
+        # OpenVINO: 0.05-0.3 s per network) and fvcore's count of each architecture
         warm_up_kernels()
         warm_up_networks(bundle, *bundle.runners(self.defaults["precision"], self.defaults["compile"],
                                                  self.defaults["backend"]))
