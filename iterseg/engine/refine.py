@@ -13,7 +13,8 @@ Glossary
 """
 import numpy as np
 
-from .infer import run_windows
+from .cost import count_macs
+from .infer import run_whole, run_windows
 
 
 def s2_input(crops, coarse_crops=None):
@@ -37,3 +38,13 @@ def refine(runner, bundle, source, coarse, windows, context=0, batch_size=None, 
     read = s2_reader(source, coarse, bundle.conditioned)
     return run_windows(runner, read, source.shape, windows, context, *bundle.normalisation(runner.config),
                        batch_size, progress)
+
+
+def refine_whole(runner, bundle, source, coarse, windows, chunk=None):
+    """Stage 2 over the whole image, cut at ``windows``: (window_probs (K, N, h, w), MACs spent). What
+    the engine runs when the windows' boxes would cost at least as much (then every window refined
+    is the whole-image result, at no more cost); ``chunk`` as for infer.run_whole."""
+    read = s2_reader(source, coarse, bundle.conditioned)
+    probs, inputs, box_hw = run_whole(runner, read, source.shape, *bundle.normalisation(runner.config), chunk=chunk)
+    window_probs = np.stack([probs[:, y:y + h, x:x + w] for y, x, h, w in np.asarray(windows, np.int64)], axis=1)
+    return window_probs, inputs * count_macs(runner.config, *box_hw)
