@@ -53,7 +53,8 @@ def choose_patches(baseline, curve):
     else:
         patches, value, ratio = max(affordable, key=lambda p: p[1])
         rule = f"no N_p keeps {KEEP:.0%} of the baseline's Dice at <= {MAX_RATIO:.0%} of its MACs: the best Dice there"
-    return {"patches": int(patches), "dice": round(value, 4), "of_baseline": round(value / baseline, 4) if baseline > 0 else None,
+    of_baseline = round(value / baseline, 4) if baseline > 0 else None
+    return {"patches": int(patches), "dice": round(value, 4), "of_baseline": of_baseline,
             "macs_ratio": round(ratio, 4), "rule": rule}
 
 
