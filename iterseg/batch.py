@@ -37,14 +37,13 @@ from .disk.outputs import (
     write_geojson,
     write_json,
     write_mask,
-    write_mask_pyramid,
     write_mask_tiff,
     write_overlay,
     write_probs,
-    write_probs_pyramid,
 )
+from .disk.pyramid import pyramid_tiles, write_mask_pyramid, write_probs_pyramid
 from .disk.slide import SLIDE_SUFFIXES, is_slide
-from .disk.tiff import TiledImage, pyramid_tiles, tiled_reason
+from .disk.tiff import TiledImage, tiled_reason
 from .engine.loop import bar
 from .errors import InputError, IterSegError, naming
 from .report import result_report
@@ -390,21 +389,49 @@ def predict_files(segmenter, paths, out_dir, options, overwrite=False, summary_p
     keeps everything it finished; a summary that cannot be written does not stop the
     run (logged; InputError at the end). on_done(report) and on_error(path, exception) are told of
     each image. client: a ``dask.distributed.Client`` to run the images on its workers instead of
-    here (iterseg.cluster.predict_files; same rules, same outputs). Returns the rows of the images
-    this process ran or skipped, in the order of ``paths`` (images claimed by others have none)."""
-    if client is not None:
-        from .cluster import predict_files as on_cluster
-        return on_cluster(client, segmenter, paths, out_dir, options, overwrite=overwrite, summary_path=summary_path,
-                          on_done=on_done, on_error=on_error, **file_options)
+    here (``on_cluster``; same rules, same outputs). Returns the rows of the images this process ran
+    or skipped, in the order of ``paths`` (images claimed by others have none)."""
     with FolderRun(paths, out_dir, overwrite, summary_path, on_done, on_error) as run:
-        for path in run.pending():
-            run.record(path, attempt(segmenter, path, out_dir, options, **file_options))
+        if client is not None:
+            on_cluster(client, run, segmenter, out_dir, options, **file_options)
+        else:
+            for path in run.pending():
+                run.record(path, attempt(segmenter, path, out_dir, options, **file_options))
         return run.finish()
+
+
+def on_cluster(client, run, segmenter, out_dir, options, retries=None, show_progress=False, **file_options):
+    """The images ``run`` (a FolderRun) has pending, run on ``client``'s workers (iterseg/cluster.py):
+    one ``attempt`` task per image, or, for one streamed image alone, its windows fanned out to them
+    and its outputs written here. segmenter: a Segmenter loaded from a bundle path or embedded name
+    (each worker loads it again, once), or that name or path; the output folder and the paths must be
+    valid on the workers. retries: automatic retries of a task that raised something other than a
+    bad-input error (default cluster.DEFAULT_RETRIES); show_progress: a bar of images here."""
+    from . import cluster
+    retries = cluster.DEFAULT_RETRIES if retries is None else retries
+    todo = list(run.pending())
+    if len(todo) == 1 and _streamed(todo[0], file_options):  # one gigapixel image: its windows are the tasks
+        fanned = cluster.FannedOut(client, segmenter, retries=retries)
+        run.record(todo[0], attempt(fanned, todo[0], out_dir, options, show_progress=show_progress, **file_options))
+        return
+    cluster.run_tasks(client, run, attempt, cluster.model_spec(segmenter), todo, out_dir, options,
+                      {**file_options, "show_progress": False}, retries, show_progress)
+
+
+def _streamed(path, file_options):
+    """True if ``predict_file`` would stream ``path`` (a large tiled TIFF); False when it cannot tell."""
+    if file_options.get("baseline"):
+        return False
+    try:
+        return stream_decision(path, file_options.get("stream", "auto"), file_options.get("max_pixels"))[0]
+    except (IterSegError, OSError):
+        return False  # predict_file will say what is wrong
 
 
 def attempt(segmenter, path, out_dir, options, **file_options):
     """``predict_file`` with a bad input turned into an outcome: ("done", report) or ("failed", the
-    IterSegError or OSError). Anything else (a bug) propagates. Local and cluster mode both call this."""
+    IterSegError or OSError). Anything else (a bug) propagates. Local and cluster mode both call this
+    (cluster.image_task on the workers)."""
     try:
         return "done", predict_file(segmenter, path, out_dir, options, **file_options)
     except (IterSegError, OSError) as exc:

@@ -2,6 +2,8 @@
 ``batch.attempt`` -> ``batch.predict_file`` as local folder mode, so outputs are byte-identical and the
 rules (skip, resume, --overwrite, failed images, summary, exit codes) are those of ``batch.FolderRun``.
 Local mode and cluster mode differ only in who runs ``predict_file``: this process, or a worker.
+This module runs what it is handed (``batch.on_cluster`` hands it the run and ``batch.attempt``)
+and imports nothing of batch.py.
 
 Needs the extra ``pip install 'iterseg[dask]'`` (dask + distributed, pure Python).
 
@@ -37,7 +39,6 @@ from pathlib import Path
 
 import numpy as np
 
-from .batch import FolderRun, attempt, stream_decision
 from .engine.refine import refine
 from .errors import InputError, IterSegError
 
@@ -125,42 +126,23 @@ def model_spec(segmenter):
     return str(segmenter.source), defaults["precision"], defaults["compile"], defaults["backend"]
 
 
-def image_task(model, path, out_dir, options, file_options):
-    """One image on a worker: ``batch.attempt`` with the worker's cached Segmenter."""
-    return attempt(worker_segmenter(*model), path, out_dir, options, **file_options)
+def image_task(task, model, path, out_dir, options, file_options):
+    """One image on a worker: ``task`` (batch.attempt) with the worker's cached Segmenter."""
+    return task(worker_segmenter(*model), path, out_dir, options, **file_options)
 
 
-def predict_files(client, segmenter, paths, out_dir, options, overwrite=False, summary_path=None, on_done=None,
-                  on_error=None, retries=DEFAULT_RETRIES, show_progress=False, **file_options):
-    """``batch.predict_files`` with the images run as tasks on ``client``'s workers (a
-    ``dask.distributed.Client``); same arguments, rules, outputs and rows. segmenter: a Segmenter
-    loaded from a bundle path or embedded name (each worker loads it again, once), or that name or
-    path. The output folder and ``paths`` must be valid on the workers (a shared filesystem; absolute
-    paths when the workers run elsewhere). retries: automatic retries of a task that raised something
-    other than a bad-input error. show_progress: a progress bar of images here (workers show none)."""
-    model = model_spec(segmenter)
-    with FolderRun(paths, out_dir, overwrite, summary_path, on_done, on_error) as run:
-        todo = list(run.pending())
-        if len(todo) == 1 and _streamed(todo[0], file_options):  # one gigapixel image: its windows are the tasks
-            fanned = FannedOut(client, segmenter, retries=retries)
-            run.record(todo[0], attempt(fanned, todo[0], out_dir, options, show_progress=show_progress,
-                                        **file_options))
-        else:
-            _run_tasks(client, run, model, todo, out_dir, options, {**file_options, "show_progress": False}, retries,
-                       show_progress)
-        return run.finish()
-
-
-def _run_tasks(client, run, model, todo, out_dir, options, file_options, retries, show_progress):
-    """One task per image of ``todo`` on ``client``'s workers, each outcome recorded in ``run`` as it comes."""
+def run_tasks(client, run, task, model, todo, out_dir, options, file_options, retries, show_progress):
+    """One ``image_task`` per image of ``todo`` on ``client``'s workers, each outcome recorded in
+    ``run`` (a batch.FolderRun) as it comes. model: ``model_spec`` of the Segmenter."""
     from distributed import as_completed
     from tqdm import tqdm
 
-    futures = client.map(image_task, [model] * len(todo), todo, [out_dir] * len(todo), [options] * len(todo),
-                         [file_options] * len(todo), retries=retries, pure=False)
+    count = len(todo)
+    futures = client.map(image_task, [task] * count, [model] * count, todo, [out_dir] * count, [options] * count,
+                         [file_options] * count, retries=retries, pure=False)
     path_of = {future.key: path for future, path in zip(futures, todo, strict=True)}
     try:
-        with tqdm(total=len(todo), desc="images", unit="image", disable=not show_progress, leave=False) as progress:
+        with tqdm(total=count, desc="images", unit="image", disable=not show_progress, leave=False) as progress:
             for future in as_completed(futures):
                 run.record(path_of[future.key], outcome(future))
                 progress.update()
@@ -178,16 +160,6 @@ def outcome(future, tasks="image"):
     except KilledWorker as exc:
         return "failed", WorkerLost(f"every worker that ran this {tasks} died ({exc}); see the workers' logs "
                                     "(out of memory?)")
-
-
-def _streamed(path, file_options):
-    """True if ``predict_file`` would stream ``path`` (a large tiled TIFF); False when it cannot tell."""
-    if file_options.get("baseline"):
-        return False
-    try:
-        return stream_decision(path, file_options.get("stream", "auto"), file_options.get("max_pixels"))[0]
-    except (IterSegError, OSError):
-        return False  # predict_file will say what is wrong
 
 
 # --- one gigapixel image across workers -------------------------------------------------------------

@@ -165,8 +165,8 @@ def write_mask_labels(path, shape, mask_at, class_names, pixel_size=None, tile=(
     import dask.array as da
     import zarr
 
-    from .outputs import atomic_folder, level_positions
-    from .tiff import pyramid_shapes
+    from .outputs import atomic_folder
+    from .pyramid import level_positions, pyramid_shapes
     _, _, writer = _ome_zarr()
     foreground = [0]
 

@@ -15,11 +15,10 @@ from iterseg.disk.outputs import (
     overlay,
     parse_colour,
     write_geojson,
-    write_mask_pyramid,
     write_probs,
-    write_probs_pyramid,
 )
-from iterseg.disk.tiff import physical_size, write_pyramid
+from iterseg.disk.pyramid import write_mask_pyramid, write_probs_pyramid, write_pyramid
+from iterseg.disk.tiff import physical_size
 
 from synthetic import CLASS_NAMES, blob_image, write_tiled
 
