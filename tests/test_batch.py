@@ -12,8 +12,9 @@ import tifffile
 import iterseg
 from iterseg import batch, summary
 from iterseg.cli import main
+from iterseg.model.store import save_bundle
 
-from synthetic import blob_image, write_image_folder, write_tiled
+from synthetic import blob_image, class_pair, multiclass_bundle, write_image_folder, write_tiled
 
 
 @pytest.fixture
@@ -113,6 +114,54 @@ def test_streamed_outputs_from_the_cli(tmp_path, bundle_path, capsys):
     assert main(["predict", str(path), "--stream", "always", "--save-probs", "--overwrite", "--quiet",
                  "--model", str(bundle_path), "--out", str(out)]) == 0
     assert tifffile.imread(out / "scan.probs.tif").shape == (600, 520)
+
+
+EVERY_OUTPUT = ("--save-probs", "--geojson", "--overlay-colour", "0,0,255", "--patches", "3", "--quiet")
+
+
+def run_twice(tmp_path, model, path, stream):
+    """Predict ``path`` into out-a and out-b with every output on: {file name: (bytes a, bytes b)},
+    the folder's name in out-a's files written as out-b."""
+    for run in ("a", "b"):
+        assert main(["predict", str(path), "--model", str(model), "--stream", stream, "--out",
+                     str(tmp_path / f"out-{run}"), *EVERY_OUTPUT]) == 0
+    return {p.name: (p.read_bytes().replace(b"out-a", b"out-b"), (tmp_path / "out-b" / p.name).read_bytes())
+            for p in (tmp_path / "out-a").iterdir() if not p.name.startswith(".")}
+
+
+def without_timings(report):
+    return {k: v for k, v in json.loads(report).items() if "seconds" not in k and k != "peak_rss_mb"}
+
+
+@pytest.mark.parametrize("stream", ["never", "always"])
+@pytest.mark.parametrize("classes", [2, 4])
+def test_a_rerun_writes_the_same_bytes_with_every_output_on(tmp_path, bundle_path, stream, classes):
+    model = bundle_path
+    if classes > 2:
+        model = tmp_path / "shapes.pt"
+        save_bundle(multiclass_bundle(), model, half=False)
+    path = write_tiled(tmp_path / "scan.tif", class_pair(96, 128, seed=5)[0], tile=(32, 32))
+    written = run_twice(tmp_path, model, path, stream)
+    assert {"scan.probs.tif", "scan.contours.geojson", "scan.mask.tif" if stream == "always" else "scan.mask.png",
+            "scan.overlay.png", "scan.report.json"} == set(written)
+    for name, (first, second) in written.items():
+        if name.endswith(".json"):
+            first, second = without_timings(first), without_timings(second)
+        assert first == second, f"{name} differs between two runs"
+
+
+def test_probabilities_have_the_same_axes_streamed_and_in_memory(tmp_path):
+    model = tmp_path / "shapes.pt"
+    save_bundle(multiclass_bundle(), model, half=False)
+    path = write_tiled(tmp_path / "scan.tif", class_pair(96, 128, seed=5)[0], tile=(32, 32))
+    probs = {}
+    for stream in ("never", "always"):
+        assert main(["predict", str(path), "--model", str(model), "--stream", stream, "--out",
+                     str(tmp_path / stream), "--save-probs", "--patches", "3", "--quiet"]) == 0
+        with tifffile.TiffFile(tmp_path / stream / "scan.probs.tif") as tif:
+            probs[stream] = (tif.series[0].axes, tif.asarray())
+    assert probs["never"][0] == probs["always"][0] == "YXS" and probs["never"][1].shape == (96, 128, 4)
+    np.testing.assert_allclose(probs["never"][1], probs["always"][1], atol=1e-5)
 
 
 def test_auto_streams_only_large_tiled_tiffs(tmp_path, monkeypatch):

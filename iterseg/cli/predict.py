@@ -58,8 +58,8 @@ def add_parser(subparsers):
                         help="read tiled TIFFs region by region in bounded memory: auto (default) for tiled "
                              "TIFFs above 4096 x 4096 pixels, always, or never")
     parser.add_argument("--save-probs", action="store_true",
-                        help="also write the probabilities as STEM.probs.tif (float32 OME-TIFF; pyramidal for "
-                             "streamed images); not written by default")
+                        help="also write the probabilities as STEM.probs.tif (float32 OME-TIFF, H x W or H x W x K "
+                             "for K classes; pyramidal for streamed images); not written by default")
     parser.add_argument("--cutoff", type=open_fraction, default=None, metavar="P",
                         help="binary models: foreground where its probability is >= P (default 0.5)")
     parser.add_argument("--min-size", type=int_at_least(0), default=0, metavar="PX",

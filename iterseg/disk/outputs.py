@@ -18,7 +18,7 @@ import cv2
 import numpy as np
 import tifffile
 
-from .ome import resolution_tags
+from .ome import ome_metadata, resolution_tags, stored_probs
 
 OVERLAY_TINT = np.array([255, 40, 40], dtype=np.float32)    # foreground, RGB (default)
 OUTPUT_TILE = (512, 512)  # the tile of the TIFFs written here and of the pyramids of streamed results (pyramid.py)
@@ -128,17 +128,17 @@ def write_mask_tiff(path, mask, classes, pixel_size=None, geotags=()):
 
 
 def write_probs(path, probs, pixel_size=None):
-    """float32 OME-TIFF of ``probs`` (H, W) or (K, H, W), zlib-compressed, tiled (512 px);
-    pixel_size: (y, x) micrometres per pixel, written as PhysicalSizeY/X and resolution tags."""
-    probs = np.asarray(probs, dtype=np.float32)
-    metadata = {"axes": "YX" if probs.ndim == 2 else "CYX"}
-    if pixel_size is not None:
-        metadata.update(PhysicalSizeY=float(pixel_size[0]), PhysicalSizeYUnit="µm",
-                        PhysicalSizeX=float(pixel_size[1]), PhysicalSizeXUnit="µm")
-    tile = (512, 512) if min(probs.shape[-2:]) >= 512 else None
+    """float32 OME-TIFF of ``probs`` (H, W) or (K, H, W), zlib-compressed, tiled (512 px), stored as
+    disk/ome.stored_probs says ((H, W) YX, or (H, W, K) YXS: the axes of a streamed result's pyramid)
+    with the metadata of disk/ome.ome_metadata, so a rerun writes the same bytes; pixel_size: (y, x)
+    micrometres per pixel, written as PhysicalSizeY/X and resolution tags."""
+    pixels = np.ascontiguousarray(stored_probs(probs))
+    tile = OUTPUT_TILE if min(pixels.shape[:2]) >= OUTPUT_TILE[0] else None
+    metadata = ome_metadata(pixels.shape, "minisblack", pixel_size, Path(path).name)
     with atomic_output(path) as tmp:
-        tifffile.imwrite(tmp, probs, compression="zlib", photometric="minisblack", compressionargs={"level": 1},
-                         tile=tile, ome=True, metadata=metadata, **resolution_tags(pixel_size))
+        tifffile.imwrite(tmp, pixels, compression="zlib", photometric="minisblack", compressionargs={"level": 1},
+                         planarconfig="contig" if pixels.ndim == 3 else None, tile=tile, ome=True,
+                         metadata=metadata, **resolution_tags(pixel_size))
 
 
 def display_rgb(image):
