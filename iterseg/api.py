@@ -16,11 +16,10 @@ from . import postprocess
 from .custom import two_stage_inference  # noqa: F401 -- your own networks, re-exported
 from .engine import loop
 from .engine.cost import align_up, cost_report, count_macs, stage1_size
-from .engine.infer import auto_batch_size, window_cost
+from .engine.infer import auto_batch_size, planned_windows
 from .engine.settings import Settings
 from .engine.source import open_source
 from .errors import InputError
-from .kernels import grid_windows
 from .model.runtime import check_backend, check_precision, warm_up_kernels
 from .model.store import DEFAULT_MODEL, load_bundle
 
@@ -96,11 +95,11 @@ def _with_int8_note(result: Result, bundle, options: dict) -> Result:
 
 def _mask_options(bundle, options: dict) -> tuple:
     """(cutoff, min_size, fill_holes) taken out of ``options`` and checked (postprocess.py)."""
-    cutoff, min_size, holes = (options.pop(name, default) for name, default in
-                               (("cutoff", None), ("min_size", None), ("fill_holes", False)))
-    min_size = min_size or 0
-    cutoff = postprocess.check_mask_options(cutoff, min_size, holes, bundle.num_classes, bool(options.get("stream")))
-    return cutoff, min_size, bool(holes)
+    given = postprocess.mask_options(options)
+    for name in postprocess.MASK_OPTIONS:
+        options.pop(name, None)
+    cutoff = postprocess.check_mask_options(**given, classes=bundle.num_classes, streamed=bool(options.get("stream")))
+    return cutoff, given.get("min_size", 0), bool(given.get("fill_holes", False))
 
 
 def warm_up_networks(bundle, s1, s2):
@@ -202,15 +201,21 @@ def planned_macs(bundle, height: int, width: int, patches: int | None = None, pa
                  context: int = 0) -> dict:
     """The cost report of ``bundle`` for an H x W image without running or preparing its networks
     (windows of the default grid; patches: the model's default count unless given)."""
+    return planned_cost(bundle, height, width, patches, patch_size, context)[1]
+
+
+def planned_cost(bundle, height: int, width: int, patches: int | None = None, patch_size: int | str | None = None,
+                 context: int = 0) -> tuple:
+    """(the engine/settings.Plan of a run of ``bundle`` on an H x W image, its cost report), without
+    running or preparing the networks: ``planned_macs``, with the window count the plan resolved."""
     s1, s2 = bundle.s1.config, bundle.s2.config
     shape = (height, width)
     # the plan does not depend on what runs the networks: backend torch spares the backend probe
     plan = Settings.from_options(patches=patches, patch_size=patch_size, context=context, backend="torch").plan(
         shape, s2.out_channels, s2.size_multiple, bundle.window, bundle.patches)
-    grid = grid_windows(height, width, plan.size, plan.stride)
-    box_hw, _ = window_cost(s2, grid[0, 2:], context, shape)
-    return cost_report(bundle, shape, count_macs(s1, *stage1_size(shape, bundle.s1_scale)), box_hw,
-                       min(plan.settings.patches, len(grid)))
+    grid, box_hw, _ = planned_windows(plan, s2, shape)
+    return plan, cost_report(bundle, shape, count_macs(s1, *stage1_size(shape, bundle.s1_scale)), box_hw,
+                             min(plan.settings.patches, len(grid)))
 
 
 def load(name_or_path: str | os.PathLike = DEFAULT_MODEL, precision: str = "auto", compile: bool = False,

@@ -46,6 +46,7 @@ from .disk.slide import SLIDE_SUFFIXES, is_slide
 from .disk.tiff import TiledImage, tiled_reason
 from .engine.loop import bar
 from .errors import InputError, IterSegError, naming
+from .postprocess import mask_options
 from .report import result_report
 from .summary import SUMMARY_FIELDS, SUMMARY_NAME, Shard, read_summary, summary_row, write_merged
 from .timer import Timer, peak_rss_mb
@@ -210,8 +211,8 @@ def _predict(segmenter, path, options, baseline, streamed, show, max_pixels=None
     if streamed:
         return segmenter.predict(path, stream=True, show_progress=show, max_pixels=max_pixels, **options), None
     image, notes = read_image_noted(path, max_pixels)
-    mask_options = {k: options[k] for k in ("cutoff", "min_size", "fill_holes") if k in options}
-    result = segmenter.predict_baseline(image, **mask_options) if baseline else segmenter.predict(image, **options)
+    result = (segmenter.predict_baseline(image, **mask_options(options)) if baseline else
+              segmenter.predict(image, **options))
     result.notes[:0] = notes
     return result, image
 

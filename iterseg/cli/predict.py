@@ -144,7 +144,8 @@ def run(args):
 
 def _options(args):
     """The two-stage options of ``args`` as ``batch.predict_file`` takes them."""
-    mask = {"cutoff": args.cutoff, "min_size": args.min_size, "fill_holes": args.fill_holes}  # only those given
+    from ..postprocess import MASK_OPTIONS
+    mask = {name: getattr(args, name) for name in MASK_OPTIONS}  # only those given (0 and False are defaults)
     return {**{name: getattr(args, name) for name in SETTINGS}, **{k: v for k, v in mask.items() if v}}
 
 

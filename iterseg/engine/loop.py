@@ -19,13 +19,12 @@ from dataclasses import dataclass, field
 import numpy as np
 from tqdm import tqdm
 
-from ..kernels import grid_windows
 from ..model.runtime import report as runtime_report
 from ..timer import Timer
 from . import checks
 from .coarse import stage1
 from .cost import baseline_cost, baseline_macs, cost_report
-from .infer import auto_batch_size, run_whole, window_cost
+from .infer import auto_batch_size, planned_windows, run_whole
 from .merge import Merger, take
 from .refine import refine, s2_reader
 from .scores import window_scores
@@ -168,8 +167,7 @@ def refine_rounds(source, bundle, s2, coarse, merger, plan, timer, show, s1_macs
     """Choose and refine windows in ``plan.settings.rounds`` rounds, re-scoring the merged map after
     each: (windows in order, their scores, box (h, w), number of boxes, log per round, notes)."""
     settings, shape = plan.settings, source.shape
-    grid = grid_windows(*shape, plan.size, plan.stride)
-    box_hw, window_macs = window_cost(s2.config, grid[0, 2:], settings.context, shape)
+    grid, box_hw, window_macs = planned_windows(plan, s2.config, shape)
     limit = window_limit(settings.patches, plan.budget_macs(baseline_macs(bundle, shape)), s1_macs, window_macs)
     refined = np.zeros(len(grid), bool)
     chosen_all, scores_all, rounds_log = [], [], []
