@@ -69,7 +69,7 @@ def two_stage_inference(inputs, coarse, fine, *, outputs="logits", scale=DEFAULT
     networks are torch modules (and count_macs), else None. ``torch.from_numpy(result.probs)`` gives a tensor.
     """
     source = read_inputs(inputs)
-    networks = make_networks(coarse, fine, source.unit.shape[2], outputs, scale, size_multiple, mean, std,
+    networks = make_networks(coarse, fine, source.channels, outputs, scale, size_multiple, mean, std,
                              count_macs)
     runs_on = networks.compile_for(backend, precision)
     if not networks.countable and (budget is not None or budget_gmacs is not None):

@@ -94,11 +94,12 @@ def bar(total, desc, unit, show):
 
 
 def merger_for(source, coarse, blended):
-    """A Merger over ``coarse``: upsampled once with OpenCV for an image in memory, pixel by pixel
-    on demand for a streamed one."""
+    """A Merger over ``coarse``: upsampled once with OpenCV for an image in memory (the windows are
+    then merged into that map in place: only this merger holds it, and merging again after an
+    ``add`` gives the same map, engine/merge.py), pixel by pixel on demand for a streamed one."""
     if source.in_memory:
         full = coarse.full()
-        return Merger(lambda rows, cols: take(full, rows, cols).copy(), source.shape, blended, dense=True)
+        return Merger(lambda rows, cols: take(full, rows, cols), source.shape, blended, dense=True)
     return Merger(coarse.at, source.shape, blended)
 
 

@@ -7,7 +7,10 @@ and a gigapixel TIFF written tile by tile, pyramid levels included.
 
 Glossary
     base          base(rows, cols) -> float32 (K, len(rows), len(cols)) the upsampled coarse map
-                  (a new array) at full-resolution pixel ``rows`` x ``cols`` (ascending int arrays)
+                  at full-resolution pixel ``rows`` x ``cols`` (ascending int arrays): a new array,
+                  or for a dense merger a view of a map only it holds, merged into in place (merging
+                  again after an ``add`` gives the same map: a pasted or blended pixel's value depends
+                  on the windows alone)
     windows       int64 (N, 4) of (y, x, h, w), equal-sized within one ``add``
     window_probs  float32 (K, N, h, w) stage-2 probabilities of those windows
 """

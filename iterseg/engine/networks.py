@@ -253,7 +253,11 @@ class TensorSource(ArraySource):
     no channel fitting, unlike ArraySource; ``image`` float32 (H, W, C)."""
 
     def __init__(self, image):
-        self.unit = np.ascontiguousarray(image, dtype=np.float32)
-        self.shape = self.unit.shape[:2]
-        self.stored_shape = self.unit.shape
+        self.pixels = np.ascontiguousarray(image, dtype=np.float32)
+        self.shape = self.pixels.shape[:2]
+        self.stored_shape = self.pixels.shape
+        self.channels = self.pixels.shape[2]
         self.notes = []
+
+    def to_unit(self, pixels):
+        return np.ascontiguousarray(pixels, dtype=np.float32)

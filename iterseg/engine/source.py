@@ -160,7 +160,9 @@ def shrink(unit, height, width):
 
 
 class ArraySource:
-    """An image in memory, converted to unit floats once."""
+    """An image in memory, kept as given: pixels become unit floats where they are read (the windows'
+    boxes, the stage-1 view), never as a full-resolution float copy of the image (an 8-Mpx RGB image
+    would be 98 MB more, page-faulted afresh for each image)."""
     in_memory = True
     tiles_read = None
 
@@ -172,19 +174,45 @@ class ArraySource:
             raise InputError("image contains NaN or infinite values; replace them (e.g. np.nan_to_num) "
                              "before segmenting.")
         extent = (float(image.min()), float(image.max())) if needs_extent(image.dtype) else ()
-        scaling = unit_range(image.dtype, *extent)
-        unit, channel_note = fit_channels(scaling.apply(image), channels)
-        self.unit = np.ascontiguousarray(unit, dtype=np.float32)
-        self.shape = self.unit.shape[:2]
+        self.scaling = unit_range(image.dtype, *extent)
+        self.channels = channels
+        _, channel_note = fit_channels(np.zeros((1, 1) + image.shape[2:], np.float32), channels)
+        self.pixels = image
+        self.shape = image.shape[:2]
         self.stored_shape = image.shape
-        self.notes = [note for note in (scaling.note, channel_note) if note]
+        self.notes = [note for note in (self.scaling.note, channel_note) if note]
+
+    def to_unit(self, pixels):
+        """Stored pixels (h, w[, c]) -> float32 (h, w, C) in [0, 1], C = the model's channels."""
+        unit = fit_channels(self.scaling.apply(pixels), self.channels)[0]
+        return np.ascontiguousarray(unit, dtype=np.float32)
+
+    @property
+    def unit(self):
+        """float32 (H, W, C) the whole image in [0, 1] (made on each access: for training's samples)."""
+        return self.to_unit(self.pixels)
 
     def read_boxes(self, boxes):
-        return gather_boxes(self.unit, boxes)
+        boxes = gather_boxes(self.pixels, boxes)
+        n, height = boxes.shape[:2]
+        unit = self.to_unit(boxes.reshape((n * height,) + boxes.shape[2:]))
+        return unit.reshape(n, height, *unit.shape[1:])
 
     def view(self, height, width, progress=None):
-        """(float32 (height, width, C) the image at stage-1 scale, note or None)."""
-        return shrink(self.unit, height, width), None
+        """(float32 (height, width, C) the image at stage-1 scale, note or None): INTER_AREA; strip by
+        strip when the rows shrink by a whole factor (each strip's rows then map onto whole view rows,
+        so the result is the whole image's resize exactly), else from the whole image in unit floats."""
+        full_height = self.shape[0]
+        if full_height % height or full_height == height:
+            return shrink(self.unit, height, width), None
+        factor = full_height // height
+        view = np.empty((height, width, self.channels), np.float32)
+        step = max(1, STRIP_ROWS // factor)  # view rows per strip
+        for top in range(0, height, step):
+            rows = min(step, height - top)
+            strip = self.to_unit(self.pixels[top * factor:(top + rows) * factor])
+            view[top:top + rows] = shrink(strip, rows, width)
+        return view, None
 
     def close(self):
         pass
@@ -252,12 +280,12 @@ class TiffSource:
                 progress(len(strip))
         return low, high
 
-    def unit(self, pixels):
-        """Stored pixels (h, w[, c]) -> float32 (h, w, C) in [0, 1]."""
+    def to_unit(self, pixels):
+        """Stored pixels (h, w[, c]) -> float32 (h, w, C) in [0, 1], C = the model's channels."""
         return fit_channels(self.scaling.apply(pixels), self.channels)[0]
 
     def read_boxes(self, boxes):
-        return np.stack([self.unit(self.tiff.read_region(*map(int, box))) for box in boxes]).astype(np.float32)
+        return np.stack([self.to_unit(self.tiff.read_region(*map(int, box))) for box in boxes]).astype(np.float32)
 
     def view(self, height, width, progress=None):
         """(float32 (height, width, C) the image at stage-1 scale, note): from the smallest pyramid
@@ -273,7 +301,7 @@ class TiffSource:
             view = self._view_from_strips(height, width, progress, index)
             tiles = self.tiff.level_tiles_read.get(index, 0) - before
             return view, f"stage 1 read pyramid level {index} ({tiles} tiles; {width} x {height} after INTER_AREA)"
-        view = shrink(self.unit(self.tiff.read_level(index)), height, width)
+        view = shrink(self.to_unit(self.tiff.read_level(index)), height, width)
         return view, f"stage 1 read pyramid level {index} ({width} x {height} after INTER_AREA)"
 
     def _view_from_strips(self, height, width, progress, level=0):
@@ -286,7 +314,7 @@ class TiffSource:
         first, pending = 0, np.zeros((0, width, self.channels))  # view rows first.. still being summed
         for top, strip in self._strips(level):
             rows = np.arange(top, top + len(strip))
-            narrow = shrink(self.unit(strip), len(rows), width)
+            narrow = shrink(self.to_unit(strip), len(rows), width)
             weights, dest = area_weights(rows, height, full_height)
             summed = np.tensordot(weights, narrow, axes=(1, 0))
             done = int(dest[0]) - first  # rows above this strip's first are complete

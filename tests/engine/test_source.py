@@ -236,3 +236,22 @@ def test_slides_and_ome_zarr_stream_like_a_tiff(tmp_path, small_strips, kind):
         view, note = streamed.view(30, 36)
         assert note.startswith("stage 1 read pyramid level 1")
         np.testing.assert_allclose(view, shrink(ArraySource(levels[1], 3).unit, 30, 36), atol=1e-5)
+
+
+@pytest.mark.parametrize("shape, view_shape", [((1100, 90, 3), (275, 45)), ((64, 90), (32, 45)),
+                                               ((1030, 70, 4), (515, 35)), ((99, 70, 3), (40, 28))])
+def test_an_array_is_read_in_unit_floats_without_a_full_resolution_copy(shape, view_shape, monkeypatch):
+    """Boxes and the stage-1 view equal those of the whole image in unit floats (whole factors: strip
+    by strip, exactly; others from the whole image), and the strips stay below a full float copy."""
+    pixels = np.random.default_rng(0).integers(0, 256, shape, dtype=np.uint8)
+    source = ArraySource(pixels, 3)
+    whole = source.unit
+    boxes = np.array([[-5, -7, 40, 40], [shape[0] - 20, shape[1] - 30, 40, 40]])
+    np.testing.assert_array_equal(source.read_boxes(boxes), source_module.gather_boxes(whole, boxes))
+    sizes = []
+    to_unit = source.to_unit
+    monkeypatch.setattr(source, "to_unit", lambda p: sizes.append(p.shape[0]) or to_unit(p))
+    view, _ = source.view(*view_shape)
+    np.testing.assert_allclose(view, shrink(whole, *view_shape), atol=1e-6)
+    if shape[0] % view_shape[0] == 0:
+        assert max(sizes) <= source_module.STRIP_ROWS < shape[0] or shape[0] <= source_module.STRIP_ROWS
