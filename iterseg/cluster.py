@@ -39,7 +39,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .engine.refine import refine
+from .engine.refine import Stage2, refine
 from .errors import InputError, IterSegError
 
 log = logging.getLogger(__name__)
@@ -205,17 +205,16 @@ def chunk_size(windows, workers, batch_size=None):
     return math.ceil(size / batch_size) * batch_size if batch_size else size
 
 
-def _fan_out(client, model, path, max_pixels, chunk, retries, tiles, runner, bundle, source, coarse, windows, context=0,
-             batch_size=None, progress=None):
-    """engine/refine.refine's contract, computed on the workers (``runner`` and ``source`` stay here);
-    appends to ``tiles`` how many tiles each task read."""
+def _fan_out(client, model, path, max_pixels, chunk, retries, tiles, stage2, windows, progress=None):
+    """An engine/refine.Refiner whose windows are computed on the workers (``stage2``'s runner and
+    source stay here); appends to ``tiles`` how many tiles each task read."""
     from distributed import as_completed
 
-    size = chunk or chunk_size(len(windows), len(client.scheduler_info()["workers"]), batch_size)
+    size = chunk or chunk_size(len(windows), len(client.scheduler_info()["workers"]), stage2.batch_size)
     pieces = [windows[start:start + size] for start in range(0, len(windows), size)]
-    shared = client.scatter(coarse, broadcast=True) if bundle.conditioned else None
-    futures = [client.submit(refine_task, model, path, max_pixels, shared, piece, context, batch_size, pure=False,
-                             retries=retries) for piece in pieces]
+    shared = client.scatter(stage2.coarse, broadcast=True) if stage2.bundle.conditioned else None
+    futures = [client.submit(refine_task, model, path, max_pixels, shared, piece, stage2.context, stage2.batch_size,
+                             pure=False, retries=retries) for piece in pieces]
     sizes = {future.key: len(piece) for future, piece in zip(futures, pieces, strict=True)}
     for future in as_completed(futures):
         if future.status == "error":
@@ -246,5 +245,5 @@ def refine_task(model, path, max_pixels, coarse, windows, context, batch_size):
                            threading.get_ident())
     s2 = bundle.runners(*model[1:])[1]
     before = source.tiles_read
-    window_probs, boxes = refine(s2, bundle, source, coarse, windows, context, batch_size)
+    window_probs, boxes = refine(Stage2(s2, bundle, source, coarse, context, batch_size), windows)
     return window_probs, boxes, source.tiles_read - before

@@ -11,7 +11,9 @@ Glossary
              image are mirrored (as np.pad mode 'reflect')
     view     float32 (h1, w1, C) unit image at stage-1 scale (INTER_AREA)
 """
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Protocol, runtime_checkable
 
 import cv2
 import numpy as np
@@ -22,6 +24,26 @@ from ..disk.tiff import TiledImage, mirror_index
 from ..errors import InputError, naming
 
 STRIP_ROWS = 512  # level-0 rows read at a time when a TIFF is scanned or shrunk without a pyramid
+
+
+@runtime_checkable
+class Source(Protocol):
+    """Where the engine's pixels come from (ArraySource, TiffSource, networks.TensorSource), as MONAI's
+    inferers take a Splitter: everything stage 1, stage 2 and the report ask of an image."""
+    shape: tuple  # (H, W) full resolution
+    stored_shape: tuple  # (H, W[, C]) as stored
+    notes: list  # what was done to the pixels (for Result.notes)
+    in_memory: bool  # False when read region by region (streamed)
+    tiles_read: int | None  # TIFF tiles decoded so far (None in memory)
+
+    def view(self, height: int, width: int, progress: Callable[[int], None] | None = None) -> tuple:
+        """(float32 (height, width, C) the image at stage-1 scale in [0, 1], note or None)."""
+
+    def read_boxes(self, boxes: np.ndarray) -> np.ndarray:
+        """float32 (N, h, w, C) in [0, 1] of equal-sized ``boxes`` (N, 4), mirrored past the edges."""
+
+    def close(self) -> None:
+        """Let go of the file, if any."""
 
 
 @dataclass(frozen=True)
@@ -345,7 +367,7 @@ def open_source(image, channels, stream=False, progress=None, max_pixels=None):
     disk/images.read_image_noted); an array is wrapped in an ArraySource. max_pixels: refuse files
     whose header declares more pixels (default disk/images.MAX_PIXELS read whole, MAX_STREAMED_PIXELS
     streamed)."""
-    if hasattr(image, "read_boxes"):
+    if isinstance(image, Source):
         return image
     if isinstance(image, (str, bytes)) or hasattr(image, "__fspath__"):
         if isinstance(image, bytes):

@@ -255,3 +255,24 @@ def test_an_array_is_read_in_unit_floats_without_a_full_resolution_copy(shape, v
     np.testing.assert_allclose(view, shrink(whole, *view_shape), atol=1e-6)
     if shape[0] % view_shape[0] == 0:
         assert max(sizes) <= source_module.STRIP_ROWS < shape[0] or shape[0] <= source_module.STRIP_ROWS
+
+
+def test_every_source_is_a_source_and_a_partial_one_is_refused(tmp_path, bundle):
+    from iterseg.engine.networks import TensorSource
+    from iterseg.engine.source import Source
+
+    picture = blob_image(64, 48)
+    path = write_tiled(tmp_path / "t.tif", picture, tile=(32, 32))
+    with TiffSource(path, 3) as streamed:
+        assert isinstance(streamed, Source)
+    memory = ArraySource(picture, 3)
+    assert isinstance(memory, Source) and isinstance(TensorSource(np.zeros((8, 8, 3))), Source)
+    assert open_source(memory, 3) is memory  # a Source is taken as it is
+
+    class BoxesOnly:  # has read_boxes, not the rest of a Source: not one
+        def read_boxes(self, boxes):
+            return memory.read_boxes(boxes)
+
+    assert not isinstance(BoxesOnly(), Source)
+    with pytest.raises(InputError):
+        iterseg.two_stage(BoxesOnly(), bundle, patches=1)
