@@ -16,7 +16,9 @@ Needs the extra ``pip install 'iterseg[dask]'`` (dask + distributed, pure Python
 
 Who does what
     client   decides skip/run (FolderRun.pending), submits one task per image, takes the results as
-             they finish (as_completed), writes summary.csv after each and prints progress.
+             they finish (as_completed), writes summary.csv after each and prints progress. One image
+             alone is run here (``FannedOut``), its stage 2 on the workers when its source (opened
+             once, by engine/source.open_source) is streamed.
     worker   loads the model once per process (``worker_segmenter``, cached by model + precision),
              runs ``batch.attempt`` on one image and writes its outputs (atomically, report last) into
              the output folder, which must be on a filesystem the workers and the client share.
@@ -40,6 +42,7 @@ from pathlib import Path
 import numpy as np
 
 from .engine.refine import Stage2, refine
+from .engine.source import TiffSource
 from .errors import InputError, IterSegError
 
 log = logging.getLogger(__name__)
@@ -167,10 +170,11 @@ def outcome(future, tasks="image"):
 # stage-2 probabilities; boxes int64 (N, 4) the network inputs; coarse the stage-1 CoarseMap.
 
 class FannedOut:
-    """A Segmenter whose streamed predictions (``predict(path, stream=True)``) run stage 1, selection
-    and merging here and stage 2 on ``client``'s workers, in chunks of windows that each worker reads
-    from the shared file; everything else is the wrapped ``segmenter``'s. ``batch.predict_file`` takes
-    it like a Segmenter, so the outputs are written here, by one process, as in local mode."""
+    """A Segmenter whose streamed predictions (``predict(path or TiffSource, stream=True)``) run stage 1,
+    selection and merging here and stage 2 on ``client``'s workers, in chunks of windows that each
+    worker reads from the shared file; everything else is the wrapped ``segmenter``'s, run here.
+    ``batch.predict_file`` takes it like a Segmenter, so the outputs are written here, by one
+    process, as in local mode."""
 
     def __init__(self, client, segmenter, retries=DEFAULT_RETRIES):
         self.client, self.retries = client, retries
@@ -186,14 +190,15 @@ class FannedOut:
 
 
 def predict_tiled(client, segmenter, path, patches=None, chunk=None, retries=DEFAULT_RETRIES, max_pixels=None,
-                  **options):
+                  **options):  # path: a tiled TIFF's path, or its open engine/source.TiffSource
     """``Segmenter.predict_tiled`` with stage 2 fanned out to ``client``'s workers: stage 1, the
     selection and the mask options run here (``Segmenter.predict`` with another refiner), each chunk
     of ``chunk`` windows (default: about four chunks per worker) is one task that reads its boxes from
     ``path`` (which the workers must see) and returns their probabilities, merged here. Same windows,
     masks and report options as one process. Returns a Result."""
     tiles = []  # tiles each task read on its worker
-    refiner = functools.partial(_fan_out, client, model_spec(segmenter), str(path), max_pixels, chunk, retries, tiles)
+    file = path.path if isinstance(path, TiffSource) else path  # the workers open it themselves
+    refiner = functools.partial(_fan_out, client, model_spec(segmenter), str(file), max_pixels, chunk, retries, tiles)
     result = segmenter.predict(path, patches, stream=True, max_pixels=max_pixels, refiner=refiner, **options)
     result.tiles_read = (result.tiles_read or 0) + sum(tiles)  # here (stage 1) and on the workers (stage 2)
     return result
@@ -232,7 +237,6 @@ def _fan_out(client, model, path, max_pixels, chunk, retries, tiles, stage2, win
 def worker_source(path, channels, max_pixels, stamp, thread):
     """The TiffSource of ``path`` opened once per worker thread (a file handle is not shared between
     threads; ``stamp``: size and mtime, so a replaced file is opened again)."""
-    from .engine.source import TiffSource
     return TiffSource(path, channels, max_pixels=max_pixels)
 
 

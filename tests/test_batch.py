@@ -164,24 +164,6 @@ def test_probabilities_have_the_same_axes_streamed_and_in_memory(tmp_path):
     np.testing.assert_allclose(probs["never"][1], probs["always"][1], atol=1e-5)
 
 
-def test_auto_streams_only_large_tiled_tiffs(tmp_path, monkeypatch):
-    path = write_tiled(tmp_path / "scan.tif", blob_image(100, 100), tile=(32, 32))
-    assert batch.stream_decision(path, "auto") == (False, None)
-    monkeypatch.setattr(batch, "STREAM_PIXELS", 50 * 50)
-    assert batch.stream_decision(path, "auto") == (True, None)
-    tifffile.imwrite(tmp_path / "strips.tif", blob_image(100, 100))
-    streamed, note = batch.stream_decision(tmp_path / "strips.tif", "always")
-    assert not streamed and "read whole: the TIFF is stored in strips" in note
-
-
-def test_a_large_untiled_tiff_is_read_whole_with_a_note(tmp_path, monkeypatch):
-    tifffile.imwrite(tmp_path / "strips.tif", blob_image(100, 100))
-    assert batch.stream_decision(tmp_path / "strips.tif", "auto") == (False, None)
-    monkeypatch.setattr(batch, "STREAM_PIXELS", 50 * 50)
-    streamed, note = batch.stream_decision(tmp_path / "strips.tif", "auto")
-    assert not streamed and "read whole" in note
-
-
 def test_inputs_expand_to_sorted_image_files(tmp_path, folder):
     found = batch.expand_inputs([folder])
     assert [p.name for p in found] == ["broken.png", "img0.png", "img1.png", "img2.png"]
@@ -337,3 +319,42 @@ def test_four_processes_at_once_through_the_cli(tmp_path, forty, bundle_path, sh
     table = summary_rows(out)
     assert len(table) == 40 and {row["status"] for row in table.values()} == {"done"}
     assert not leftovers(out)
+
+
+@pytest.mark.parametrize("kind, stream", [("png", "auto"), ("jpg", "auto"), ("tif", "never"), ("tif", "always"),
+                                          ("ome", "never"), ("ome", "always")])
+def test_a_file_is_opened_once_and_its_header_parsed_once(tmp_path, bundle_path, monkeypatch, kind, stream):
+    """engine/source.open_source is the one reader: deciding, the metadata, the pixels and the outputs
+    all come from one open of the file (one TiffFile for a TIFF), whatever the output options."""
+    import builtins
+
+    picture = blob_image(96, 128, seed=4)
+    path = tmp_path / f"scan.{'tif' if kind == 'ome' else kind}"
+    if kind == "tif":
+        write_tiled(path, picture, tile=(32, 32))
+    elif kind == "ome":
+        tifffile.imwrite(path, picture, tile=(32, 32), ome=True,
+                         metadata={"axes": "YXS", "PhysicalSizeX": 0.5, "PhysicalSizeY": 0.5})
+    else:
+        cv2.imwrite(str(path), picture[:, :, ::-1])
+    segmenter = iterseg.load(bundle_path)
+    opens, headers = [], []
+    real_open, real_tiff = builtins.open, tifffile.TiffFile.__init__
+
+    def counting_open(file, *args, **kwargs):
+        if isinstance(file, (str, Path)) and Path(file).resolve() == path.resolve():
+            opens.append(file)
+        return real_open(file, *args, **kwargs)
+
+    def counting_tiff(self, file, *args, **kwargs):
+        headers.append(file)
+        real_tiff(self, file, *args, **kwargs)
+
+    monkeypatch.setattr(builtins, "open", counting_open)
+    monkeypatch.setattr(tifffile.TiffFile, "__init__", counting_tiff)
+    report = batch.predict_file(segmenter, path, tmp_path / "out", {"patches": 2}, stream=stream, save_probs=True,
+                                geojson=True)
+    assert len(opens) == 1, opens
+    assert len(headers) == (kind != "png" and kind != "jpg"), headers
+    assert report["options"]["streamed"] == (stream == "always")
+    assert report["image"].get("mpp") == ([0.5, 0.5] if kind == "ome" else None)

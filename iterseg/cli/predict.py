@@ -119,7 +119,8 @@ def colour(text):
 
 def run(args):
     from ..api import load
-    from ..batch import STREAM_MODES, expand_inputs, output_folder, shard_of
+    from ..batch import expand_inputs, output_folder, shard_of
+    from ..engine.source import STREAM_MODES
     from ..errors import InputError
 
     check_settings(args, SETTINGS)

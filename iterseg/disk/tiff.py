@@ -43,29 +43,57 @@ def tiled_reason(path):
         return "it is not a TIFF"
     try:
         with quiet_tifffile(), tifffile.TiffFile(path) as tif:
-            page = tif.series[0].levels[0].keyframe
-            if not page.is_tiled:
-                return "the TIFF is stored in strips, not tiles"
-            if page.imagedepth != 1 or page.planarconfig != 1 and page.samplesperpixel > 1:
-                return "the TIFF's tiles are volumetric or store colour planes separately"
-            if len(tif.series[0].levels[0].shape) not in (2, 3):
-                return f"the TIFF's first image has shape {tif.series[0].levels[0].shape}"
+            return streaming_reason(tif)
     except Exception as exc:  # noqa: BLE001 - tifffile raises many types for damaged files
-        return f"tifffile cannot parse it ({str(exc)[:120]})"
+        return unparsable(exc)
+
+
+def unparsable(exc):
+    """Why a TIFF whose header tifffile cannot parse (``exc``) cannot be streamed."""
+    return f"tifffile cannot parse it ({str(exc)[:120]})"
+
+
+def streaming_reason(tif):
+    """None if the open TIFF ``tif`` (tifffile.TiffFile) can be streamed tile by tile, else why not."""
+    try:
+        page = tif.series[0].levels[0].keyframe
+        if not page.is_tiled:
+            return "the TIFF is stored in strips, not tiles"
+        if page.imagedepth != 1 or page.planarconfig != 1 and page.samplesperpixel > 1:
+            return "the TIFF's tiles are volumetric or store colour planes separately"
+        if len(tif.series[0].levels[0].shape) not in (2, 3):
+            return f"the TIFF's first image has shape {tif.series[0].levels[0].shape}"
+    except Exception as exc:  # noqa: BLE001 - tifffile raises many types for damaged files
+        return unparsable(exc)
     return None
+
+
+def first_pixels(tif):
+    """Pixels of the first image of the open TIFF ``tif`` from its header (0 when it says none)."""
+    try:
+        return int(tif.pages[0].imagelength) * int(tif.pages[0].imagewidth)
+    except Exception:  # noqa: BLE001 - damaged: the reader will say what is wrong
+        return 0
 
 
 class TiledImage:
     """An open tiled TIFF. ``read_region`` decodes only the level-0 tiles a region overlaps and
-    counts them in ``tiles_read``; ``read_level`` reads a whole pyramid level. Thread-safe."""
+    counts them in ``tiles_read``; ``read_level`` reads a whole pyramid level. Thread-safe.
+    tif: the file already open (a tifffile.TiffFile of ``path``, closed with this), else it is opened here."""
 
-    def __init__(self, path, max_pixels=None):
-        reason = tiled_reason(path)
-        if reason:
-            raise InputError(f"{path} cannot be streamed: {reason}.")
+    def __init__(self, path, max_pixels=None, tif=None):
         self.path = Path(path)
-        self._tif = tifffile.TiffFile(path)
+        if tif is None and self.path.suffix.lower() not in TIFF_SUFFIXES:
+            raise InputError(f"{path} cannot be streamed: it is not a TIFF.")
         try:
+            with quiet_tifffile():
+                self._tif = tif or tifffile.TiffFile(path)
+        except Exception as exc:  # noqa: BLE001 - tifffile raises many types for damaged files
+            raise InputError(f"{path} cannot be streamed: {unparsable(exc)}.") from None
+        try:
+            reason = streaming_reason(self._tif)
+            if reason:
+                raise InputError(f"{path} cannot be streamed: {reason}.")
             series = self._tif.series[0]
             self._levels = series.levels
             self._page = series.levels[0].keyframe
@@ -170,14 +198,23 @@ RESOLUTION_UNITS = {2: 25400.0, 3: 1e4}  # TIFF ResolutionUnit: inch, centimetre
 
 
 def physical_size(path):
-    """(y, x) micrometres per pixel of a TIFF's first image, from its OME-XML (PhysicalSizeY/X), else
-    its resolution tags (per inch or centimetre; ImageJ's per-micron too); None when the file is not
-    a TIFF or says neither (72 dpi, most writers' placeholder, counts as saying nothing)."""
+    """(y, x) micrometres per pixel of a TIFF's first image (``tiff_physical_size``); None when the
+    file is not a readable TIFF."""
     if Path(path).suffix.lower() not in TIFF_SUFFIXES:
         return None
     try:
         with quiet_tifffile(), tifffile.TiffFile(path) as tif:
-            return (_ome_size(tif.ome_metadata) if tif.is_ome else None) or _tag_size(tif)
+            return tiff_physical_size(tif)
+    except Exception:  # noqa: BLE001 - a damaged header: the reader says what is wrong; no size here
+        return None
+
+
+def tiff_physical_size(tif):
+    """(y, x) micrometres per pixel of the open TIFF ``tif``'s first image, from its OME-XML
+    (PhysicalSizeY/X), else its resolution tags (per inch or centimetre; ImageJ's per-micron too);
+    None when it says neither (72 dpi, most writers' placeholder, counts as saying nothing)."""
+    try:
+        return (_ome_size(tif.ome_metadata) if tif.is_ome else None) or _tag_size(tif)
     except Exception:  # noqa: BLE001 - a damaged header: the reader says what is wrong; no size here
         return None
 

@@ -11,19 +11,27 @@ Glossary
              image are mirrored (as np.pad mode 'reflect')
     view     float32 (h1, w1, C) unit image at stage-1 scale (INTER_AREA)
 """
+import os
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Protocol, runtime_checkable
 
 import cv2
 import numpy as np
+import tifffile
 
+from ..disk.images import check_image_file, damaged_tiff, read_image_noted, read_tiff, unreadable
+from ..disk.limits import TIFF_SUFFIXES, quiet_tifffile
+from ..disk.metadata import Metadata, read_metadata, tiff_metadata
 from ..disk.ngff import NgffImage, is_ngff
 from ..disk.slide import Slide, is_slide
-from ..disk.tiff import TiledImage, mirror_index
+from ..disk.tiff import TiledImage, first_pixels, mirror_index, streaming_reason, unparsable
 from ..errors import InputError, naming
 
 STRIP_ROWS = 512  # level-0 rows read at a time when a TIFF is scanned or shrunk without a pyramid
+STREAM_PIXELS = 4096 * 4096  # stream 'auto' streams tiled TIFFs larger than this
+STREAM_MODES = ("auto", "always", "never")  # besides True (must stream) and False (= 'never')
 
 
 @runtime_checkable
@@ -33,8 +41,9 @@ class Source(Protocol):
     shape: tuple  # (H, W) full resolution
     stored_shape: tuple  # (H, W[, C]) as stored
     notes: list  # what was done to the pixels (for Result.notes)
-    in_memory: bool  # False when read region by region (streamed)
+    in_memory: bool  # False when read region by region (streamed): the reader's decision (open_source)
     tiles_read: int | None  # TIFF tiles decoded so far (None in memory)
+    metadata: Metadata  # what the file says about its pixels (physical size, GeoTIFF tags; empty for arrays)
 
     def view(self, height: int, width: int, progress: Callable[[int], None] | None = None) -> tuple:
         """(float32 (height, width, C) the image at stage-1 scale in [0, 1], note or None)."""
@@ -187,6 +196,7 @@ class ArraySource:
     would be 98 MB more, page-faulted afresh for each image)."""
     in_memory = True
     tiles_read = None
+    metadata = Metadata()  # a file's, set by open_source
 
     def __init__(self, image, channels):
         image = as_array(image)
@@ -251,11 +261,13 @@ def open_streamed(path, max_pixels=None):
 
 class TiffSource:
     """A tiled (Big)TIFF or a whole-slide image read region by region: memory grows with what is read,
-    not with the image."""
+    not with the image. reader: the file already open (``open_streamed``'s kind, closed with this)."""
     in_memory = False
+    metadata = Metadata()  # the file's, set by open_source
 
-    def __init__(self, path, channels, progress=None, max_pixels=None):
-        self.tiff = open_streamed(path, max_pixels)
+    def __init__(self, path, channels, progress=None, max_pixels=None, reader=None):
+        self.path = Path(path)
+        self.tiff = reader or open_streamed(path, max_pixels)
         try:
             check_dtype(self.tiff.dtype)
             self.shape = self.tiff.shape[:2]
@@ -362,23 +374,91 @@ def area_weights(rows, small, full):
 
 
 def open_source(image, channels, stream=False, progress=None, max_pixels=None):
-    """A source for ``image``: a Source is returned as it is; a path with ``stream`` opens a
-    TiffSource (tiled TIFF or whole-slide image); any other path is read whole (with the notes of
-    disk/images.read_image_noted); an array is wrapped in an ArraySource. max_pixels: refuse files
+    """A source for ``image``: a Source is returned as it is; a path is opened by ``open_file``; an
+    array is wrapped in an ArraySource. stream: see ``stream_decision``. max_pixels: refuse files
     whose header declares more pixels (default disk/images.MAX_PIXELS read whole, MAX_STREAMED_PIXELS
     streamed)."""
     if isinstance(image, Source):
         return image
     if isinstance(image, (str, bytes)) or hasattr(image, "__fspath__"):
-        if isinstance(image, bytes):
-            import os
-            image = os.fsdecode(image)
-        if stream:
-            return TiffSource(image, channels, progress, max_pixels)
-        from ..disk.images import read_image_noted
-        pixels, notes = read_image_noted(image, max_pixels)
-        with naming(image):
-            source = ArraySource(pixels, channels)
-        source.notes[:0] = notes
-        return source
+        return open_file(Path(os.fsdecode(image)), channels, stream, progress, max_pixels)
     return ArraySource(image, channels)
+
+
+def open_file(path, channels, stream=False, progress=None, max_pixels=None):
+    """The one reader of an image file: it is opened once (a TIFF's header parsed once), decided
+    streamed or read whole (``stream_decision``), and returned as the Source that carries the decision
+    (``in_memory``), the notes and the file's metadata (disk/metadata.py)."""
+    check_image_file(path)
+    if is_slide(path) or is_ngff(path):
+        return _open_pyramid(path, channels, stream, progress, max_pixels)
+    if path.suffix.lower() in TIFF_SUFFIXES:
+        return _open_tiff(path, channels, stream, progress, max_pixels)
+    stream_decision(path, stream, "it is not a TIFF")
+    return _in_memory(path, *read_image_noted(path, max_pixels), channels, Metadata())
+
+
+def stream_decision(path, stream, reason=None, pixels=0, pyramid=False):
+    """(streamed?, note for the report or None): the one rule. stream: True (must: InputError saying
+    why not), 'always' (whenever it can, else read whole with a note), 'auto' (a whole-slide or
+    OME-Zarr image, ``pyramid``, or a tiled TIFF above STREAM_PIXELS), False or 'never' (read whole).
+    reason: why ``path`` cannot be streamed (None: it can); pixels: of its first image."""
+    if stream not in (True, False) + STREAM_MODES:
+        raise InputError(f"stream must be True, False or one of {', '.join(STREAM_MODES)}, got {stream!r}.")
+    if stream in (False, "never"):
+        return False, None
+    if reason is None:
+        return stream in (True, "always") or pyramid or pixels > STREAM_PIXELS, None
+    if stream is True:
+        raise InputError(f"{path} cannot be streamed: {reason}.")
+    large = stream == "always" or pixels > STREAM_PIXELS
+    return False, (f"read whole: {reason}" if large else None)
+
+
+def _in_memory(path, pixels, notes, channels, metadata):
+    """The ArraySource of ``pixels`` read whole from ``path``, with the reader's notes and metadata."""
+    with naming(path):
+        source = ArraySource(pixels, channels)
+    source.notes[:0] = notes
+    source.metadata = metadata
+    return source
+
+
+def _open_pyramid(path, channels, stream, progress, max_pixels):
+    """A whole-slide or OME-Zarr image: streamed from its reader (whose metadata it carries) unless
+    ``stream`` says never, then read whole."""
+    if not stream_decision(path, stream, pyramid=True)[0]:
+        return _in_memory(path, *read_image_noted(path, max_pixels), channels, read_metadata(path))
+    source = TiffSource(path, channels, progress, max_pixels)
+    reader = source.tiff
+    source.metadata = (Metadata(reader.pixel_size) if isinstance(reader, NgffImage) else
+                       Metadata(reader.info.mpp, reader.info.objective_power, reader.info.vendor))
+    return source
+
+
+def _open_tiff(path, channels, stream, progress, max_pixels):
+    """A TIFF, its header parsed once: streamed tile by tile (disk/tiff.TiledImage) or read whole
+    (disk/images.read_tiff) from the same open file."""
+    try:
+        with quiet_tifffile():
+            tif = tifffile.TiffFile(str(path))
+    except OSError as exc:
+        raise unreadable(path, exc) from None
+    except Exception as exc:  # noqa: BLE001 - tifffile raises many types for damaged files
+        stream_decision(path, stream, unparsable(exc))
+        raise damaged_tiff(path, exc) from None
+    try:
+        metadata = tiff_metadata(path, tif)
+        streamed, note = stream_decision(path, stream, streaming_reason(tif), first_pixels(tif))
+        if not streamed:
+            notes = []
+            pixels = read_tiff(path, tif, max_pixels, notes)
+    except BaseException:
+        tif.close()
+        raise
+    if not streamed:
+        tif.close()
+        return _in_memory(path, pixels, notes + [note] if note else notes, channels, metadata)
+    source = TiffSource(path, channels, progress, max_pixels, TiledImage(path, max_pixels, tif))
+    source.metadata = metadata
+    return source

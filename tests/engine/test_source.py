@@ -2,6 +2,7 @@
 tile giving the same pixels, stage-1 view and notes as the image in memory."""
 import numpy as np
 import pytest
+import tifffile
 import torch
 
 import iterseg
@@ -276,3 +277,26 @@ def test_every_source_is_a_source_and_a_partial_one_is_refused(tmp_path, bundle)
     assert not isinstance(BoxesOnly(), Source)
     with pytest.raises(InputError):
         iterseg.two_stage(BoxesOnly(), bundle, patches=1)
+
+
+def test_auto_streams_only_large_tiled_tiffs(tmp_path, monkeypatch):
+    path = write_tiled(tmp_path / "scan.tif", blob_image(100, 100), tile=(32, 32))
+    assert open_source(path, 3, "auto").in_memory
+    monkeypatch.setattr(source_module, "STREAM_PIXELS", 50 * 50)
+    with open_source(path, 3, "auto") as streamed:
+        assert not streamed.in_memory
+    tifffile.imwrite(tmp_path / "strips.tif", blob_image(100, 100))
+    memory = open_source(tmp_path / "strips.tif", 3, "always")
+    assert memory.in_memory and "read whole: the TIFF is stored in strips" in memory.notes[-1]
+    with pytest.raises(InputError, match="cannot be streamed: the TIFF is stored in strips"):
+        open_source(tmp_path / "strips.tif", 3, True)  # the API's stream=True: must
+    with pytest.raises(InputError, match="stream must be"):
+        open_source(path, 3, "sometimes")
+
+
+def test_a_large_untiled_tiff_is_read_whole_with_a_note(tmp_path, monkeypatch):
+    tifffile.imwrite(tmp_path / "strips.tif", blob_image(100, 100))
+    assert not any("read whole" in note for note in open_source(tmp_path / "strips.tif", 3, "auto").notes)
+    monkeypatch.setattr(source_module, "STREAM_PIXELS", 50 * 50)
+    source = open_source(tmp_path / "strips.tif", 3, "auto")
+    assert source.in_memory and "read whole" in source.notes[-1]
