@@ -289,7 +289,7 @@ def _predict_file(segmenter, path, out_dir, options, baseline, stream, save_prob
                   writing=None):
     writing = writing or {}
     with contextlib.closing(open_source(path, segmenter.bundle.in_channels, "never" if baseline else stream,
-                                        max_pixels=max_pixels)) as source:
+                                        max_pixels=max_pixels, intensity=options.get("intensity", "dtype"))) as source:
         streamed = not source.in_memory
         log.debug("%s: %s", path, "streamed" if streamed else "read whole")
         outputs = output_paths(out_dir, Path(path).stem, streamed, save_probs, writing.get("geojson", False),

@@ -57,6 +57,9 @@ def add_parser(subparsers):
     parser.add_argument("--stream", default="auto", metavar="MODE",
                         help="read tiled TIFFs region by region in bounded memory: auto (default) for tiled "
                              "TIFFs above 4096 x 4096 pixels, always, or never")
+    parser.add_argument("--intensity", default="dtype", choices=("dtype", "minmax"),
+                        help="how stored values map to [0, 1]: by dtype (default: uint8 / 255, uint16 / 65535, other "
+                             "integers / their dtype's maximum, floats as given) or minmax: each image's own range")
     parser.add_argument("--save-probs", action="store_true",
                         help="also write the probabilities as STEM.probs.tif (float32 OME-TIFF, H x W or H x W x K "
                              "for K classes; pyramidal for streamed images); not written by default")
@@ -147,7 +150,8 @@ def _options(args):
     """The two-stage options of ``args`` as ``batch.predict_file`` takes them."""
     from ..postprocess import MASK_OPTIONS
     mask = {name: getattr(args, name) for name in MASK_OPTIONS}  # only those given (0 and False are defaults)
-    return {**{name: getattr(args, name) for name in SETTINGS}, **{k: v for k, v in mask.items() if v}}
+    return {**{name: getattr(args, name) for name in SETTINGS}, "intensity": args.intensity,
+            **{k: v for k, v in mask.items() if v}}
 
 
 def _writing(args):

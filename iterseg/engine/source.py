@@ -76,34 +76,50 @@ class UnitRange:
         return np.clip(unit, 0.0, 1.0, out=unit)
 
 
-def needs_extent(dtype):
-    """True when the [0, 1] mapping of ``dtype`` depends on the image's minimum and maximum."""
-    return dtype not in (np.uint8, np.uint16, np.bool_)
+INTENSITIES = ("dtype", "minmax")  # intensity=: the rule by dtype (default), or each image's own min / max
 
 
-def unit_range(dtype, low=0.0, high=1.0):
-    """The one rule from stored values to [0, 1], given the image's extent ``low``..``high``:
-    uint8 / 255 and uint16 / 65535 always; other integers and floats by the smallest range that holds
-    them ([0, 1] as is, [0, 255] / 255, [0, 65535] / 65535 for integers), else rescaled from their own
-    minimum and maximum."""
+def check_intensity(intensity):
+    """``intensity``, or InputError unless it is one of INTENSITIES."""
+    if intensity not in INTENSITIES:
+        raise InputError(f"intensity must be one of {', '.join(INTENSITIES)}, got {intensity!r}.")
+    return intensity
+
+
+def needs_scan(dtype, intensity="dtype"):
+    """True when an image's minimum and maximum are read before stage 1 (a streamed one strip by
+    strip): for intensity 'minmax', and for a float image (NaN and infinity refused, values outside
+    [0, 1] noted)."""
+    return intensity == "minmax" or np.issubdtype(dtype, np.floating)
+
+
+def unit_range(dtype, extent=None, intensity="dtype"):
+    """The one rule from stored values to [0, 1], by dtype (scikit-image's img_as_float convention):
+    uint8 / 255, uint16 / 65535, any other integer / its dtype's largest value (negatives clip to 0),
+    bool as 0/1, floats as given (clipped to [0, 1], noted when ``extent`` shows values outside); the
+    same value means the same in every image of a dtype. With intensity 'minmax', rescaled from the
+    image's own ``extent`` (low, high) instead."""
     dtype = np.dtype(dtype)
-    if dtype == np.uint8:
-        return UnitRange(0.0, 1 / 255)
-    if dtype == np.uint16:
-        return UnitRange(0.0, 1 / 65535, "uint16 image scaled by 1/65535 to [0, 1]")
     if dtype == np.bool_:
         return UnitRange(0.0, 1.0, "boolean image read as 0/1")
-    kind = "integer" if np.issubdtype(dtype, np.integer) else "float"
-    spans = (1.0, 255.0, 65535.0) if kind == "integer" else (1.0, 255.0)
-    for top in spans:
-        if low >= 0 and high <= top and (top > 1 or kind == "float"):
-            note = None if top == 1 else f"{dtype} image with values up to {high:g} scaled by 1/{top:g} to [0, 1]"
-            return UnitRange(0.0, 1 / top, note)
-    if not np.isfinite(high - low):
-        raise InputError(f"{dtype} image with values in [{low:g}, {high:g}]: their range overflows float64; "
-                         "divide the image by a power of ten before segmenting it.")
-    return UnitRange(low, 1 / max(high - low, 1e-12),
-                     f"{dtype} image with values in [{low:g}, {high:g}] rescaled to [0, 1]")
+    hint = "; intensity='minmax' (--intensity minmax) rescales it by its own range"
+    if check_intensity(intensity) == "minmax":
+        low, high = extent
+        if not np.isfinite(high - low):
+            raise InputError(f"{dtype} image with values in [{low:g}, {high:g}]: their range overflows float64; "
+                             "divide the image by a power of ten before segmenting it.")
+        return UnitRange(low, 1 / max(high - low, 1e-12),
+                         f"{dtype} image with values in [{low:g}, {high:g}] rescaled to [0, 1] (intensity minmax)")
+    if dtype == np.uint8:
+        return UnitRange(0.0, 1 / 255)
+    if np.issubdtype(dtype, np.integer):
+        top = float(np.iinfo(dtype).max)
+        return UnitRange(0.0, 1 / top, f"{dtype} image scaled by 1/{top:g} to [0, 1]" + (
+            "" if dtype == np.uint16 else hint))
+    if extent is not None and (extent[0] < 0 or extent[1] > 1):
+        return UnitRange(0.0, 1.0, f"{dtype} image with values in [{extent[0]:g}, {extent[1]:g}] clipped to "
+                                   f"[0, 1]{hint}")
+    return UnitRange(0.0, 1.0)
 
 
 def fit_channels(image, channels):
@@ -198,15 +214,16 @@ class ArraySource:
     tiles_read = None
     metadata = Metadata()  # a file's, set by open_source
 
-    def __init__(self, image, channels):
+    def __init__(self, image, channels, intensity="dtype"):
         image = as_array(image)
         check_image_shape(image.shape)
         check_dtype(image.dtype)
         if np.issubdtype(image.dtype, np.floating) and not np.isfinite(image).all():
             raise InputError("image contains NaN or infinite values; replace them (e.g. np.nan_to_num) "
                              "before segmenting.")
-        extent = (float(image.min()), float(image.max())) if needs_extent(image.dtype) else ()
-        self.scaling = unit_range(image.dtype, *extent)
+        scan = needs_scan(image.dtype, check_intensity(intensity))
+        extent = (float(image.min()), float(image.max())) if scan else None
+        self.scaling = unit_range(image.dtype, extent, intensity)
         self.channels = channels
         _, channel_note = fit_channels(np.zeros((1, 1) + image.shape[2:], np.float32), channels)
         self.pixels = image
@@ -265,7 +282,7 @@ class TiffSource:
     in_memory = False
     metadata = Metadata()  # the file's, set by open_source
 
-    def __init__(self, path, channels, progress=None, max_pixels=None, reader=None):
+    def __init__(self, path, channels, progress=None, max_pixels=None, reader=None, intensity="dtype"):
         self.path = Path(path)
         self.tiff = reader or open_streamed(path, max_pixels)
         try:
@@ -273,8 +290,8 @@ class TiffSource:
             self.shape = self.tiff.shape[:2]
             self.stored_shape = self.tiff.shape
             self.channels = channels
-            extent = self._extent(progress) if needs_extent(self.tiff.dtype) else ()
-            self.scaling = unit_range(self.tiff.dtype, *extent)
+            extent = self._extent(progress) if needs_scan(self.tiff.dtype, check_intensity(intensity)) else None
+            self.scaling = unit_range(self.tiff.dtype, extent, intensity)
             _, channel_note = fit_channels(np.zeros((1, 1) + self.tiff.shape[2:], np.float32), channels)
         except BaseException:
             self.tiff.close()
@@ -373,29 +390,29 @@ def area_weights(rows, small, full):
     return np.clip(high - low, 0, None) / scale, dest
 
 
-def open_source(image, channels, stream=False, progress=None, max_pixels=None):
+def open_source(image, channels, stream=False, progress=None, max_pixels=None, intensity="dtype"):
     """A source for ``image``: a Source is returned as it is; a path is opened by ``open_file``; an
     array is wrapped in an ArraySource. stream: see ``stream_decision``. max_pixels: refuse files
     whose header declares more pixels (default disk/images.MAX_PIXELS read whole, MAX_STREAMED_PIXELS
-    streamed)."""
+    streamed). intensity: 'dtype' or 'minmax' (``unit_range``)."""
     if isinstance(image, Source):
         return image
     if isinstance(image, (str, bytes)) or hasattr(image, "__fspath__"):
-        return open_file(Path(os.fsdecode(image)), channels, stream, progress, max_pixels)
-    return ArraySource(image, channels)
+        return open_file(Path(os.fsdecode(image)), channels, stream, progress, max_pixels, intensity)
+    return ArraySource(image, channels, intensity)
 
 
-def open_file(path, channels, stream=False, progress=None, max_pixels=None):
+def open_file(path, channels, stream=False, progress=None, max_pixels=None, intensity="dtype"):
     """The one reader of an image file: it is opened once (a TIFF's header parsed once), decided
     streamed or read whole (``stream_decision``), and returned as the Source that carries the decision
     (``in_memory``), the notes and the file's metadata (disk/metadata.py)."""
     check_image_file(path)
     if is_slide(path) or is_ngff(path):
-        return _open_pyramid(path, channels, stream, progress, max_pixels)
+        return _open_pyramid(path, channels, stream, progress, max_pixels, intensity)
     if path.suffix.lower() in TIFF_SUFFIXES:
-        return _open_tiff(path, channels, stream, progress, max_pixels)
+        return _open_tiff(path, channels, stream, progress, max_pixels, intensity)
     stream_decision(path, stream, "it is not a TIFF")
-    return _in_memory(path, *read_image_noted(path, max_pixels), channels, Metadata())
+    return _in_memory(path, *read_image_noted(path, max_pixels), channels, Metadata(), intensity)
 
 
 def stream_decision(path, stream, reason=None, pixels=0, pyramid=False):
@@ -415,28 +432,28 @@ def stream_decision(path, stream, reason=None, pixels=0, pyramid=False):
     return False, (f"read whole: {reason}" if large else None)
 
 
-def _in_memory(path, pixels, notes, channels, metadata):
+def _in_memory(path, pixels, notes, channels, metadata, intensity):
     """The ArraySource of ``pixels`` read whole from ``path``, with the reader's notes and metadata."""
     with naming(path):
-        source = ArraySource(pixels, channels)
+        source = ArraySource(pixels, channels, intensity)
     source.notes[:0] = notes
     source.metadata = metadata
     return source
 
 
-def _open_pyramid(path, channels, stream, progress, max_pixels):
+def _open_pyramid(path, channels, stream, progress, max_pixels, intensity):
     """A whole-slide or OME-Zarr image: streamed from its reader (whose metadata it carries) unless
     ``stream`` says never, then read whole."""
     if not stream_decision(path, stream, pyramid=True)[0]:
-        return _in_memory(path, *read_image_noted(path, max_pixels), channels, read_metadata(path))
-    source = TiffSource(path, channels, progress, max_pixels)
+        return _in_memory(path, *read_image_noted(path, max_pixels), channels, read_metadata(path), intensity)
+    source = TiffSource(path, channels, progress, max_pixels, intensity=intensity)
     reader = source.tiff
     source.metadata = (Metadata(reader.pixel_size) if isinstance(reader, NgffImage) else
                        Metadata(reader.info.mpp, reader.info.objective_power, reader.info.vendor))
     return source
 
 
-def _open_tiff(path, channels, stream, progress, max_pixels):
+def _open_tiff(path, channels, stream, progress, max_pixels, intensity):
     """A TIFF, its header parsed once: streamed tile by tile (disk/tiff.TiledImage) or read whole
     (disk/images.read_tiff) from the same open file."""
     try:
@@ -458,7 +475,7 @@ def _open_tiff(path, channels, stream, progress, max_pixels):
         raise
     if not streamed:
         tif.close()
-        return _in_memory(path, pixels, notes + [note] if note else notes, channels, metadata)
-    source = TiffSource(path, channels, progress, max_pixels, TiledImage(path, max_pixels, tif))
+        return _in_memory(path, pixels, notes + [note] if note else notes, channels, metadata, intensity)
+    source = TiffSource(path, channels, progress, max_pixels, TiledImage(path, max_pixels, tif), intensity)
     source.metadata = metadata
     return source
