@@ -15,7 +15,7 @@ import torch
 from . import postprocess
 from .custom import two_stage_inference  # noqa: F401 -- your own networks, re-exported
 from .engine import loop
-from .engine.cost import align_up, cost_report, count_macs, stage1_size
+from .engine.cost import align_up, cost_report, count_macs, runs_whole, stage1_size, whole_input
 from .engine.infer import auto_batch_size, planned_windows
 from .engine.settings import Settings
 from .engine.source import open_source
@@ -164,7 +164,8 @@ class Segmenter:
         window's area is shared, and overlapping results are blended). budget / budget_gmacs: at most
         this fraction of the baseline's MACs / this many GMACs in all. rounds: choose the windows in R
         rounds, re-scoring the merged map after each. threshold: refine only windows scoring above it.
-        context: pixels of image stage 2 sees around each window. windows: refine exactly these.
+        context: pixels of image stage 2 sees around each window (default: the model's, ``Bundle.context``,
+        else 0). windows: refine exactly these.
         batch_size: windows per network call. precision, backend, compile: see model/runtime.py.
         stream: read a tiled TIFF path region by region (see ``predict_tiled``). max_pixels: refuse
         image files whose header declares more pixels (default 100 Mpx read whole, 10 Gpx streamed).
@@ -196,30 +197,32 @@ class Segmenter:
                                self.bundle, options)
 
     def macs(self, height: int, width: int, patches: int | None = None, patch_size: int | str | None = None,
-             context: int = 0) -> dict:
+             context: int | None = None) -> dict:
         """The cost report for an H x W image without running anything (``planned_macs``)."""
         return planned_macs(self.bundle, height, width, patches, patch_size, context)
 
 
 def planned_macs(bundle, height: int, width: int, patches: int | None = None, patch_size: int | str | None = None,
-                 context: int = 0) -> dict:
+                 context: int | None = None) -> dict:
     """The cost report of ``bundle`` for an H x W image without running or preparing its networks
-    (windows of the default grid; patches: the model's default count unless given)."""
+    (windows of the default grid; patches and context: the model's defaults unless given)."""
     return planned_cost(bundle, height, width, patches, patch_size, context)[1]
 
 
 def planned_cost(bundle, height: int, width: int, patches: int | None = None, patch_size: int | str | None = None,
-                 context: int = 0) -> tuple:
+                 context: int | None = None) -> tuple:
     """(the engine/settings.Plan of a run of ``bundle`` on an H x W image, its cost report), without
     running or preparing the networks: ``planned_macs``, with the window count the plan resolved."""
     s1, s2 = bundle.s1.config, bundle.s2.config
     shape = (height, width)
     # the plan does not depend on what runs the networks: backend torch spares the backend probe
     plan = Settings.from_options(patches=patches, patch_size=patch_size, context=context, backend="torch").plan(
-        shape, s2.out_channels, s2.size_multiple, bundle.window, bundle.patches)
-    grid, box_hw, _ = planned_windows(plan, s2, shape)
-    return plan, cost_report(bundle, shape, count_macs(s1, *stage1_size(shape, bundle.s1_scale)), box_hw,
-                             min(plan.settings.patches, len(grid)))
+        shape, s2.out_channels, s2.size_multiple, bundle.window, bundle.patches, bundle.context)
+    grid, _, window_macs = planned_windows(plan, s2, shape)
+    windows = min(plan.settings.patches, len(grid))
+    stage2 = (count_macs(s2, *whole_input(s2, shape)) if runs_whole(s2, shape, windows, window_macs)
+              else windows * window_macs)
+    return plan, cost_report(bundle, shape, count_macs(s1, *stage1_size(shape, bundle.s1_scale)), stage2_macs=stage2)
 
 
 def load(name_or_path: str | os.PathLike = DEFAULT_MODEL, precision: str = "auto", compile: bool = False,

@@ -53,7 +53,8 @@ def model_card(bundle, path=None):
         "input": known.get("input"), "image_size": known.get("image_size"),
         "data": known.get("data") or (dataset or None), "licence": known.get("licence"),
         "test_dice": default.get("dice"),
-        "default": {"windows": bundle.patches, "window": bundle.window, "of_baseline_dice": default.get("of_baseline"),
+        "default": {"windows": bundle.patches, "window": bundle.window,
+                    "context": bundle.context, "of_baseline_dice": default.get("of_baseline"),
                     "macs_ratio": default.get("macs_ratio"), "sweep": default.get("sweep")},
         "s1_scale": bundle.s1_scale, "classes": classes, "file_mb": None if size is None else round(size, 1),
     }
@@ -63,7 +64,7 @@ def _cost(card):
     default = card["default"]
     windows = "N_p rule" if default["window"] is None else f"{default['window']} px"
     count = str(resolve_patches(default["windows"]))
-    text = f"{count} x {windows}"
+    text = f"{count} x {windows}" + (f" (+{default['context']} px context)" if default.get("context") else "")
     if default["macs_ratio"] is not None:
         text += f": {100 * default['macs_ratio']:.1f} % MACs"
     if default["of_baseline_dice"] is not None:

@@ -33,7 +33,7 @@ def add_parser(subparsers):
     parser.add_argument("--patch-size", type=patch_size, default=None, metavar="PX",
                         help="window side, or 'tied', as for predict (default: the model's side)")
     parser.add_argument("--context", type=integer, default=None, metavar="PX",
-                        help="pixels of image stage 2 sees around each window, as for predict (default 0)")
+                        help="pixels of image stage 2 sees around each window, as for predict (default: the model's)")
     add_score(parser)
     add_precision(parser)
     add_backend(parser)

@@ -167,8 +167,10 @@ def add_geometry(parser):
                         help="window side in pixels (default: the model's window side, which `iterseg models` "
                              "shows); 'tied': ceil(max(H, W) / patches) rounded up to the model's size multiple, "
                              "the source paper's rule, which is also the default of a model without a side")
-    parser.add_argument("--context", type=integer, default=0, metavar="PX",
-                        help="pixels of surrounding image stage 2 sees around each window (default 0)")
+    parser.add_argument("--context", type=integer, default=None, metavar="PX",
+                        help="pixels of surrounding image stage 2 sees around each window (default: the "
+                             "model's, measured so that refining every window gives the whole-image result; "
+                             "`iterseg models` shows it; else 0)")
     add_model(parser)
 
 

@@ -77,10 +77,22 @@ def baseline_stage1_macs(bundle, shape):
     return count_macs(bundle.s1.config, *stage1_size(shape, bundle.s1_scale))
 
 
-def cost_report(bundle, shape, stage1_macs, box_hw=None, boxes=0):
-    """The macs dict: stage 1 as run, stage 2 on ``boxes`` network inputs of ``box_hw``, and the
-    baseline on the H x W image."""
-    stage2 = boxes * count_macs(bundle.s2.config, *box_hw) if boxes else 0
+def whole_input(config, shape):
+    """(h, w) of a network of ``config`` over a whole H x W image: the image grown to its size multiple."""
+    return tuple(align_up(side, config.size_multiple) for side in shape)
+
+
+def runs_whole(config, shape, windows, window_macs):
+    """True when ``windows`` boxes of ``window_macs`` each cost at least stage 2 (``config``) over the
+    whole H x W image: the engine then runs that instead (engine/loop.refine_rounds), here and in
+    every cost computed without running (api.planned_macs)."""
+    return windows > 0 and windows * window_macs >= count_macs(config, *whole_input(config, shape))
+
+
+def cost_report(bundle, shape, stage1_macs, box_hw=None, boxes=0, stage2_macs=None):
+    """The macs dict: stage 1 as run, stage 2 on ``boxes`` network inputs of ``box_hw`` (or
+    ``stage2_macs`` as counted by the run), and the baseline on the H x W image."""
+    stage2 = stage2_macs if stage2_macs is not None else boxes * count_macs(bundle.s2.config, *box_hw) if boxes else 0
     baseline = baseline_macs(bundle, shape)
     total = stage1_macs + stage2
     networks = [net for net in (bundle.s1, bundle.s2, bundle.reference) if net is not None]

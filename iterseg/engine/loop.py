@@ -23,10 +23,10 @@ from ..model.runtime import report as runtime_report
 from ..timer import Timer
 from . import checks
 from .coarse import stage1
-from .cost import baseline_cost, baseline_macs, cost_report
+from .cost import baseline_cost, baseline_macs, cost_report, count_macs, runs_whole, whole_input
 from .infer import auto_batch_size, planned_windows, run_whole
 from .merge import Merger, WindowMerger, take
-from .refine import Refiner, Stage2, refine, s2_reader
+from .refine import Refiner, Stage2, refine, refine_whole, s2_reader
 from .scores import window_scores
 from .selection import next_windows, selection_notes, window_limit
 from .settings import check_windows
@@ -113,7 +113,7 @@ def two_stage(source: Source, bundle, settings, windows=None, show_progress=Fals
     timer = Timer()
     s1, s2 = bundle.runners(settings.precision, settings.compile, settings.backend)
     plan = settings.plan(source.shape, s2.config.out_channels, s2.config.size_multiple, bundle.window,
-                         bundle.patches)
+                         bundle.patches, bundle.context)
     if windows is not None:
         windows = check_windows(windows, source.shape)
     with timer("stage1"), bar(source.shape[0], "stage 1", "row", show_progress) as progress:
@@ -125,21 +125,22 @@ def two_stage(source: Source, bundle, settings, windows=None, show_progress=Fals
     merger = merger_for(source, coarse, plan.blend)
     stage2 = Stage2(s2, bundle, source, coarse, plan.settings.context, plan.settings.batch_size)
     if windows is None:
-        chosen, scores, box_hw, boxes, rounds_log, select_notes = refine_rounds(
+        chosen, scores, box_hw, s2_macs, rounds_log, select_notes = refine_rounds(
             stage2, merger, plan, timer, show_progress, s1_macs, refiner)
     else:
-        chosen, scores, box_hw, boxes, rounds_log, select_notes = refine_given(
+        chosen, scores, box_hw, s2_macs, rounds_log, select_notes = refine_given(
             stage2, merger, timer, show_progress, windows, refiner)
     with timer("merge"):
         if source.in_memory:
             merger.full()
         else:
             s2.release_memory()
-    options = {**plan.report(), "batch_size": settings.batch_size or (auto_batch_size(*box_hw) if boxes else None),
-               "s1_input": list(view.shape[:2]), "s2_input": list(box_hw) if boxes else None,
+    options = {**plan.report(), "batch_size": settings.batch_size or (auto_batch_size(*box_hw) if box_hw else None),
+               "s1_input": list(view.shape[:2]), "s2_input": list(box_hw) if box_hw else None,
                "streamed": not source.in_memory, "rounds_log": rounds_log}
     # a user's plain functions (engine/networks.py) have no MACs: no cost, so no cost warning either
-    macs = cost_report(bundle, source.shape, s1_macs, box_hw, boxes) if getattr(bundle, "countable", True) else None
+    macs = (cost_report(bundle, source.shape, s1_macs, stage2_macs=s2_macs) if getattr(bundle, "countable", True)
+            else None)
     notes += checks.input_notes(bundle, view, coarse.probs) + (checks.cost_notes(macs) if macs else [])
     return Result(merged=merger, windows=chosen, scores=scores, macs=macs, seconds=timer.total(), options=options,
                   notes=list(source.notes) + notes + select_notes + default_note(bundle, settings, windows),
@@ -155,7 +156,8 @@ def refine_given(stage2, merger, timer, show, windows, refiner=refine):
         checks.check_finite(window_probs, "stage 2", stage2.bundle)
         merger.add(windows, window_probs)
     box_hw = tuple(int(v) for v in boxes[0, 2:])
-    return windows, np.full(len(windows), np.nan), box_hw, len(boxes), [], []
+    return (windows, np.full(len(windows), np.nan), box_hw, len(boxes) * count_macs(stage2.runner.config, *box_hw),
+            [], [])
 
 
 def default_note(bundle, settings, windows):
@@ -168,13 +170,18 @@ def default_note(bundle, settings, windows):
 
 def refine_rounds(stage2, merger, plan, timer, show, s1_macs, refiner=refine):
     """Choose and refine windows in ``plan.settings.rounds`` rounds, re-scoring the merged map after
-    each: (windows in order, their scores, box (h, w), number of boxes, log per round, notes)."""
+    each: (windows in order, their scores, network input (h, w), stage 2's MACs, log per round, notes).
+
+    A round whose windows' boxes would cost at least stage 2 over the whole image (an image in
+    memory) runs that instead and cuts the windows from it (refine.refine_whole): refining every
+    window then gives the whole-image result at no more than its cost."""
     settings, source, bundle = plan.settings, stage2.source, stage2.bundle
-    shape = source.shape
-    grid, box_hw, window_macs = planned_windows(plan, stage2.runner.config, shape)
+    shape, config = source.shape, stage2.runner.config
+    grid, box_hw, window_macs = planned_windows(plan, config, shape)
     limit = window_limit(settings.patches, plan.budget_macs(baseline_macs(bundle, shape)), s1_macs, window_macs)
     refined = np.zeros(len(grid), bool)
     chosen_all, scores_all, rounds_log = [], [], []
+    s2_macs, inputs = 0, box_hw
     strip_rows = shape[0] if source.in_memory else min(512, max(16, SCORE_STRIP_PIXELS // shape[1]))
     for round_index in range(settings.rounds):
         remaining = limit - refined.sum()
@@ -188,17 +195,24 @@ def refine_rounds(stage2, merger, plan, timer, show, s1_macs, refiner=refine):
         if not len(chosen):
             break
         with timer("stage2"), bar(len(chosen), "stage 2", "window", show) as progress:
-            window_probs, _ = refiner(stage2, grid[chosen], progress.update)
+            if source.in_memory and runs_whole(config, shape, len(chosen), window_macs):
+                chunk = BASELINE_CHUNK if shape[0] * shape[1] > MAX_WHOLE_PIXELS else None
+                window_probs, round_macs = refine_whole(stage2, grid[chosen], chunk)
+                inputs = whole_input(config, shape)
+            else:
+                window_probs, _ = refiner(stage2, grid[chosen], progress.update)
+                round_macs = len(chosen) * window_macs
             checks.check_finite(window_probs, "stage 2", bundle)
             merger.add(grid[chosen], window_probs)
         refined[chosen] = True
         chosen_all.append(chosen)
         scores_all.append(scores[chosen])
-        rounds_log.append({"windows": grid[chosen].tolist(), "macs": int(len(chosen) * window_macs)})
+        s2_macs += round_macs
+        rounds_log.append({"windows": grid[chosen].tolist(), "macs": int(round_macs)})
     order = np.concatenate(chosen_all) if chosen_all else np.empty(0, np.int64)
     notes = selection_notes(settings, len(order), len(grid), limit)
-    return (grid[order], np.concatenate(scores_all) if scores_all else np.empty(0), box_hw, len(order),
-            rounds_log, notes)
+    return (grid[order], np.concatenate(scores_all) if scores_all else np.empty(0), inputs if len(order) else None,
+            s2_macs, rounds_log, notes)
 
 
 def baseline(source: Source, bundle, settings, chunk=None, batch_size=1):

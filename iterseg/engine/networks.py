@@ -195,6 +195,7 @@ class Networks:
     name = "own networks"
     window = None
     patches = None
+    context = None
     reference = None
     conditioned = False
     baseline_kind = "s2"

@@ -19,7 +19,8 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from .infer import run_windows
+from .cost import count_macs
+from .infer import run_whole, run_windows
 from .source import Source
 
 
@@ -68,3 +69,14 @@ def refine(stage2, windows, progress=None):
     read = s2_reader(source, stage2.coarse, bundle.conditioned)
     return run_windows(runner, read, source.shape, windows, stage2.context, *bundle.normalisation(runner.config),
                        stage2.batch_size, progress)
+
+
+def refine_whole(stage2, windows, chunk=None):
+    """Stage 2 over the whole image, cut at ``windows``: (window_probs (K, N, h, w), MACs spent). What
+    the engine runs when the windows' boxes would cost at least as much (then every window refined
+    is the whole-image result, at no more cost); ``chunk`` as for infer.run_whole."""
+    runner, bundle, source = stage2.runner, stage2.bundle, stage2.source
+    read = s2_reader(source, stage2.coarse, bundle.conditioned)
+    probs, inputs, box_hw = run_whole(runner, read, source.shape, *bundle.normalisation(runner.config), chunk=chunk)
+    window_probs = np.stack([probs[:, y:y + h, x:x + w] for y, x, h, w in np.asarray(windows, np.int64)], axis=1)
+    return window_probs, inputs * count_macs(runner.config, *box_hw)

@@ -31,7 +31,7 @@ class Settings:
     score: str | None = None
     stride: int | None = None
     batch_size: int | None = None
-    context: int = 0
+    context: int | None = None
     budget: float | None = None
     budget_gmacs: float | None = None
     rounds: int = 1
@@ -64,7 +64,8 @@ class Settings:
         for name, minimum in (("patches", 0), ("patch_size", 1), ("stride", 1), ("batch_size", 1)):
             if getattr(self, name) is not None and not (name == "patch_size" and self.patch_size == TIED):
                 _integer(spell(name), getattr(self, name), minimum)
-        _integer(spell("context"), self.context, 0)
+        if self.context is not None:
+            _integer(spell("context"), self.context, 0)
         _integer(spell("rounds"), self.rounds, 1)
         for name in ("budget", "budget_gmacs"):
             if getattr(self, name) is not None:
@@ -80,10 +81,11 @@ class Settings:
         """True when only ``patches`` (explicit or the default) decides how many windows are refined."""
         return self.budget is None and self.budget_gmacs is None and self.threshold is None
 
-    def plan(self, shape, channels, size_multiple, window=None, default_patches=None):
+    def plan(self, shape, channels, size_multiple, window=None, default_patches=None, default_context=None):
         """The settings resolved for an H x W image and a model with ``channels`` output channels (1 for
         binary, K for K > 2 classes), default window side ``window`` (None: the paper's rule, see
-        ``default_window_side``) and default window count ``default_patches`` (None: resolve_patches): a Plan."""
+        ``default_window_side``), default window count ``default_patches`` (None: resolve_patches) and
+        default context ``default_context`` (None: 0): a Plan."""
         score = self.score or default_score(channels)
         if score == "mean" and channels > 1:
             raise InputError("score 'mean' needs a binary model; use --score uncertainty for multi-class models.")
@@ -95,7 +97,8 @@ class Settings:
         stride = self.stride or size
         overlap = self.max_overlap if self.max_overlap is not None else (
             DEFAULT_MAX_OVERLAP if stride < size else None)
-        return Plan(settings=replace(self, patches=patches, score=score), size=size, stride=stride,
+        context = self.context if self.context is not None else default_context or 0
+        return Plan(settings=replace(self, patches=patches, score=score, context=context), size=size, stride=stride,
                     max_overlap=overlap)
 
     def report(self):

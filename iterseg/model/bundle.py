@@ -36,7 +36,9 @@ class Bundle:
     stage 2 refines unless the caller gives one, so that ``patches`` only counts windows; None keeps
     the source paper's rule, ceil(max(H, W) / patches), which ties the side to the count.
     patches: how many windows ``predict`` refines unless told (None: engine.settings.DEFAULT_PATCHES),
-    chosen from the bundle's FLOP/Dice sweep (what it measured is in ``provenance["default"]``).
+    chosen from the bundle's validation curve (what it measured is in ``provenance["default"]``).
+    context: pixels of image stage 2 sees around each window unless told (None: 0), the smallest at
+    which stage 2 over every window gives stage 2's whole-image mask (training/defaults.py).
 
     A *conditioned* S2 takes the stage-1 probabilities of its window (K' = S1's output channels,
     mapped to [-1, 1]) as extra input channels after the image's. ``reference`` is then the
@@ -56,6 +58,7 @@ class Bundle:
     int8_ranges: dict | None = None
     window: int | None = None
     patches: int | None = None
+    context: int | None = None
     _runners: dict = field(default_factory=dict, init=False, repr=False, compare=False)
     _runners_lock: threading.Lock = field(default_factory=threading.Lock, init=False, repr=False, compare=False)
 
@@ -85,6 +88,9 @@ class Bundle:
                                         or not 1 <= self.window <= 2 ** 16):
             raise ModelError(f"bundle {self.name!r}: window must be a side in pixels (1 to 65536), "
                              f"got {self.window!r}.")
+        if self.context is not None and (isinstance(self.context, bool) or not isinstance(self.context, int)
+                                         or not 0 <= self.context <= 2 ** 12):
+            raise ModelError(f"bundle {self.name!r}: context must be pixels (0 to 4096), got {self.context!r}.")
         if self.patches is not None and (isinstance(self.patches, bool) or not isinstance(self.patches, int)
                                          or not 0 <= self.patches <= 2 ** 20):
             raise ModelError(f"bundle {self.name!r}: patches must be a window count (0 to 1048576), "
@@ -183,4 +189,5 @@ class Bundle:
                 "std": list(self.std), "s1_scale": self.s1_scale, "class_names": list(self.class_names),
                 "palette": [list(colour) for colour in self.palette], "conditioned": self.conditioned,
                 "int8": bool(self.int8_ranges), "window": self.window, "patches": self.patches,
+                "context": self.context,
                 "baseline": self.baseline_kind, "provenance": self.provenance}

@@ -4,6 +4,7 @@ the stage-1 scale, the spec's classes and the run's provenance.
 Run folder: ``out/s1/`` and ``out/s2/``, each with ``best.pt`` (best weights) and ``summary.json``
 (written by loop.train_stage); the bundle is written to ``out/<name>.pt``.
 """
+import dataclasses
 import json
 import time
 from pathlib import Path
@@ -16,6 +17,8 @@ from ..errors import InputError
 from ..model.bundle import Bundle
 from ..model.store import load_bundle, save_bundle
 from ..model.unet import UNet, UNetConfig
+from .data import read_sample
+from .defaults import derive_defaults
 
 PROVENANCE_KEYS = ("best_val_dice", "seconds", "options", "val_ids", "from_bundle")
 
@@ -99,8 +102,32 @@ def assemble_bundle(spec, out_dir, name, command=None):
                     provenance=provenance, reference=reference, class_names=spec.class_names, palette=spec.palette,
                     window=window_side(s2_summary, s2.config.size_multiple))
     path = out_dir / f"{name}.pt"
-    save_bundle(bundle, path, half=True)
+    write_defaults(bundle, spec, path)
     return path
+
+
+def validation_samples(spec, bundle):
+    """(image, target, fov) of the images ``bundle``'s stage 2 was validated on (``val_ids``)."""
+    stages = bundle.provenance.get("stages", {})
+    ids = set(stages.get("s2", {}).get("val_ids") or stages.get("s1", {}).get("val_ids") or [])
+    samples = [sample for sample in spec.split("all") if sample.id in ids]
+    if not samples:
+        raise InputError(f"bundle {bundle.name!r} records no validation images of spec {spec.name}; "
+                         "pass the spec it was trained on.")
+    return [read_sample(spec, sample) for sample in samples]
+
+
+def write_defaults(bundle, spec, path):
+    """Measure ``bundle``'s context and window count on its validation images (training/defaults.py),
+    write the bundle with them to ``path`` and return what was measured."""
+    from ..api import Segmenter  # the engine's entry point; api never imports training
+    samples = validation_samples(spec, bundle)
+    chosen = derive_defaults(Segmenter(bundle, precision="fp32"), samples)
+    chosen["measured"] = f"on {len(samples)} validation image(s) of {spec.name}"
+    bundle = dataclasses.replace(bundle, context=chosen["context"], patches=chosen.get("patches", bundle.patches),
+                                 provenance={**bundle.provenance, "default": chosen})
+    save_bundle(bundle, path, half=True)
+    return chosen
 
 
 def s2_partner(init_from):
@@ -129,5 +156,5 @@ def _new_stage1(spec, out_dir, name, command):
                     provenance=provenance, class_names=partner.class_names, palette=partner.palette,
                     window=partner.window)
     path = out_dir / f"{name}.pt"
-    save_bundle(bundle, path, half=True)
+    write_defaults(bundle, spec, path)
     return path

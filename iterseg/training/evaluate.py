@@ -18,6 +18,7 @@ import numpy as np
 from ..disk.outputs import atomic_output
 from ..errors import InputError
 from .data import read_sample
+from .defaults import FALL, falls
 from .metrics import class_counts, scores
 
 METRICS = ("dice", "iou", "boundary_f1")
@@ -63,7 +64,16 @@ def evaluate(segmenter, spec, split="test", patches=(0, 1, 2, 4, 8, 16, 32), sco
             "classes": list(spec.class_names),
             "precision": segmenter.defaults["precision"],
             "score": score or "default", "options": options, "created": time.strftime("%Y-%m-%d %H:%M:%S"),
-            "summary": summary, "rows": rows}
+            "summary": summary, "notes": refinement_notes(summary, patches), "rows": rows}
+
+
+def refinement_notes(summary, patches):
+    """Notes where refining more windows lowered the quality (Dice, or mIoU for multi-class) by more
+    than FALL: a note, not silence (issue 26)."""
+    key = "dice" if "dice" in summary.get("baseline", {}) else "miou"
+    curve = sorted((n, summary[method_name(n)][key], 0.0) for n in set(patches))
+    return [f"refinement lowered {'Dice' if key == 'dice' else 'mIoU'}: {drop:.4f} less with {after} windows "
+            f"than with {before}" for before, after, drop in falls(curve, FALL)]
 
 
 def summarise(rows, order):
@@ -109,7 +119,7 @@ def markdown_table(report):
     for method, v in report["summary"].items():
         lines.append(f"| {method} | {v['dice']:.4f} | {v['iou']:.4f} | {v['boundary_f1']:.4f} | "
                      f"{100 * v['dice_vs_baseline']:.1f} % | {100 * v['macs_ratio']:.2f} % | {v['seconds']:.3f} |")
-    return "\n".join(lines)
+    return "\n".join(lines + _notes(report))
 
 
 def _class_table(report, title):
@@ -121,7 +131,12 @@ def _class_table(report, title):
         per_class = " | ".join("-" if v["class_iou"][n] is None else f"{v['class_iou'][n]:.4f}" for n in names)
         lines.append(f"| {method} | {v['miou']:.4f} | {per_class} | {v['pixel_accuracy']:.4f} | "
                      f"{100 * v['miou_vs_baseline']:.1f} % | {100 * v['macs_ratio']:.2f} % | {v['seconds']:.3f} |")
-    return "\n".join(lines)
+    return "\n".join(lines + _notes(report))
+
+
+def _notes(report):
+    notes = report.get("notes", [])
+    return [""] + [f"- {note}" for note in notes] if notes else []
 
 
 def write_report(report, json_path, markdown_path):

@@ -36,7 +36,9 @@ def test_cli_trains_both_stages_into_a_usable_bundle_and_resumes(tmp_path, capsy
     multiple = seg.bundle.s2.config.size_multiple
     side = math.ceil(max(shape) / 16)
     assert seg.bundle.window == min(math.ceil(side / multiple) * multiple, 32)
-    assert seg.bundle.patches is None  # no sweep yet: 16 windows
+    default = seg.bundle.provenance["default"]  # measured on the validation images (training/defaults.py)
+    assert (seg.bundle.patches, seg.bundle.context) == (default["patches"], default["context"])
+    assert default["measured"].startswith("on ") and str(default["context"]) in default["curves"]
     assert seg.bundle.s1_scale == 0.125  # the discs survive 1/8 (training/scale.py); --width 4 as given
     result = seg.predict(np.zeros((40, 56, 3), np.uint8), patches=2)
     assert result.mask.shape == (40, 56)

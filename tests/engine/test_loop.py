@@ -62,14 +62,26 @@ def test_refining_no_window_reproduces_upsampled_stage1(bundle, image):
     assert result.macs["stage2"] == 0 and len(result.windows) == 0
 
 
+@pytest.mark.parametrize("context", [0, 8])
 @pytest.mark.parametrize("shape, size", [((96, 128), 32), ((100, 75), 24), ((64, 64), 64)])
-def test_refining_every_window_with_context_reproduces_the_baseline(bundle, shape, size):
+def test_refining_every_window_is_the_baseline_at_its_cost(bundle, shape, size, context):
+    """Windows whose boxes would cost at least the whole image run as the whole image: refining every
+    window gives the baseline, whatever the context, and costs what it costs."""
     picture = blob_image(*shape, seed=2)
-    context = bundle.s2.config.receptive_radius + bundle.s2.config.size_multiple
-    every = iterseg.two_stage(picture, bundle, patches=10 ** 6, patch_size=size, context=context)
-    base = iterseg.baseline(picture, bundle)
+    every = iterseg.two_stage(picture, bundle, patches=10 ** 6, patch_size=size, context=context, precision="fp32")
+    base = iterseg.baseline(picture, bundle, precision="fp32")
     np.testing.assert_allclose(every.probs, base.probs, atol=1e-5)
-    assert base.macs["ratio"] == 1.0 and every.macs["stage2"] >= base.macs["baseline"]  # context is paid for
+    multiple = bundle.s2.config.size_multiple
+    assert every.macs["stage2"] == base.macs["stage2"]
+    assert every.options["s2_input"] == [-(-side // multiple) * multiple for side in shape]
+
+
+def test_fewer_windows_than_the_whole_image_costs_run_as_windows(bundle):
+    picture = blob_image(96, 128, seed=2)
+    few = iterseg.two_stage(picture, bundle, patches=3, patch_size=32, precision="fp32")
+    base = iterseg.baseline(picture, bundle, precision="fp32")
+    assert few.options["s2_input"] == [32, 32] and few.macs["stage2"] == 3 * base.macs["stage2"] * 32 * 32 // (96 * 128)
+    assert not np.allclose(few.probs, base.probs, atol=1e-3)
 
 
 def test_streamed_refine_all_reproduces_the_baseline(tmp_path, bundle):

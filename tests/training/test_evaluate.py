@@ -80,3 +80,14 @@ def test_a_model_with_other_classes_is_refused(tmp_path):
     spec = load_spec(write_multiclass_dataset(tmp_path), tmp_path)
     with pytest.raises(iterseg.InputError, match="has 2 classes but spec shapes has 4"):
         evaluate(iterseg.Segmenter(bright_bundle()), spec)
+
+
+def test_refinement_that_lowers_dice_gets_a_note_and_rising_curves_none(report):
+    from iterseg.training.evaluate import refinement_notes
+    _, _, result = report
+    assert result["notes"] == []  # the bright model's curve rises
+    summary = {"s1": {"dice": 0.74}, "np=4": {"dice": 0.737}, "np=16": {"dice": 0.735}, "baseline": {"dice": 0.78}}
+    notes = refinement_notes(summary, (0, 4, 16))
+    assert notes == ["refinement lowered Dice: 0.0030 less with 4 windows than with 0",
+                     "refinement lowered Dice: 0.0050 less with 16 windows than with 0"]
+    assert "- refinement lowered Dice" in markdown_table({**result, "notes": notes})
