@@ -14,7 +14,7 @@ from iterseg import batch, summary
 from iterseg.cli import main
 from iterseg.model.store import save_bundle
 
-from synthetic import blob_image, class_pair, multiclass_bundle, write_image_folder, write_tiled
+from synthetic import blob_image, class_pair, multiclass_bundle, write_image_folder, write_slide, write_tiled
 
 
 @pytest.fixture
@@ -322,7 +322,7 @@ def test_four_processes_at_once_through_the_cli(tmp_path, forty, bundle_path, sh
 
 
 @pytest.mark.parametrize("kind, stream", [("png", "auto"), ("jpg", "auto"), ("tif", "never"), ("tif", "always"),
-                                          ("ome", "never"), ("ome", "always")])
+                                          ("ome", "never"), ("ome", "always"), ("svs", "never"), ("svs", "auto")])
 def test_a_file_is_opened_once_and_its_header_parsed_once(tmp_path, bundle_path, monkeypatch, kind, stream):
     """engine/source.open_source is the one reader: deciding, the metadata, the pixels and the outputs
     all come from one open of the file (one TiffFile for a TIFF), whatever the output options."""
@@ -332,6 +332,8 @@ def test_a_file_is_opened_once_and_its_header_parsed_once(tmp_path, bundle_path,
     path = tmp_path / f"scan.{'tif' if kind == 'ome' else kind}"
     if kind == "tif":
         write_tiled(path, picture, tile=(32, 32))
+    elif kind == "svs":
+        write_slide(path, picture, tile=(32, 32), mpp=0.5, levels=2)
     elif kind == "ome":
         tifffile.imwrite(path, picture, tile=(32, 32), ome=True,
                          metadata={"axes": "YXS", "PhysicalSizeX": 0.5, "PhysicalSizeY": 0.5})
@@ -356,5 +358,5 @@ def test_a_file_is_opened_once_and_its_header_parsed_once(tmp_path, bundle_path,
                                 geojson=True)
     assert len(opens) == 1, opens
     assert len(headers) == (kind != "png" and kind != "jpg"), headers
-    assert report["options"]["streamed"] == (stream == "always")
-    assert report["image"].get("mpp") == ([0.5, 0.5] if kind == "ome" else None)
+    assert report["options"]["streamed"] == (stream == "always" or kind == "svs" and stream == "auto")
+    assert report["image"].get("mpp") == ([0.5, 0.5] if kind in ("ome", "svs") else None)

@@ -296,12 +296,11 @@ def read_image_noted(path, max_pixels=None):
     check_image_file(path)
     notes = []
     try:
-        from .ngff import is_ngff, read_ngff
-        from .slide import is_slide, read_slide
-        if is_ngff(path):
-            return read_ngff(path, max_pixels)[0], ["OME-Zarr image: level 0 read whole"]
-        if is_slide(path):
-            return read_slide(path, max_pixels)[0], ["whole-slide image: level 0 read whole"]
+        from .ngff import NgffImage, is_ngff
+        from .slide import Slide, is_slide
+        if is_ngff(path) or is_slide(path):
+            with (NgffImage if is_ngff(path) else Slide)(path, max_pixels=float("inf")) as reader:
+                return read_level0(path, reader, max_pixels)
         if path.suffix.lower() in TIFF_SUFFIXES:
             return _read_tiff(path, max_pixels, notes), notes
         return _decode(path, max_pixels, notes), notes
@@ -313,6 +312,16 @@ def unreadable(path, exc):
     """The InputError of a file that cannot be read (``exc``: an OSError or MemoryError)."""
     message = exc.strerror if isinstance(exc, OSError) and exc.strerror else type(exc).__name__
     return InputError(f"cannot read {path} ({message}); check the file and its permissions.")
+
+
+def read_level0(path, reader, max_pixels=None):
+    """(image (H, W[, C]), notes): level 0 of the whole-slide or OME-Zarr image at ``path``, open as
+    ``reader`` (disk/slide.Slide, disk/ngff.NgffImage), read whole; max_pixels: the limit of an image
+    decoded whole (``check_pixels``)."""
+    from .slide import Slide
+    check_pixels(path, *reader.shape[:2], max_pixels)
+    kind = "whole-slide" if isinstance(reader, Slide) else "OME-Zarr"
+    return reader.read_level_region(0, 0, 0, *reader.shape[:2]), [f"{kind} image: level 0 read whole"]
 
 
 def read_image(path, max_pixels=None):

@@ -39,15 +39,14 @@ class Metadata:
 
 def read_metadata(path):
     """The Metadata of the image file at ``path`` (empty for formats that say nothing; never raises:
-    a damaged file is refused by its reader, not here). A TIFF the caller has open: ``tiff_metadata``."""
+    a damaged file is refused by its reader, not here). A file the caller has open: ``tiff_metadata``,
+    ``reader_metadata``."""
     from .ngff import NgffImage, is_ngff
-    from .slide import is_slide
+    from .slide import Slide, is_slide
     try:
-        if is_ngff(path):
-            with NgffImage(path, max_pixels=float("inf")) as image:
-                return Metadata(image.pixel_size)
-        if is_slide(path):
-            return slide_metadata(path, _svs_geotags(path))
+        if is_ngff(path) or is_slide(path):
+            with (NgffImage if is_ngff(path) else Slide)(path, max_pixels=float("inf")) as reader:
+                return reader_metadata(reader)
         if Path(path).suffix.lower() in TIFF_SUFFIXES:
             with quiet_tifffile(), tifffile.TiffFile(path) as tif:
                 return tiff_metadata(path, tif)
@@ -60,29 +59,25 @@ def tiff_metadata(path, tif):
     """The Metadata of the TIFF at ``path``, open as ``tif`` (a tifffile.TiffFile): its physical pixel
     size and GeoTIFF tags; a slide scanner's TIFF (``scanner_tiff``) is asked through the slide reader,
     which knows its vendor's metadata. Never raises."""
+    from .slide import Slide
     from .tiff import tiff_physical_size
     try:
         if scanner_tiff(tif):
-            return slide_metadata(path, geotiff_tags(tif))
+            with Slide(path, max_pixels=float("inf")) as slide:
+                return reader_metadata(slide)
         return Metadata(tiff_physical_size(tif), geotags=geotiff_tags(tif))
     except Exception:  # noqa: BLE001 - the reader says what is wrong with the file
         return Metadata()
 
 
-def _svs_geotags(path):
-    """The GeoTIFF tags of an Aperio .svs (a TIFF), () for other slides."""
-    if Path(path).suffix.lower() != ".svs":
-        return ()
-    with quiet_tifffile(), tifffile.TiffFile(path) as tif:
-        return geotiff_tags(tif)
-
-
-def slide_metadata(path, geotags=()):
-    """The Metadata of a whole-slide image at ``path``, read through disk/slide.Slide."""
-    from .slide import Slide
-    with Slide(path, max_pixels=float("inf")) as slide:
-        info = slide.info
-    return Metadata(info.mpp, info.objective_power, info.vendor, geotags)
+def reader_metadata(reader):
+    """The Metadata of an open whole-slide (disk/slide.Slide: MPP, objective power, vendor and, read
+    through tifffile, GeoTIFF tags) or OME-Zarr (disk/ngff.NgffImage: pixel size) reader."""
+    from .ngff import NgffImage
+    if isinstance(reader, NgffImage):
+        return Metadata(reader.pixel_size)
+    info, tif = reader.info, reader.tifffile
+    return Metadata(info.mpp, info.objective_power, info.vendor, geotiff_tags(tif) if tif is not None else ())
 
 
 def scanner_tiff(tif):

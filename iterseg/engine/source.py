@@ -21,9 +21,9 @@ import cv2
 import numpy as np
 import tifffile
 
-from ..disk.images import check_image_file, damaged_tiff, read_image_noted, read_tiff, unreadable
+from ..disk.images import check_image_file, damaged_tiff, read_image_noted, read_level0, read_tiff, unreadable
 from ..disk.limits import TIFF_SUFFIXES, quiet_tifffile
-from ..disk.metadata import Metadata, read_metadata, tiff_metadata
+from ..disk.metadata import Metadata, reader_metadata, tiff_metadata
 from ..disk.ngff import NgffImage, is_ngff
 from ..disk.slide import Slide, is_slide
 from ..disk.tiff import TiledImage, first_pixels, mirror_index, streaming_reason, unparsable
@@ -442,15 +442,18 @@ def _in_memory(path, pixels, notes, channels, metadata, intensity):
 
 
 def _open_pyramid(path, channels, stream, progress, max_pixels, intensity):
-    """A whole-slide or OME-Zarr image: streamed from its reader (whose metadata it carries) unless
-    ``stream`` says never, then read whole."""
-    if not stream_decision(path, stream, pyramid=True)[0]:
-        return _in_memory(path, *read_image_noted(path, max_pixels), channels, read_metadata(path), intensity)
-    source = TiffSource(path, channels, progress, max_pixels, intensity=intensity)
-    reader = source.tiff
-    source.metadata = (Metadata(reader.pixel_size) if isinstance(reader, NgffImage) else
-                       Metadata(reader.info.mpp, reader.info.objective_power, reader.info.vendor))
-    return source
+    """A whole-slide or OME-Zarr image, its reader opened once: streamed from it unless ``stream``
+    says never, then its level 0 read whole; the metadata from the same reader."""
+    streamed = stream_decision(path, stream, pyramid=True)[0]
+    reader = open_streamed(path, max_pixels if streamed else float("inf"))
+    if streamed:
+        source = TiffSource(path, channels, progress, max_pixels, reader, intensity)
+        source.metadata = reader_metadata(reader)
+        return source
+    with reader:
+        pixels, notes = read_level0(path, reader, max_pixels)
+        metadata = reader_metadata(reader)
+    return _in_memory(path, pixels, notes, channels, metadata, intensity)
 
 
 def _open_tiff(path, channels, stream, progress, max_pixels, intensity):
