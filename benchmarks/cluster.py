@@ -94,7 +94,7 @@ def warm(client, args, sample, out):
     spec = cluster.model_spec(segmenter(args))
     client.run(cluster.preload, *spec)
     for worker in client.scheduler_info()["workers"]:
-        client.submit(cluster.image_task, spec, sample, out, {}, {"show_progress": False},
+        client.submit(cluster.image_task, batch.attempt, spec, sample, out, {}, {"show_progress": False},
                       workers=[worker], pure=False).result()
 
 

@@ -11,7 +11,7 @@ import sys
 
 import numpy as np
 
-from iterseg.disk.tiff import write_pyramid
+from iterseg.disk.pyramid import write_pyramid
 
 BACKGROUND = np.array([205, 160, 140], np.float32)
 LESION = np.array([95, 55, 45], np.float32)

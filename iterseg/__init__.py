@@ -12,7 +12,8 @@ stage 1's input run on its own (with receptive-field context); *classes* = the n
 (2 for a binary model); *channels* = a network's output channels (1 for a binary model, K above 2);
 *source* = where pixels come from; *coarse map* = stage-1 probabilities; *score* = how much a window
 needs refining (higher = more); *budget* = MACs allowed; *baseline* = the full-resolution network
-over the whole image.
+over the whole image; *intensity* = how stored values map to [0, 1] (by dtype, or 'minmax': each
+image's own range).
 
 The public names are imported on first use, so that ``iterseg --help`` answers without loading torch.
 """

@@ -16,11 +16,10 @@ from . import postprocess
 from .custom import two_stage_inference  # noqa: F401 -- your own networks, re-exported
 from .engine import loop
 from .engine.cost import align_up, cost_report, count_macs, runs_whole, stage1_size, whole_input
-from .engine.infer import auto_batch_size, window_cost
+from .engine.infer import auto_batch_size, planned_windows
 from .engine.settings import Settings
 from .engine.source import open_source
 from .errors import InputError
-from .kernels import grid_windows
 from .model.runtime import check_backend, check_precision, warm_up_kernels
 from .model.store import DEFAULT_MODEL, load_bundle
 
@@ -30,9 +29,9 @@ Image = Any  # a path (str or os.PathLike), an (H, W[, C]) array, a torch tensor
 
 
 @contextlib.contextmanager
-def opened(image: Any, bundle, stream: bool = False, max_pixels: int | None = None):
+def opened(image: Any, bundle, stream: bool = False, max_pixels: int | None = None, intensity: str = "dtype"):
     """The source for ``image`` (see engine/source.open_source), closed afterwards if opened here."""
-    source = open_source(image, bundle.in_channels, stream, max_pixels=max_pixels)
+    source = open_source(image, bundle.in_channels, stream, max_pixels=max_pixels, intensity=intensity)
     try:
         yield source
     finally:
@@ -41,26 +40,28 @@ def opened(image: Any, bundle, stream: bool = False, max_pixels: int | None = No
 
 
 def two_stage(image: Image, bundle, windows: np.ndarray | None = None, stream: bool = False,
-              show_progress: bool = False, max_pixels: int | None = None, refiner=loop.refine, **options) -> Result:
+              show_progress: bool = False, max_pixels: int | None = None, refiner=loop.refine, intensity: str = "dtype",
+              **options) -> Result:
     """Segment ``image`` (path, array, tensor or Source) with ``bundle``: stage 1 everywhere, stage 2
     on the windows that most need it. ``stream``: read a tiled TIFF path region by region.
     max_pixels: refuse image files declaring more pixels (default 100 Mpx read whole, 10 Gpx streamed).
     refiner: what runs stage 2 (engine/loop.two_stage; iterseg/cluster.py fans it out to Dask workers).
-    options: see ``Segmenter.predict``. Returns a Result."""
+    intensity: 'dtype' or 'minmax' (engine/source.unit_range). options: see ``Segmenter.predict``.
+    Returns a Result."""
     settings = Settings.from_options(**options)
-    with opened(image, bundle, stream, max_pixels) as source:
+    with opened(image, bundle, stream, max_pixels, intensity) as source:
         return loop.two_stage(source, bundle, settings, windows, show_progress, refiner=refiner)
 
 
 def baseline(image: Image, bundle, chunk: int | None = None, batch_size: int = 1, max_pixels: int | None = None,
-             **options) -> Result:
+             intensity: str = "dtype", **options) -> Result:
     """The full-resolution model over the whole ``image``; a Result with no windows (ratio 1).
     chunk: run it in square chunks of this side (pixels) with receptive-field context, which leaves the
     output unchanged up to float rounding (default: whole, chunks of 2048 px above 4096 x 4096 pixels).
     ``tile=`` is a deprecated name of ``chunk`` (a tile is a TIFF's storage unit)."""
     chunk = _chunk_option(chunk, options, caller_level=3)
     settings = Settings.from_options(**options)
-    with opened(image, bundle, max_pixels=max_pixels) as source:
+    with opened(image, bundle, max_pixels=max_pixels, intensity=intensity) as source:
         return loop.baseline(source, bundle, settings, chunk, batch_size)
 
 
@@ -96,11 +97,11 @@ def _with_int8_note(result: Result, bundle, options: dict) -> Result:
 
 def _mask_options(bundle, options: dict) -> tuple:
     """(cutoff, min_size, fill_holes) taken out of ``options`` and checked (postprocess.py)."""
-    cutoff, min_size, holes = (options.pop(name, default) for name, default in
-                               (("cutoff", None), ("min_size", None), ("fill_holes", False)))
-    min_size = min_size or 0
-    cutoff = postprocess.check_mask_options(cutoff, min_size, holes, bundle.num_classes, bool(options.get("stream")))
-    return cutoff, min_size, bool(holes)
+    given = postprocess.mask_options(options)
+    for name in postprocess.MASK_OPTIONS:
+        options.pop(name, None)
+    cutoff = postprocess.check_mask_options(**given, classes=bundle.num_classes, streamed=bool(options.get("stream")))
+    return cutoff, given.get("min_size", 0), bool(given.get("fill_holes", False))
 
 
 def warm_up_networks(bundle, s1, s2):
@@ -168,6 +169,8 @@ class Segmenter:
         batch_size: windows per network call. precision, backend, compile: see model/runtime.py.
         stream: read a tiled TIFF path region by region (see ``predict_tiled``). max_pixels: refuse
         image files whose header declares more pixels (default 100 Mpx read whole, 10 Gpx streamed).
+        intensity: 'dtype' (default) maps stored values to [0, 1] by dtype (uint8 / 255, uint16 / 65535,
+        other integers / their dtype's maximum, floats as given), 'minmax' by each image's own range.
         cutoff: binary models' mask is foreground probability >= cutoff (default 0.5); min_size: remove
         connected components under this many pixels; fill_holes: fill enclosed background (both need
         the mask in memory: not with stream=True). See iterseg/postprocess.py."""
@@ -203,17 +206,23 @@ def planned_macs(bundle, height: int, width: int, patches: int | None = None, pa
                  context: int | None = None) -> dict:
     """The cost report of ``bundle`` for an H x W image without running or preparing its networks
     (windows of the default grid; patches and context: the model's defaults unless given)."""
+    return planned_cost(bundle, height, width, patches, patch_size, context)[1]
+
+
+def planned_cost(bundle, height: int, width: int, patches: int | None = None, patch_size: int | str | None = None,
+                 context: int | None = None) -> tuple:
+    """(the engine/settings.Plan of a run of ``bundle`` on an H x W image, its cost report), without
+    running or preparing the networks: ``planned_macs``, with the window count the plan resolved."""
     s1, s2 = bundle.s1.config, bundle.s2.config
     shape = (height, width)
     # the plan does not depend on what runs the networks: backend torch spares the backend probe
     plan = Settings.from_options(patches=patches, patch_size=patch_size, context=context, backend="torch").plan(
         shape, s2.out_channels, s2.size_multiple, bundle.window, bundle.patches, bundle.context)
-    grid = grid_windows(height, width, plan.size, plan.stride)
-    box_hw, window_macs = window_cost(s2, grid[0, 2:], plan.settings.context, shape)
+    grid, _, window_macs = planned_windows(plan, s2, shape)
     windows = min(plan.settings.patches, len(grid))
     stage2 = (count_macs(s2, *whole_input(s2, shape)) if runs_whole(s2, shape, windows, window_macs)
               else windows * window_macs)
-    return cost_report(bundle, shape, count_macs(s1, *stage1_size(shape, bundle.s1_scale)), stage2_macs=stage2)
+    return plan, cost_report(bundle, shape, count_macs(s1, *stage1_size(shape, bundle.s1_scale)), stage2_macs=stage2)
 
 
 def load(name_or_path: str | os.PathLike = DEFAULT_MODEL, precision: str = "auto", compile: bool = False,

@@ -10,9 +10,11 @@ The output folder is the user's data: files named like our outputs inside it are
 overwritten, temporary files of killed runs are removed, and the summary keeps a row for every image
 ever run into it (summary.py). Many processes may run into one output folder at once (a job array,
 ``shard``): each image is claimed by one of them (claims.py) and computed once.
-Tiled TIFFs above STREAM_PIXELS, whole-slide and OME-Zarr images are streamed (engine/source.TiffSource): their
-mask is a tiled pyramidal OME-TIFF (the input's physical pixel size carried over; disk/metadata.py), NGFF labels
-for an OME-Zarr, and their overlay is at stage-1 scale; a GeoTIFF's mask is a GeoTIFF with its georeferencing.
+Each file is opened once, by engine/source.open_source, which decides whether it is streamed (tiled TIFFs
+above STREAM_PIXELS, whole-slide and OME-Zarr images: engine/source.TiffSource) and carries its metadata;
+the outputs ask that source. A streamed image's mask is a tiled pyramidal OME-TIFF (the input's
+physical pixel size carried over; disk/metadata.py), NGFF labels for an OME-Zarr, and their overlay is at
+stage-1 scale; a GeoTIFF's mask is a GeoTIFF with its georeferencing.
 Probabilities (OME-TIFF) and contours (GeoJSON) are written only on request, for every image.
 """
 import contextlib
@@ -23,11 +25,8 @@ import os
 import time
 from pathlib import Path
 
-import tifffile
-
 from .claims import Claims, remove_stale_partials
-from .disk.images import check_image_file, quiet_tifffile, read_image_noted
-from .disk.metadata import Metadata, read_metadata
+from .disk.images import check_image_file
 from .disk.ngff import NGFF_SUFFIX, is_ngff, write_mask_labels
 from .disk.outputs import (
     OUTPUT_TILE,
@@ -37,16 +36,16 @@ from .disk.outputs import (
     write_geojson,
     write_json,
     write_mask,
-    write_mask_pyramid,
     write_mask_tiff,
     write_overlay,
     write_probs,
-    write_probs_pyramid,
 )
-from .disk.slide import SLIDE_SUFFIXES, is_slide
-from .disk.tiff import TiledImage, pyramid_tiles, tiled_reason
+from .disk.pyramid import pyramid_tiles, write_mask_pyramid, write_probs_pyramid
+from .disk.slide import SLIDE_SUFFIXES
 from .engine.loop import bar
+from .engine.source import open_source
 from .errors import InputError, IterSegError, naming
+from .postprocess import mask_options
 from .report import result_report
 from .summary import SUMMARY_FIELDS, SUMMARY_NAME, Shard, read_summary, summary_row, write_merged
 from .timer import Timer, peak_rss_mb
@@ -55,8 +54,6 @@ log = logging.getLogger(__name__)
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".btf", ".tf8", ".bmp", ".gif", ".ppm", ".pgm",
                   ".pbm", ".webp", ".jp2", NGFF_SUFFIX) + SLIDE_SUFFIXES
-STREAM_PIXELS = 4096 * 4096  # stream='auto' streams tiled TIFFs larger than this
-STREAM_MODES = ("auto", "always", "never")
 # see output_paths
 OUTPUT_ENDINGS = (".mask.png", ".mask.tif", ".mask.zarr", ".overlay.png", ".probs.tif", ".report.json")
 MERGE_SECONDS = 1.0  # summary.csv is merged at most this often during a run (and at its end)
@@ -167,32 +164,6 @@ def output_paths(out_dir, stem, streamed, save_probs, geojson=False, mask_format
     return {kind: out_dir / f"{stem}.{kind}.{ext}" for kind, ext in kinds}
 
 
-def stream_decision(path, mode, max_pixels=None):
-    """(stream?, note for the report or None) for ``path`` under ``mode`` (auto / always / never)."""
-    if mode == "never":
-        return False, None
-    if is_slide(path) or is_ngff(path):  # always streamed: their pyramid and metadata come with it
-        return True, None
-    reason = tiled_reason(path)
-    if reason:
-        large = mode == "always" or tiff_pixels(path) > STREAM_PIXELS
-        return False, (f"read whole: {reason}" if large else None)
-    if mode == "always":
-        return True, None
-    with TiledImage(path, max_pixels) as source:
-        pixels = source.shape[0] * source.shape[1]
-    return pixels > STREAM_PIXELS, None
-
-
-def tiff_pixels(path):
-    """Pixels of a TIFF's first image from its header (0 if it is not a readable TIFF)."""
-    try:
-        with quiet_tifffile(), tifffile.TiffFile(path) as tif:
-            return int(tif.pages[0].imagelength) * int(tif.pages[0].imagewidth)
-    except Exception:  # noqa: BLE001 - not a TIFF, or damaged: the reader will say what is wrong
-        return 0
-
-
 def mask_format(path, streamed, metadata):
     """The mask's file type: 'zarr' (NGFF labels) for an OME-Zarr input, 'tif' for a streamed
     image (pyramidal OME-TIFF) or a GeoTIFF (a GeoTIFF with its tags), else 'png'."""
@@ -206,29 +177,25 @@ def class_palette(bundle):
     return bundle.palette if bundle.s2.config.out_channels > 1 else None
 
 
-def _predict(segmenter, path, options, baseline, streamed, show, max_pixels=None):
-    """(Result, the image as read or None when streamed)."""
-    if streamed:
-        return segmenter.predict(path, stream=True, show_progress=show, max_pixels=max_pixels, **options), None
-    image, notes = read_image_noted(path, max_pixels)
-    mask_options = {k: options[k] for k in ("cutoff", "min_size", "fill_holes") if k in options}
-    result = segmenter.predict_baseline(image, **mask_options) if baseline else segmenter.predict(image, **options)
-    result.notes[:0] = notes
-    return result, image
+def _predict(segmenter, source, options, baseline, show):
+    """The Result of ``source`` (engine/source.Source): two-stage, or the baseline with the mask options."""
+    if baseline:
+        return segmenter.predict_baseline(source, **mask_options(options))
+    streamed = not source.in_memory
+    return segmenter.predict(source, stream=streamed, show_progress=show and streamed, **options)
 
 
-def write_outputs(result, image, outputs, bundle, show, metadata=None, tint=None):
+def write_outputs(result, source, outputs, bundle, show, tint=None):
     """Write mask, probabilities (if asked for), overlay, contours (if asked for); returns the
-    foreground fraction. A streamed result (``image`` None) is written tile by tile as pyramidal
-    OME-TIFFs, its overlay and contours at stage-1 scale. metadata: the input's disk/metadata.Metadata,
-    carried into the TIFFs (pixel size; a GeoTIFF's georeferencing onto the mask); tint: overlay
-    colour (default: disk/outputs.default_tint)."""
+    foreground fraction. A streamed result (``source`` not in memory) is written tile by tile as
+    pyramidal OME-TIFFs, its overlay and contours at stage-1 scale. The source's metadata
+    (disk/metadata.Metadata) is carried into the TIFFs (pixel size; a GeoTIFF's georeferencing onto
+    the mask); tint: overlay colour (default: disk/outputs.default_tint)."""
     palette = class_palette(bundle)
     tint = tint or default_tint(bundle)
-    metadata = metadata or Metadata()
-    pixel_size = metadata.pixel_size
-    foreground = write_mask_file(result, image, outputs["mask"], bundle, show, metadata)
-    if image is None:
+    pixel_size = source.metadata.pixel_size
+    foreground = write_mask_file(result, source, outputs["mask"], bundle, show)
+    if not source.in_memory:
         tiles = pyramid_tiles(*result.shape, OUTPUT_TILE)
         if "probs" in outputs:
             with bar(tiles, "writing probabilities", "tile", show) as progress:
@@ -243,18 +210,19 @@ def write_outputs(result, image, outputs, bundle, show, metadata=None, tint=None
         return foreground
     if "probs" in outputs:
         write_probs(outputs["probs"], result.probs, pixel_size)
-    write_overlay(outputs["overlay"], image, result.mask, result.windows, palette, tint)
+    write_overlay(outputs["overlay"], source.pixels, result.mask, result.windows, palette, tint)
     if "contours" in outputs:
         write_geojson(outputs["contours"], result.mask, bundle.class_names)
     return foreground
 
 
-def write_mask_file(result, image, path, bundle, show, metadata):
+def write_mask_file(result, source, path, bundle, show):
     """Write the mask at ``path`` in the format its suffix names (see ``mask_format``); returns the
     foreground fraction. NGFF labels and a streamed result's OME-TIFF are written tile by tile."""
+    metadata = source.metadata
     if path.suffix == ".zarr":
         return write_mask_labels(path, result.shape, result.mask_at, bundle.class_names, metadata.pixel_size)
-    if image is None:
+    if not source.in_memory:
         with bar(pyramid_tiles(*result.shape, OUTPUT_TILE), "writing mask", "tile", show) as progress:
             return write_mask_pyramid(path, result, bundle.num_classes, progress.update, metadata.pixel_size,
                                       metadata.geotags)
@@ -320,39 +288,29 @@ def predict_file(segmenter, path, out_dir, options, baseline=False, stream="auto
 def _predict_file(segmenter, path, out_dir, options, baseline, stream, save_probs, show_progress, max_pixels,
                   writing=None):
     writing = writing or {}
-    streamed, note = (False, None) if baseline else stream_decision(path, stream, max_pixels)
-    log.debug("%s: %s%s", path, "streamed" if streamed else "read whole", f" ({note})" if note else "")
-    metadata = read_metadata(path)
-    outputs = output_paths(out_dir, Path(path).stem, streamed, save_probs, writing.get("geojson", False),
-                           mask_format(path, streamed, metadata))
-    check_ours(outputs)
-    result, image = _predict(segmenter, path, options, baseline, streamed, show_progress, max_pixels)
-    # the claim: a report listing the outputs before they are written, so that a run killed while
-    # writing them leaves files a rerun knows as ours (and redoes), not foreign ones it must refuse
-    write_json(outputs["report"], {"image": str(path), "status": WRITING,
-                                   "outputs": {k: str(v) for k, v in outputs.items()}})
-    timer = Timer()
-    with timer("write"):
-        foreground = write_outputs(result, image, outputs, segmenter.bundle, show_progress, metadata,
-                                   writing.get("tint"))
-    if note:
-        result.notes.append(note)
-    report = result_report(result, path, result_shape(result, image), model_info(segmenter), outputs, foreground)
-    report["image"].update(metadata.report())
+    with contextlib.closing(open_source(path, segmenter.bundle.in_channels, "never" if baseline else stream,
+                                        max_pixels=max_pixels, intensity=options.get("intensity", "dtype"))) as source:
+        streamed = not source.in_memory
+        log.debug("%s: %s", path, "streamed" if streamed else "read whole")
+        outputs = output_paths(out_dir, Path(path).stem, streamed, save_probs, writing.get("geojson", False),
+                               mask_format(path, streamed, source.metadata))
+        check_ours(outputs)
+        result = _predict(segmenter, source, options, baseline, show_progress)
+        # the claim: a report listing the outputs before they are written, so that a run killed while
+        # writing them leaves files a rerun knows as ours (and redoes), not foreign ones it must refuse
+        write_json(outputs["report"], {"image": str(path), "status": WRITING,
+                                       "outputs": {k: str(v) for k, v in outputs.items()}})
+        timer = Timer()
+        with timer("write"):
+            foreground = write_outputs(result, source, outputs, segmenter.bundle, show_progress, writing.get("tint"))
+    report = result_report(result, path, source.stored_shape, model_info(segmenter), outputs, foreground)
+    report["image"].update(source.metadata.report())
     report["seconds_writing"] = round(timer.seconds["write"], 4)
     report["peak_rss_mb"] = round(peak_rss_mb(), 1)
     if result.tiles_read is not None:
         report["tiles_read"] = result.tiles_read
     write_json(outputs["report"], report)
     return report
-
-
-def result_shape(result, image):
-    """(H, W[, C]) of the image as stored."""
-    if image is not None:
-        return image.shape
-    channels = result.view.shape[2:] if result.view is not None else ()
-    return tuple(result.shape) + tuple(channels)
 
 
 def model_info(segmenter):
@@ -390,21 +348,40 @@ def predict_files(segmenter, paths, out_dir, options, overwrite=False, summary_p
     keeps everything it finished; a summary that cannot be written does not stop the
     run (logged; InputError at the end). on_done(report) and on_error(path, exception) are told of
     each image. client: a ``dask.distributed.Client`` to run the images on its workers instead of
-    here (iterseg.cluster.predict_files; same rules, same outputs). Returns the rows of the images
-    this process ran or skipped, in the order of ``paths`` (images claimed by others have none)."""
-    if client is not None:
-        from .cluster import predict_files as on_cluster
-        return on_cluster(client, segmenter, paths, out_dir, options, overwrite=overwrite, summary_path=summary_path,
-                          on_done=on_done, on_error=on_error, **file_options)
+    here (``on_cluster``; same rules, same outputs). Returns the rows of the images this process ran
+    or skipped, in the order of ``paths`` (images claimed by others have none)."""
     with FolderRun(paths, out_dir, overwrite, summary_path, on_done, on_error) as run:
-        for path in run.pending():
-            run.record(path, attempt(segmenter, path, out_dir, options, **file_options))
+        if client is not None:
+            on_cluster(client, run, segmenter, out_dir, options, **file_options)
+        else:
+            for path in run.pending():
+                run.record(path, attempt(segmenter, path, out_dir, options, **file_options))
         return run.finish()
+
+
+def on_cluster(client, run, segmenter, out_dir, options, retries=None, show_progress=False, **file_options):
+    """The images ``run`` (a FolderRun) has pending, run on ``client``'s workers (iterseg/cluster.py):
+    one ``attempt`` task per image, or, for one image alone, its attempt here with the windows of a
+    streamed source fanned out to them (cluster.FannedOut), its outputs written here. segmenter: a
+    Segmenter loaded from a bundle path or embedded name
+    (each worker loads it again, once), or that name or path; the output folder and the paths must be
+    valid on the workers. retries: automatic retries of a task that raised something other than a
+    bad-input error (default cluster.DEFAULT_RETRIES); show_progress: a bar of images here."""
+    from . import cluster
+    retries = cluster.DEFAULT_RETRIES if retries is None else retries
+    todo = list(run.pending())
+    if len(todo) == 1:  # one image: run here, its stage 2 fanned out to the workers when its source is streamed
+        fanned = cluster.FannedOut(client, segmenter, retries=retries)
+        run.record(todo[0], attempt(fanned, todo[0], out_dir, options, show_progress=show_progress, **file_options))
+        return
+    cluster.run_tasks(client, run, attempt, cluster.model_spec(segmenter), todo, out_dir, options,
+                      {**file_options, "show_progress": False}, retries, show_progress)
 
 
 def attempt(segmenter, path, out_dir, options, **file_options):
     """``predict_file`` with a bad input turned into an outcome: ("done", report) or ("failed", the
-    IterSegError or OSError). Anything else (a bug) propagates. Local and cluster mode both call this."""
+    IterSegError or OSError). Anything else (a bug) propagates. Local and cluster mode both call this
+    (cluster.image_task on the workers)."""
     try:
         return "done", predict_file(segmenter, path, out_dir, options, **file_options)
     except (IterSegError, OSError) as exc:

@@ -2,6 +2,8 @@
 ``batch.attempt`` -> ``batch.predict_file`` as local folder mode, so outputs are byte-identical and the
 rules (skip, resume, --overwrite, failed images, summary, exit codes) are those of ``batch.FolderRun``.
 Local mode and cluster mode differ only in who runs ``predict_file``: this process, or a worker.
+This module runs what it is handed (``batch.on_cluster`` hands it the run and ``batch.attempt``)
+and imports nothing of batch.py.
 
 Needs the extra ``pip install 'iterseg[dask]'`` (dask + distributed, pure Python).
 
@@ -14,7 +16,9 @@ Needs the extra ``pip install 'iterseg[dask]'`` (dask + distributed, pure Python
 
 Who does what
     client   decides skip/run (FolderRun.pending), submits one task per image, takes the results as
-             they finish (as_completed), writes summary.csv after each and prints progress.
+             they finish (as_completed), writes summary.csv after each and prints progress. One image
+             alone is run here (``FannedOut``), its stage 2 on the workers when its source (opened
+             once, by engine/source.open_source) is streamed.
     worker   loads the model once per process (``worker_segmenter``, cached by model + precision),
              runs ``batch.attempt`` on one image and writes its outputs (atomically, report last) into
              the output folder, which must be on a filesystem the workers and the client share.
@@ -37,8 +41,8 @@ from pathlib import Path
 
 import numpy as np
 
-from .batch import FolderRun, attempt, stream_decision
-from .engine.refine import refine
+from .engine.refine import Stage2, refine
+from .engine.source import TiffSource
 from .errors import InputError, IterSegError
 
 log = logging.getLogger(__name__)
@@ -125,42 +129,23 @@ def model_spec(segmenter):
     return str(segmenter.source), defaults["precision"], defaults["compile"], defaults["backend"]
 
 
-def image_task(model, path, out_dir, options, file_options):
-    """One image on a worker: ``batch.attempt`` with the worker's cached Segmenter."""
-    return attempt(worker_segmenter(*model), path, out_dir, options, **file_options)
+def image_task(task, model, path, out_dir, options, file_options):
+    """One image on a worker: ``task`` (batch.attempt) with the worker's cached Segmenter."""
+    return task(worker_segmenter(*model), path, out_dir, options, **file_options)
 
 
-def predict_files(client, segmenter, paths, out_dir, options, overwrite=False, summary_path=None, on_done=None,
-                  on_error=None, retries=DEFAULT_RETRIES, show_progress=False, **file_options):
-    """``batch.predict_files`` with the images run as tasks on ``client``'s workers (a
-    ``dask.distributed.Client``); same arguments, rules, outputs and rows. segmenter: a Segmenter
-    loaded from a bundle path or embedded name (each worker loads it again, once), or that name or
-    path. The output folder and ``paths`` must be valid on the workers (a shared filesystem; absolute
-    paths when the workers run elsewhere). retries: automatic retries of a task that raised something
-    other than a bad-input error. show_progress: a progress bar of images here (workers show none)."""
-    model = model_spec(segmenter)
-    with FolderRun(paths, out_dir, overwrite, summary_path, on_done, on_error) as run:
-        todo = list(run.pending())
-        if len(todo) == 1 and _streamed(todo[0], file_options):  # one gigapixel image: its windows are the tasks
-            fanned = FannedOut(client, segmenter, retries=retries)
-            run.record(todo[0], attempt(fanned, todo[0], out_dir, options, show_progress=show_progress,
-                                        **file_options))
-        else:
-            _run_tasks(client, run, model, todo, out_dir, options, {**file_options, "show_progress": False}, retries,
-                       show_progress)
-        return run.finish()
-
-
-def _run_tasks(client, run, model, todo, out_dir, options, file_options, retries, show_progress):
-    """One task per image of ``todo`` on ``client``'s workers, each outcome recorded in ``run`` as it comes."""
+def run_tasks(client, run, task, model, todo, out_dir, options, file_options, retries, show_progress):
+    """One ``image_task`` per image of ``todo`` on ``client``'s workers, each outcome recorded in
+    ``run`` (a batch.FolderRun) as it comes. model: ``model_spec`` of the Segmenter."""
     from distributed import as_completed
     from tqdm import tqdm
 
-    futures = client.map(image_task, [model] * len(todo), todo, [out_dir] * len(todo), [options] * len(todo),
-                         [file_options] * len(todo), retries=retries, pure=False)
+    count = len(todo)
+    futures = client.map(image_task, [task] * count, [model] * count, todo, [out_dir] * count, [options] * count,
+                         [file_options] * count, retries=retries, pure=False)
     path_of = {future.key: path for future, path in zip(futures, todo, strict=True)}
     try:
-        with tqdm(total=len(todo), desc="images", unit="image", disable=not show_progress, leave=False) as progress:
+        with tqdm(total=count, desc="images", unit="image", disable=not show_progress, leave=False) as progress:
             for future in as_completed(futures):
                 run.record(path_of[future.key], outcome(future))
                 progress.update()
@@ -180,25 +165,16 @@ def outcome(future, tasks="image"):
                                     "(out of memory?)")
 
 
-def _streamed(path, file_options):
-    """True if ``predict_file`` would stream ``path`` (a large tiled TIFF); False when it cannot tell."""
-    if file_options.get("baseline"):
-        return False
-    try:
-        return stream_decision(path, file_options.get("stream", "auto"), file_options.get("max_pixels"))[0]
-    except (IterSegError, OSError):
-        return False  # predict_file will say what is wrong
-
-
 # --- one gigapixel image across workers -------------------------------------------------------------
 # Glossary (see engine/loop.py): windows int64 (N, 4) of (y, x, h, w); window_probs float32 (K, N, h, w)
 # stage-2 probabilities; boxes int64 (N, 4) the network inputs; coarse the stage-1 CoarseMap.
 
 class FannedOut:
-    """A Segmenter whose streamed predictions (``predict(path, stream=True)``) run stage 1, selection
-    and merging here and stage 2 on ``client``'s workers, in chunks of windows that each worker reads
-    from the shared file; everything else is the wrapped ``segmenter``'s. ``batch.predict_file`` takes
-    it like a Segmenter, so the outputs are written here, by one process, as in local mode."""
+    """A Segmenter whose streamed predictions (``predict(path or TiffSource, stream=True)``) run stage 1,
+    selection and merging here and stage 2 on ``client``'s workers, in chunks of windows that each
+    worker reads from the shared file; everything else is the wrapped ``segmenter``'s, run here.
+    ``batch.predict_file`` takes it like a Segmenter, so the outputs are written here, by one
+    process, as in local mode."""
 
     def __init__(self, client, segmenter, retries=DEFAULT_RETRIES):
         self.client, self.retries = client, retries
@@ -214,14 +190,15 @@ class FannedOut:
 
 
 def predict_tiled(client, segmenter, path, patches=None, chunk=None, retries=DEFAULT_RETRIES, max_pixels=None,
-                  **options):
+                  **options):  # path: a tiled TIFF's path, or its open engine/source.TiffSource
     """``Segmenter.predict_tiled`` with stage 2 fanned out to ``client``'s workers: stage 1, the
     selection and the mask options run here (``Segmenter.predict`` with another refiner), each chunk
     of ``chunk`` windows (default: about four chunks per worker) is one task that reads its boxes from
     ``path`` (which the workers must see) and returns their probabilities, merged here. Same windows,
     masks and report options as one process. Returns a Result."""
     tiles = []  # tiles each task read on its worker
-    refiner = functools.partial(_fan_out, client, model_spec(segmenter), str(path), max_pixels, chunk, retries, tiles)
+    file = path.path if isinstance(path, TiffSource) else path  # the workers open it themselves
+    refiner = functools.partial(_fan_out, client, model_spec(segmenter), str(file), max_pixels, chunk, retries, tiles)
     result = segmenter.predict(path, patches, stream=True, max_pixels=max_pixels, refiner=refiner, **options)
     result.tiles_read = (result.tiles_read or 0) + sum(tiles)  # here (stage 1) and on the workers (stage 2)
     return result
@@ -233,17 +210,16 @@ def chunk_size(windows, workers, batch_size=None):
     return math.ceil(size / batch_size) * batch_size if batch_size else size
 
 
-def _fan_out(client, model, path, max_pixels, chunk, retries, tiles, runner, bundle, source, coarse, windows, context=0,
-             batch_size=None, progress=None):
-    """engine/refine.refine's contract, computed on the workers (``runner`` and ``source`` stay here);
-    appends to ``tiles`` how many tiles each task read."""
+def _fan_out(client, model, path, max_pixels, chunk, retries, tiles, stage2, windows, progress=None):
+    """An engine/refine.Refiner whose windows are computed on the workers (``stage2``'s runner and
+    source stay here); appends to ``tiles`` how many tiles each task read."""
     from distributed import as_completed
 
-    size = chunk or chunk_size(len(windows), len(client.scheduler_info()["workers"]), batch_size)
+    size = chunk or chunk_size(len(windows), len(client.scheduler_info()["workers"]), stage2.batch_size)
     pieces = [windows[start:start + size] for start in range(0, len(windows), size)]
-    shared = client.scatter(coarse, broadcast=True) if bundle.conditioned else None
-    futures = [client.submit(refine_task, model, path, max_pixels, shared, piece, context, batch_size, pure=False,
-                             retries=retries) for piece in pieces]
+    shared = client.scatter(stage2.coarse, broadcast=True) if stage2.bundle.conditioned else None
+    futures = [client.submit(refine_task, model, path, max_pixels, shared, piece, stage2.context, stage2.batch_size,
+                             pure=False, retries=retries) for piece in pieces]
     sizes = {future.key: len(piece) for future, piece in zip(futures, pieces, strict=True)}
     for future in as_completed(futures):
         if future.status == "error":
@@ -261,7 +237,6 @@ def _fan_out(client, model, path, max_pixels, chunk, retries, tiles, runner, bun
 def worker_source(path, channels, max_pixels, stamp, thread):
     """The TiffSource of ``path`` opened once per worker thread (a file handle is not shared between
     threads; ``stamp``: size and mtime, so a replaced file is opened again)."""
-    from .engine.source import TiffSource
     return TiffSource(path, channels, max_pixels=max_pixels)
 
 
@@ -274,5 +249,5 @@ def refine_task(model, path, max_pixels, coarse, windows, context, batch_size):
                            threading.get_ident())
     s2 = bundle.runners(*model[1:])[1]
     before = source.tiles_read
-    window_probs, boxes = refine(s2, bundle, source, coarse, windows, context, batch_size)
+    window_probs, boxes = refine(Stage2(s2, bundle, source, coarse, context, batch_size), windows)
     return window_probs, boxes, source.tiles_read - before

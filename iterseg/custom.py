@@ -14,12 +14,11 @@ import torch
 
 from .engine import loop
 from .engine.cost import stage1_size
-from .engine.infer import window_cost
+from .engine.infer import planned_windows, window_cost
 from .engine.networks import COUNT_PIXELS, COUNT_SIDE, OUTPUTS, Network, Networks, TensorSource, first_line
 from .engine.settings import Settings, check_windows
 from .engine.source import ArraySource, as_array
 from .errors import InputError
-from .kernels import grid_windows
 from .model.runtime import warm_up_kernels
 
 DEFAULT_SCALE = 0.125
@@ -98,13 +97,13 @@ def count_ahead(networks, settings, shape, windows):
     the counting took, a note or None). A module fvcore cannot trace is run uncounted (``macs`` None)."""
     start = time.perf_counter()
     coarse, fine = networks.s1.config, networks.s2.config
-    if windows is None:
-        plan = settings.plan(shape, fine.out_channels, fine.size_multiple)
-        windows = grid_windows(*shape, plan.size, plan.stride)
+    plan = settings.plan(shape, fine.out_channels, fine.size_multiple) if windows is None else None
     try:
         coarse.count_macs(*stage1_size(shape, networks.s1_scale))
         fine.count_macs(*shape)
-        if len(windows):
+        if plan is not None:
+            planned_windows(plan, fine, shape)
+        elif len(windows):
             window_cost(fine, windows[0, 2:], settings.context, shape)
     except Exception as exc:  # fvcore's tracer meets what it cannot trace (data-dependent control flow, ...)
         why = f"fvcore could not count the networks' MACs ({first_line(exc)})"

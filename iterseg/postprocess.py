@@ -15,6 +15,16 @@ import numpy as np
 
 from .errors import InputError
 
+# The options that make the mask from the probabilities: Segmenter.predict's keywords, the CLI's
+# --cutoff, --min-size, --fill-holes (same names), the only ones predict_baseline shares with predict
+MASK_OPTIONS = ("cutoff", "min_size", "fill_holes")
+
+
+def mask_options(options):
+    """{name: value} of the mask options (MASK_OPTIONS) given in ``options`` (a dict of keyword
+    options; None counts as not given)."""
+    return {name: options[name] for name in MASK_OPTIONS if options.get(name) is not None}
+
 
 def check_mask_options(cutoff=None, min_size=0, fill_holes=False, classes=2, streamed=False):
     """InputError (one line: what is wrong and what to do) for options that cannot apply; returns

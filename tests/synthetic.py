@@ -137,7 +137,7 @@ def write_image_folder(folder, count):
 
 def write_tiled(path, image, tile=(64, 64), pyramid=False):
     """Write ``image`` (H, W[, C]) as a tiled BigTIFF; with ``pyramid``, levels made by INTER_AREA halving."""
-    from iterseg.disk.tiff import pyramid_shapes, write_pyramid
+    from iterseg.disk.pyramid import pyramid_shapes, write_pyramid
     levels = [image]
     if pyramid:
         for h, w in pyramid_shapes(image.shape[0], image.shape[1], tile)[1:]:

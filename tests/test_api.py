@@ -101,7 +101,7 @@ def test_the_segmenter_streams_with_its_precision(tmp_path, bundle):
     (96, 128, {}),  # the model's defaults
 ])
 def test_the_cost_of_a_size_without_an_image_is_the_cost_of_a_run(bundle, height, width, options):
-    """Segmenter.macs and a run both take window -> box -> MACs from engine/infer.window_cost."""
+    """Segmenter.macs and a run both take window -> box -> MACs from engine/infer.planned_windows."""
     segmenter = iterseg.Segmenter(bundle)
     result = segmenter.predict(blob_image(height, width), **options)
     assert segmenter.macs(height, width, **options) == result.macs

@@ -572,20 +572,21 @@ def test_float64_values_near_1e300_are_scaled_without_overflow(tmp_path, model, 
     huge = blob_image(40, 48).astype(np.float64) * 1e298
     tifffile.imwrite(tmp_path / "huge.tif", huge, photometric="rgb")
     code, err = run_cli(["predict", str(tmp_path / "huge.tif"), *model, "--out", str(tmp_path / "o"), "--quiet",
-                         "--save-probs"], capsys)
+                         "--save-probs", "--intensity", "minmax"], capsys)
     assert code == 0, err
     assert np.isfinite(tifffile.imread(tmp_path / "o" / "huge.probs.tif")).all()
     segmenter = iterseg.load(model[1])
     unit = ((huge - huge.min()) / (huge.max() - huge.min())).astype(np.float32)  # the one rule, by hand
     expected = segmenter.predict(unit, patches=1)
-    result = segmenter.predict(huge, patches=1)
+    result = segmenter.predict(huge, patches=1, intensity="minmax")
     np.testing.assert_allclose(result.probs, expected.probs, atol=1e-5)
     huge[0, 0], huge[0, 1] = -1.5e308, 1.5e308  # a range of 3e308: beyond float64
     tifffile.imwrite(tmp_path / "wide.tif", huge, photometric="rgb")
-    code, err = run_cli(["predict", str(tmp_path / "wide.tif"), *model, "--out", str(tmp_path / "o")], capsys)
+    code, err = run_cli(["predict", str(tmp_path / "wide.tif"), *model, "--out", str(tmp_path / "o"), "--intensity",
+                         "minmax"], capsys)
     assert code == 2 and "wide.tif" in err[0] and "overflows float64" in err[0], err
     with pytest.raises(InputError, match="overflows float64"):
-        segmenter.predict(huge)
+        segmenter.predict(huge, intensity="minmax")
 
 
 def test_the_folder_mode_error_for_nan_pixels_names_the_file(scans, tmp_path, model, capsys):
@@ -685,10 +686,10 @@ def test_evaluate_takes_max_pixels(dataset, tmp_path, capsys):
 def test_array_kinds_through_the_api(bundle):
     image = blob_image(32, 40, seed=3)
     reference = iterseg.two_stage(image, bundle, patches=2)
-    as_int64 = iterseg.two_stage(image.astype(np.int64), bundle, patches=2)
-    np.testing.assert_allclose(as_int64.probs, reference.probs, atol=1e-5)  # 0..255 scaled by 1/255
+    as_float64 = iterseg.two_stage(image.astype(np.float64) / 255, bundle, patches=2)
+    np.testing.assert_allclose(as_float64.probs, reference.probs, atol=1e-5)
     negative = image.astype(np.int16) - 128
-    result = iterseg.two_stage(negative, bundle, patches=2)
+    result = iterseg.two_stage(negative, bundle, patches=2, intensity="minmax")
     shifted = iterseg.two_stage((negative - negative.min()).astype(np.float32) / np.ptp(negative), bundle, patches=2)
     np.testing.assert_allclose(result.probs, shifted.probs, atol=1e-4)  # negatives mapped onto [0, 1]
     assert any("rescaled to [0, 1]" in note for note in result.notes)

@@ -12,8 +12,9 @@ import tifffile
 import iterseg
 from iterseg import batch, summary
 from iterseg.cli import main
+from iterseg.model.store import save_bundle
 
-from synthetic import blob_image, write_image_folder, write_tiled
+from synthetic import blob_image, class_pair, multiclass_bundle, write_image_folder, write_slide, write_tiled
 
 
 @pytest.fixture
@@ -115,22 +116,52 @@ def test_streamed_outputs_from_the_cli(tmp_path, bundle_path, capsys):
     assert tifffile.imread(out / "scan.probs.tif").shape == (600, 520)
 
 
-def test_auto_streams_only_large_tiled_tiffs(tmp_path, monkeypatch):
-    path = write_tiled(tmp_path / "scan.tif", blob_image(100, 100), tile=(32, 32))
-    assert batch.stream_decision(path, "auto") == (False, None)
-    monkeypatch.setattr(batch, "STREAM_PIXELS", 50 * 50)
-    assert batch.stream_decision(path, "auto") == (True, None)
-    tifffile.imwrite(tmp_path / "strips.tif", blob_image(100, 100))
-    streamed, note = batch.stream_decision(tmp_path / "strips.tif", "always")
-    assert not streamed and "read whole: the TIFF is stored in strips" in note
+EVERY_OUTPUT = ("--save-probs", "--geojson", "--overlay-colour", "0,0,255", "--patches", "3", "--quiet")
 
 
-def test_a_large_untiled_tiff_is_read_whole_with_a_note(tmp_path, monkeypatch):
-    tifffile.imwrite(tmp_path / "strips.tif", blob_image(100, 100))
-    assert batch.stream_decision(tmp_path / "strips.tif", "auto") == (False, None)
-    monkeypatch.setattr(batch, "STREAM_PIXELS", 50 * 50)
-    streamed, note = batch.stream_decision(tmp_path / "strips.tif", "auto")
-    assert not streamed and "read whole" in note
+def run_twice(tmp_path, model, path, stream):
+    """Predict ``path`` into out-a and out-b with every output on: {file name: (bytes a, bytes b)},
+    the folder's name in out-a's files written as out-b."""
+    for run in ("a", "b"):
+        assert main(["predict", str(path), "--model", str(model), "--stream", stream, "--out",
+                     str(tmp_path / f"out-{run}"), *EVERY_OUTPUT]) == 0
+    return {p.name: (p.read_bytes().replace(b"out-a", b"out-b"), (tmp_path / "out-b" / p.name).read_bytes())
+            for p in (tmp_path / "out-a").iterdir() if not p.name.startswith(".")}
+
+
+def without_timings(report):
+    return {k: v for k, v in json.loads(report).items() if "seconds" not in k and k != "peak_rss_mb"}
+
+
+@pytest.mark.parametrize("stream", ["never", "always"])
+@pytest.mark.parametrize("classes", [2, 4])
+def test_a_rerun_writes_the_same_bytes_with_every_output_on(tmp_path, bundle_path, stream, classes):
+    model = bundle_path
+    if classes > 2:
+        model = tmp_path / "shapes.pt"
+        save_bundle(multiclass_bundle(), model, half=False)
+    path = write_tiled(tmp_path / "scan.tif", class_pair(96, 128, seed=5)[0], tile=(32, 32))
+    written = run_twice(tmp_path, model, path, stream)
+    assert {"scan.probs.tif", "scan.contours.geojson", "scan.mask.tif" if stream == "always" else "scan.mask.png",
+            "scan.overlay.png", "scan.report.json"} == set(written)
+    for name, (first, second) in written.items():
+        if name.endswith(".json"):
+            first, second = without_timings(first), without_timings(second)
+        assert first == second, f"{name} differs between two runs"
+
+
+def test_probabilities_have_the_same_axes_streamed_and_in_memory(tmp_path):
+    model = tmp_path / "shapes.pt"
+    save_bundle(multiclass_bundle(), model, half=False)
+    path = write_tiled(tmp_path / "scan.tif", class_pair(96, 128, seed=5)[0], tile=(32, 32))
+    probs = {}
+    for stream in ("never", "always"):
+        assert main(["predict", str(path), "--model", str(model), "--stream", stream, "--out",
+                     str(tmp_path / stream), "--save-probs", "--patches", "3", "--quiet"]) == 0
+        with tifffile.TiffFile(tmp_path / stream / "scan.probs.tif") as tif:
+            probs[stream] = (tif.series[0].axes, tif.asarray())
+    assert probs["never"][0] == probs["always"][0] == "YXS" and probs["never"][1].shape == (96, 128, 4)
+    np.testing.assert_allclose(probs["never"][1], probs["always"][1], atol=1e-5)
 
 
 def test_inputs_expand_to_sorted_image_files(tmp_path, folder):
@@ -288,3 +319,44 @@ def test_four_processes_at_once_through_the_cli(tmp_path, forty, bundle_path, sh
     table = summary_rows(out)
     assert len(table) == 40 and {row["status"] for row in table.values()} == {"done"}
     assert not leftovers(out)
+
+
+@pytest.mark.parametrize("kind, stream", [("png", "auto"), ("jpg", "auto"), ("tif", "never"), ("tif", "always"),
+                                          ("ome", "never"), ("ome", "always"), ("svs", "never"), ("svs", "auto")])
+def test_a_file_is_opened_once_and_its_header_parsed_once(tmp_path, bundle_path, monkeypatch, kind, stream):
+    """engine/source.open_source is the one reader: deciding, the metadata, the pixels and the outputs
+    all come from one open of the file (one TiffFile for a TIFF), whatever the output options."""
+    import builtins
+
+    picture = blob_image(96, 128, seed=4)
+    path = tmp_path / f"scan.{'tif' if kind == 'ome' else kind}"
+    if kind == "tif":
+        write_tiled(path, picture, tile=(32, 32))
+    elif kind == "svs":
+        write_slide(path, picture, tile=(32, 32), mpp=0.5, levels=2)
+    elif kind == "ome":
+        tifffile.imwrite(path, picture, tile=(32, 32), ome=True,
+                         metadata={"axes": "YXS", "PhysicalSizeX": 0.5, "PhysicalSizeY": 0.5})
+    else:
+        cv2.imwrite(str(path), picture[:, :, ::-1])
+    segmenter = iterseg.load(bundle_path)
+    opens, headers = [], []
+    real_open, real_tiff = builtins.open, tifffile.TiffFile.__init__
+
+    def counting_open(file, *args, **kwargs):
+        if isinstance(file, (str, Path)) and Path(file).resolve() == path.resolve():
+            opens.append(file)
+        return real_open(file, *args, **kwargs)
+
+    def counting_tiff(self, file, *args, **kwargs):
+        headers.append(file)
+        real_tiff(self, file, *args, **kwargs)
+
+    monkeypatch.setattr(builtins, "open", counting_open)
+    monkeypatch.setattr(tifffile.TiffFile, "__init__", counting_tiff)
+    report = batch.predict_file(segmenter, path, tmp_path / "out", {"patches": 2}, stream=stream, save_probs=True,
+                                geojson=True)
+    assert len(opens) == 1, opens
+    assert len(headers) == (kind != "png" and kind != "jpg"), headers
+    assert report["options"]["streamed"] == (stream == "always" or kind == "svs" and stream == "auto")
+    assert report["image"].get("mpp") == ([0.5, 0.5] if kind in ("ome", "svs") else None)

@@ -78,3 +78,22 @@ def test_multiclass_models_refuse_a_cutoff(image):
     with pytest.raises(InputError, match="binary models"):
         Segmenter(multiclass_bundle()).predict(image, cutoff=0.3)
     assert iterseg.Segmenter(multiclass_bundle()).predict(image, patches=1, min_size=4).mask.shape == image.shape[:2]
+
+
+def test_the_mask_options_are_named_once(monkeypatch, bundle, tmp_path):
+    """postprocess.MASK_OPTIONS is the one list: the API takes the mask options out of the others by
+    it, batch hands the baseline those, the command line passes those (a module with its own list
+    would still take min_size as a mask option here)."""
+    from iterseg import postprocess
+    from iterseg.cli import build_parser
+    from iterseg.cli.predict import _options
+
+    args = build_parser().parse_args(["predict", "x.png", "--cutoff", "0.4", "--min-size", "5", "--fill-holes"])
+    assert {"cutoff": 0.4, "min_size": 5, "fill_holes": True}.items() <= _options(args).items()
+    assert postprocess.mask_options({"cutoff": 0.4, "min_size": None, "patches": 3}) == {"cutoff": 0.4}
+    monkeypatch.setattr(postprocess, "MASK_OPTIONS", ("cutoff", "fill_holes"))
+    assert "min_size" not in _options(args) and postprocess.mask_options(_options(args)) == {
+        "cutoff": 0.4, "fill_holes": True}
+    segmenter = Segmenter(bundle)
+    with pytest.raises(InputError, match="unknown option.*min_size"):
+        segmenter.predict(np.zeros((32, 32, 3), np.uint8), patches=1, min_size=5)

@@ -12,15 +12,14 @@ def add_parser(subparsers):
 
 
 def run(args):
-    from ..api import planned_macs
-    from ..engine.settings import resolve_patches
+    from ..api import planned_cost
     from ..model.store import load_bundle
 
     check_settings(args, ("patches", "patch_size", "context"))
     height, width = args.size
     bundle = load_bundle(chosen_model(args))  # counted, never run: no network is prepared
-    patches = resolve_patches(bundle.patches) if args.patches is None else args.patches
-    macs = planned_macs(bundle, height, width, patches=patches, patch_size=args.patch_size, context=args.context)
+    plan, macs = planned_cost(bundle, height, width, args.patches, args.patch_size, args.context)
+    patches = plan.settings.patches
     print(f"{height} x {width} image (H x W), model {bundle.name}, {patches} patches "
           f"({macs['convention']})")
     for key in ROWS:

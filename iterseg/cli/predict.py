@@ -57,9 +57,12 @@ def add_parser(subparsers):
     parser.add_argument("--stream", default="auto", metavar="MODE",
                         help="read tiled TIFFs region by region in bounded memory: auto (default) for tiled "
                              "TIFFs above 4096 x 4096 pixels, always, or never")
+    parser.add_argument("--intensity", default="dtype", choices=("dtype", "minmax"),
+                        help="how stored values map to [0, 1]: by dtype (default: uint8 / 255, uint16 / 65535, other "
+                             "integers / their dtype's maximum, floats as given) or minmax: each image's own range")
     parser.add_argument("--save-probs", action="store_true",
-                        help="also write the probabilities as STEM.probs.tif (float32 OME-TIFF; pyramidal for "
-                             "streamed images); not written by default")
+                        help="also write the probabilities as STEM.probs.tif (float32 OME-TIFF, H x W or H x W x K "
+                             "for K classes; pyramidal for streamed images); not written by default")
     parser.add_argument("--cutoff", type=open_fraction, default=None, metavar="P",
                         help="binary models: foreground where its probability is >= P (default 0.5)")
     parser.add_argument("--min-size", type=int_at_least(0), default=0, metavar="PX",
@@ -119,7 +122,8 @@ def colour(text):
 
 def run(args):
     from ..api import load
-    from ..batch import STREAM_MODES, expand_inputs, output_folder, shard_of
+    from ..batch import expand_inputs, output_folder, shard_of
+    from ..engine.source import STREAM_MODES
     from ..errors import InputError
 
     check_settings(args, SETTINGS)
@@ -144,8 +148,10 @@ def run(args):
 
 def _options(args):
     """The two-stage options of ``args`` as ``batch.predict_file`` takes them."""
-    mask = {"cutoff": args.cutoff, "min_size": args.min_size, "fill_holes": args.fill_holes}  # only those given
-    return {**{name: getattr(args, name) for name in SETTINGS}, **{k: v for k, v in mask.items() if v}}
+    from ..postprocess import MASK_OPTIONS
+    mask = {name: getattr(args, name) for name in MASK_OPTIONS}  # only those given (0 and False are defaults)
+    return {**{name: getattr(args, name) for name in SETTINGS}, "intensity": args.intensity,
+            **{k: v for k, v in mask.items() if v}}
 
 
 def _writing(args):

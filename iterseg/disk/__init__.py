@@ -1,3 +1,3 @@
-"""Files on disk: reading images (images.py), writing results atomically (outputs.py) and tiled
-pyramidal TIFFs read region by region and written tile by tile (tiff.py). A leaf package: it imports
-nothing of iterseg but the errors."""
+"""Files on disk: reading images (images.py; tiled TIFFs region by region, tiff.py), writing results
+atomically (outputs.py in memory, pyramid.py tile by tile), both writers on one metadata module
+(ome.py). A leaf package: it imports nothing of iterseg but the errors."""

@@ -89,11 +89,29 @@ def check_decoded_size(path, shape):
 
 
 def _read_tiff(path, max_pixels, notes):
-    """The first image of a TIFF: series 0 (level 0 of a pyramid) when it is one page holding (H, W),
-    (H, W, C) or planar (C, H, W) samples, else its first plane (a stack of pages: disk/planes.py);
-    noted when the file holds more."""
+    """The first image of the TIFF at ``path`` (``read_tiff``), the file opened here."""
     try:
-        with quiet_tifffile(), open(path, "rb") as handle, tifffile.TiffFile(handle) as tif:
+        with quiet_tifffile(), tifffile.TiffFile(str(path)) as tif:
+            return read_tiff(path, tif, max_pixels, notes)
+    except InputError:
+        raise
+    except Exception as exc:  # tifffile raises several types for damaged files
+        raise damaged_tiff(path, exc) from None
+
+
+def damaged_tiff(path, exc):
+    """The InputError of a TIFF that tifffile cannot read (``exc``)."""
+    return InputError(f"cannot read TIFF {path} ({describe(exc)}); check that the file is complete.")
+
+
+def read_tiff(path, tif, max_pixels=None, notes=None):
+    """The first image of the TIFF at ``path``, open as ``tif`` (a tifffile.TiffFile): series 0
+    (level 0 of a pyramid) when it is one page holding (H, W), (H, W, C) or planar (C, H, W)
+    samples, else its first plane (a stack of pages: disk/planes.py); appended to ``notes`` when the
+    file holds more. InputError when it cannot be read."""
+    notes = [] if notes is None else notes
+    try:
+        with quiet_tifffile():
             series = tif.series[0]
             page = series.keyframe
             shape = tuple(series.shape)
@@ -111,7 +129,7 @@ def _read_tiff(path, max_pixels, notes):
     except InputError:
         raise
     except Exception as exc:  # tifffile raises several types for damaged files
-        raise InputError(f"cannot read TIFF {path} ({describe(exc)}); check that the file is complete.") from None
+        raise damaged_tiff(path, exc) from None
     if image.ndim == 3 and image.shape[0] in (3, 4) and image.shape[2] not in (3, 4):
         image = np.moveaxis(image, 0, -1)  # planar (C, H, W) storage
     if image.ndim not in (2, 3) or image.size == 0:
@@ -130,13 +148,12 @@ def _read_plane(path, series, notes):
     return pages[0] if len(pages) == 1 else np.stack(pages, axis=-1)
 
 
-def check_complete_jpeg(path):
-    """InputError if a JPEG file lacks its end-of-image marker: it was cut short, and decoders would
-    silently fill the missing part with gray."""
+def check_complete_jpeg(path, handle):
+    """InputError if the JPEG file at ``path``, open as ``handle``, lacks its end-of-image marker: it
+    was cut short, and decoders would silently fill the missing part with gray."""
     try:
-        with open(path, "rb") as handle:
-            handle.seek(max(0, os.path.getsize(path) - 4096))
-            tail = handle.read().rstrip(b"\0\r\n ")
+        handle.seek(max(0, os.fstat(handle.fileno()).st_size - 4096))
+        tail = handle.read().rstrip(b"\0\r\n ")
     except OSError as exc:
         raise InputError(f"cannot read {path} ({exc.strerror}); check its permissions.") from None
     if not tail.endswith(b"\xff\xd9"):
@@ -161,11 +178,13 @@ def check_complete_png(path, data):
         offset = end
 
 
-def _header(path):
-    """(format, (width, height) or None, EXIF orientation 1-8, frames > 1) from the file's header,
-    without decoding pixels; (None, None, 1, False) when Pillow does not know the format."""
+def _header(handle):
+    """(format, (width, height) or None, EXIF orientation 1-8, frames > 1) from the header of the
+    file open as ``handle``, without decoding pixels; (None, None, 1, False) when Pillow does not know
+    the format."""
     from PIL import Image
-    with open(path, "rb") as handle, warnings.catch_warnings():
+    handle.seek(0)
+    with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # Pillow's DecompressionBombWarning: our limit decides
         try:
             with Image.open(handle, formats=DECODED_FORMATS) as image:
@@ -212,21 +231,27 @@ def _open_unchecked(handle):
 
 
 def _decode(path, max_pixels, notes):
-    """A non-TIFF file, header checked, decoded from its bytes by OpenCV (Pillow for GIF)."""
+    """A non-TIFF file, opened once: header checked, decoded from its bytes by OpenCV (Pillow for GIF)."""
+    with open(path, "rb") as handle:
+        return _decode_open(path, handle, max_pixels, notes)
+
+
+def _decode_open(path, handle, max_pixels, notes):
+    """``_decode`` of the file open as ``handle``."""
     if Path(path).suffix.lower() in (".jpg", ".jpeg"):
-        check_complete_jpeg(path)
-    kind, size, orientation, animated = _header(path)
+        check_complete_jpeg(path, handle)
+    kind, size, orientation, animated = _header(handle)
     if size is None:
         raise InputError(f"cannot decode {path} as an image; iterseg reads {SUPPORTED} files.")
     check_pixels(path, size[1], size[0], max_pixels)
     check_decoded_size(path, (size[1], size[0], 4))  # at most 4 channels, before decoding
     if kind == "JPEG" and Path(path).suffix.lower() not in (".jpg", ".jpeg"):
-        check_complete_jpeg(path)
+        check_complete_jpeg(path, handle)
     if kind == "GIF":
-        image = _decode_pillow(path)
+        image = _decode_pillow(path, handle)
     else:
-        with open(path, "rb") as handle:
-            raw = handle.read()
+        handle.seek(0)
+        raw = handle.read()
         if kind == "PNG":
             check_complete_png(path, raw)
         data = np.frombuffer(raw, np.uint8)
@@ -248,11 +273,12 @@ def _decode(path, max_pixels, notes):
     return np.ascontiguousarray(image)
 
 
-def _decode_pillow(path):
-    """The first frame of a GIF as gray, RGB or RGBA."""
+def _decode_pillow(path, handle):
+    """The first frame of the GIF at ``path``, open as ``handle``, as gray, RGB or RGBA."""
     from PIL import Image
+    handle.seek(0)
     try:
-        with open(path, "rb") as handle, warnings.catch_warnings(), Image.open(handle) as image:
+        with warnings.catch_warnings(), Image.open(handle) as image:
             warnings.simplefilter("ignore")
             image.seek(0)
             mode = "RGBA" if "transparency" in image.info or image.mode in ("RGBA", "LA", "PA") else (
@@ -270,18 +296,32 @@ def read_image_noted(path, max_pixels=None):
     check_image_file(path)
     notes = []
     try:
-        from .ngff import is_ngff, read_ngff
-        from .slide import is_slide, read_slide
-        if is_ngff(path):
-            return read_ngff(path, max_pixels)[0], ["OME-Zarr image: level 0 read whole"]
-        if is_slide(path):
-            return read_slide(path, max_pixels)[0], ["whole-slide image: level 0 read whole"]
+        from .ngff import NgffImage, is_ngff
+        from .slide import Slide, is_slide
+        if is_ngff(path) or is_slide(path):
+            with (NgffImage if is_ngff(path) else Slide)(path, max_pixels=float("inf")) as reader:
+                return read_level0(path, reader, max_pixels)
         if path.suffix.lower() in TIFF_SUFFIXES:
             return _read_tiff(path, max_pixels, notes), notes
         return _decode(path, max_pixels, notes), notes
     except (OSError, MemoryError) as exc:
-        message = exc.strerror if isinstance(exc, OSError) and exc.strerror else type(exc).__name__
-        raise InputError(f"cannot read {path} ({message}); check the file and its permissions.") from None
+        raise unreadable(path, exc) from None
+
+
+def unreadable(path, exc):
+    """The InputError of a file that cannot be read (``exc``: an OSError or MemoryError)."""
+    message = exc.strerror if isinstance(exc, OSError) and exc.strerror else type(exc).__name__
+    return InputError(f"cannot read {path} ({message}); check the file and its permissions.")
+
+
+def read_level0(path, reader, max_pixels=None):
+    """(image (H, W[, C]), notes): level 0 of the whole-slide or OME-Zarr image at ``path``, open as
+    ``reader`` (disk/slide.Slide, disk/ngff.NgffImage), read whole; max_pixels: the limit of an image
+    decoded whole (``check_pixels``)."""
+    from .slide import Slide
+    check_pixels(path, *reader.shape[:2], max_pixels)
+    kind = "whole-slide" if isinstance(reader, Slide) else "OME-Zarr"
+    return reader.read_level_region(0, 0, 0, *reader.shape[:2]), [f"{kind} image: level 0 read whole"]
 
 
 def read_image(path, max_pixels=None):

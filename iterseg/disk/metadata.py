@@ -1,6 +1,8 @@
 """What an input file says about where its pixels are: physical pixel size, a slide's objective
-power and vendor, a GeoTIFF's georeferencing. Read once per image (``read_metadata``); the report
-and the writers (disk/outputs.py) carry it over to the outputs.
+power and vendor, a GeoTIFF's georeferencing. Read once per image, by the reader
+(engine/source.open_source: ``tiff_metadata`` from the TIFF it has open, ``read_metadata`` else), which
+the source carries; the report and the writers (disk/outputs.py, disk/pyramid.py) carry it over to
+the outputs.
 
 Glossary
     pixel_size  (y, x) micrometres per level-0 pixel, or None
@@ -37,45 +39,61 @@ class Metadata:
 
 def read_metadata(path):
     """The Metadata of the image file at ``path`` (empty for formats that say nothing; never raises:
-    a damaged file is refused by its reader, not here)."""
+    a damaged file is refused by its reader, not here). A file the caller has open: ``tiff_metadata``,
+    ``reader_metadata``."""
     from .ngff import NgffImage, is_ngff
     from .slide import Slide, is_slide
-    from .tiff import physical_size
     try:
-        if is_ngff(path):
-            with NgffImage(path, max_pixels=float("inf")) as image:
-                return Metadata(image.pixel_size)
-        if is_slide(path) or scanner_tiff(path):
+        if is_ngff(path) or is_slide(path):
+            with (NgffImage if is_ngff(path) else Slide)(path, max_pixels=float("inf")) as reader:
+                return reader_metadata(reader)
+        if Path(path).suffix.lower() in TIFF_SUFFIXES:
+            with quiet_tifffile(), tifffile.TiffFile(path) as tif:
+                return tiff_metadata(path, tif)
+    except Exception:  # noqa: BLE001 - the reader says what is wrong with the file
+        pass
+    return Metadata()
+
+
+def tiff_metadata(path, tif):
+    """The Metadata of the TIFF at ``path``, open as ``tif`` (a tifffile.TiffFile): its physical pixel
+    size and GeoTIFF tags; a slide scanner's TIFF (``scanner_tiff``) is asked through the slide reader,
+    which knows its vendor's metadata. Never raises."""
+    from .slide import Slide
+    from .tiff import tiff_physical_size
+    try:
+        if scanner_tiff(tif):
             with Slide(path, max_pixels=float("inf")) as slide:
-                info = slide.info
-            return Metadata(info.mpp, info.objective_power, info.vendor, geotiff_tags(path))
-        return Metadata(physical_size(path), geotags=geotiff_tags(path))
+                return reader_metadata(slide)
+        return Metadata(tiff_physical_size(tif), geotags=geotiff_tags(tif))
     except Exception:  # noqa: BLE001 - the reader says what is wrong with the file
         return Metadata()
 
 
-def scanner_tiff(path):
-    """True for a .tif that a slide scanner wrote (Aperio, Hamamatsu, Leica, Ventana or Philips
-    layout, renamed): its MPP is in the vendor's metadata, not in the resolution tags."""
-    if Path(path).suffix.lower() not in TIFF_SUFFIXES:
-        return False
-    try:
-        with quiet_tifffile(), open(path, "rb") as handle, tifffile.TiffFile(handle) as tif:
-            return any((tif.is_svs, tif.is_ndpi, tif.is_scn, tif.is_bif, tif.is_philips))
-    except Exception:  # noqa: BLE001 - not a readable TIFF
-        return False
+def reader_metadata(reader):
+    """The Metadata of an open whole-slide (disk/slide.Slide: MPP, objective power, vendor and, read
+    through tifffile, GeoTIFF tags) or OME-Zarr (disk/ngff.NgffImage: pixel size) reader."""
+    from .ngff import NgffImage
+    if isinstance(reader, NgffImage):
+        return Metadata(reader.pixel_size)
+    info, tif = reader.info, reader.tifffile
+    return Metadata(info.mpp, info.objective_power, info.vendor, geotiff_tags(tif) if tif is not None else ())
 
 
-def geotiff_tags(path):
-    """The GEOTIFF_TAGS of a TIFF's first page as tifffile extratags (() if it has none)."""
-    if Path(path).suffix.lower() not in TIFF_SUFFIXES + (".svs",):
-        return ()
+def scanner_tiff(tif):
+    """True for a TIFF (an open tifffile.TiffFile) that a slide scanner wrote (Aperio, Hamamatsu,
+    Leica, Ventana or Philips layout, renamed .tif): its MPP is in the vendor's metadata, not in the
+    resolution tags."""
+    return any((tif.is_svs, tif.is_ndpi, tif.is_scn, tif.is_bif, tif.is_philips))
+
+
+def geotiff_tags(tif):
+    """The GEOTIFF_TAGS of the open TIFF ``tif``'s first page as tifffile extratags (() if it has none)."""
     try:
-        with quiet_tifffile(), open(path, "rb") as handle, tifffile.TiffFile(handle) as tif:
-            tags = tif.pages.first.tags
-            return tuple((code, int(tags[code].dtype), _count(tags[code]), tags[code].value, True)
-                         for code in GEOTIFF_TAGS if code in tags)
-    except Exception:  # noqa: BLE001 - not a readable TIFF: no georeferencing
+        tags = tif.pages.first.tags
+        return tuple((code, int(tags[code].dtype), _count(tags[code]), tags[code].value, True)
+                     for code in GEOTIFF_TAGS if code in tags)
+    except Exception:  # noqa: BLE001 - a damaged first page: no georeferencing
         return ()
 
 

@@ -147,14 +147,6 @@ class NgffImage:
         return inside[(rows - y0)[:, None], (cols - x0)[None, :]]
 
 
-def read_ngff(path, max_pixels=None):
-    """(image (H, W[, C]), pixel size or None): level 0 of an OME-Zarr image read whole; max_pixels:
-    the limit of an image decoded whole (disk/images.check_pixels)."""
-    with NgffImage(path, max_pixels=float("inf")) as image:
-        check_pixels(path, *image.shape[:2], max_pixels)
-        return image.read_level_region(0, 0, 0, *image.shape[:2]), image.pixel_size
-
-
 def write_mask_labels(path, shape, mask_at, class_names, pixel_size=None, tile=(512, 512)):
     """The mask as an NGFF labels group: ``path``/labels/mask, a multiscale uint8 label image of
     class ids (0 background, 1 foreground for a binary model), levels halving until one fits in a
@@ -165,8 +157,8 @@ def write_mask_labels(path, shape, mask_at, class_names, pixel_size=None, tile=(
     import dask.array as da
     import zarr
 
-    from .outputs import atomic_folder, level_positions
-    from .tiff import pyramid_shapes
+    from .outputs import atomic_folder
+    from .pyramid import level_positions, pyramid_shapes
     _, _, writer = _ome_zarr()
     foreground = [0]
 

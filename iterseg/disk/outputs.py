@@ -18,7 +18,10 @@ import cv2
 import numpy as np
 import tifffile
 
+from .ome import ome_metadata, resolution_tags, stored_probs
+
 OVERLAY_TINT = np.array([255, 40, 40], dtype=np.float32)    # foreground, RGB (default)
+OUTPUT_TILE = (512, 512)  # the tile of the TIFFs written here and of the pyramids of streamed results (pyramid.py)
 WINDOW_COLOUR = (255, 220, 0)                                 # refined windows, RGB
 COLOURS = {"red": (255, 40, 40), "green": (40, 220, 40), "blue": (40, 90, 255), "yellow": (255, 230, 0),
            "cyan": (0, 230, 230), "magenta": (255, 0, 255), "orange": (255, 140, 0), "white": (255, 255, 255),
@@ -109,33 +112,33 @@ def write_mask(path, mask, palette=None):
         indexed.save(tmp, format="PNG")
 
 
+def stored_mask(mask, classes):
+    """uint8 ``mask`` (h, w) class ids as a TIFF stores them: 0/255 for a binary model (``classes`` == 2)."""
+    return (mask * 255 if classes == 2 else mask).astype(np.uint8, copy=False)
+
+
 def write_mask_tiff(path, mask, classes, pixel_size=None, geotags=()):
     """TIFF of ``mask`` (H, W) uint8 class ids (0/255 for a binary model, ``classes`` == 2), zlib,
     with the input's GeoTIFF tags (disk/metadata.py) and pixel size: a GeoTIFF GIS tools overlay on
     the input."""
-    resolution = {} if pixel_size is None else {
-        "resolution": (1e4 / pixel_size[1], 1e4 / pixel_size[0]), "resolutionunit": "CENTIMETER"}
-    pixels = mask * 255 if classes == 2 else mask
     tile = OUTPUT_TILE if min(mask.shape) >= OUTPUT_TILE[0] else None
     with atomic_output(path) as tmp:
-        tifffile.imwrite(tmp, pixels.astype(np.uint8), compression="zlib", photometric="minisblack", tile=tile,
-                         extratags=list(geotags), metadata=None, **resolution)
+        tifffile.imwrite(tmp, stored_mask(mask, classes), compression="zlib", photometric="minisblack", tile=tile,
+                         extratags=list(geotags), metadata=None, **resolution_tags(pixel_size))
 
 
 def write_probs(path, probs, pixel_size=None):
-    """float32 OME-TIFF of ``probs`` (H, W) or (K, H, W), zlib-compressed, tiled (512 px);
-    pixel_size: (y, x) micrometres per pixel, written as PhysicalSizeY/X and resolution tags."""
-    probs = np.asarray(probs, dtype=np.float32)
-    metadata = {"axes": "YX" if probs.ndim == 2 else "CYX"}
-    resolution = {}
-    if pixel_size is not None:
-        metadata.update(PhysicalSizeY=float(pixel_size[0]), PhysicalSizeYUnit="µm",
-                        PhysicalSizeX=float(pixel_size[1]), PhysicalSizeXUnit="µm")
-        resolution = {"resolution": (1e4 / pixel_size[1], 1e4 / pixel_size[0]), "resolutionunit": "CENTIMETER"}
-    tile = (512, 512) if min(probs.shape[-2:]) >= 512 else None
+    """float32 OME-TIFF of ``probs`` (H, W) or (K, H, W), zlib-compressed, tiled (512 px), stored as
+    disk/ome.stored_probs says ((H, W) YX, or (H, W, K) YXS: the axes of a streamed result's pyramid)
+    with the metadata of disk/ome.ome_metadata, so a rerun writes the same bytes; pixel_size: (y, x)
+    micrometres per pixel, written as PhysicalSizeY/X and resolution tags."""
+    pixels = np.ascontiguousarray(stored_probs(probs))
+    tile = OUTPUT_TILE if min(pixels.shape[:2]) >= OUTPUT_TILE[0] else None
+    metadata = ome_metadata(pixels.shape, "minisblack", pixel_size, Path(path).name)
     with atomic_output(path) as tmp:
-        tifffile.imwrite(tmp, probs, compression="zlib", photometric="minisblack", compressionargs={"level": 1},
-                         tile=tile, ome=True, metadata=metadata, **resolution)
+        tifffile.imwrite(tmp, pixels, compression="zlib", photometric="minisblack", compressionargs={"level": 1},
+                         planarconfig="contig" if pixels.ndim == 3 else None, tile=tile, ome=True,
+                         metadata=metadata, **resolution_tags(pixel_size))
 
 
 def display_rgb(image):
@@ -223,51 +226,6 @@ def write_json(path, report):
     """``report`` (JSON-ready dict) as indented JSON."""
     with atomic_output(path) as tmp:
         tmp.write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
-
-
-# --- large results, written tile by tile from result.mask_at / result.probs_at --------------------
-
-OUTPUT_TILE = (512, 512)
-
-
-def level_positions(start, count, level):
-    """Level-0 pixel at the centre of level-``level`` pixels start .. start+count (nearest sampling)."""
-    step = 2 ** level
-    return (start + np.arange(count)) * step + step // 2
-
-
-def write_mask_pyramid(path, result, classes, progress=None, pixel_size=None, geotags=()):
-    """The mask of ``result`` (anything with ``shape`` and ``mask_at(rows, cols)``) as a tiled
-    pyramidal OME-TIFF (BigTIFF; uint8; 0/255 for binary, class ids otherwise), written one tile at a
-    time; returns the foreground fraction at level 0. classes: the model's class count. pixel_size:
-    (y, x) micrometres per pixel of the input, geotags: its GeoTIFF tags (disk/metadata.py), carried over."""
-    from .tiff import write_pyramid
-    foreground = [0]
-
-    def region(level, y, x, h, w):
-        mask = result.mask_at(level_positions(y, h, level), level_positions(x, w, level))
-        if level == 0:
-            foreground[0] += int(np.count_nonzero(mask))
-        return mask * 255 if classes == 2 else mask
-
-    write_pyramid(path, result.shape, np.uint8, region, tile=OUTPUT_TILE, progress=progress, ome=True,
-                  pixel_size=pixel_size, extratags=geotags)
-    return foreground[0] / (result.shape[0] * result.shape[1])
-
-
-def write_probs_pyramid(path, result, classes, progress=None, pixel_size=None):
-    """Probabilities (float32; the foreground's for binary, (H, W, K) for K classes) as a tiled
-    pyramidal OME-TIFF (BigTIFF) written one tile at a time from ``result.probs_at``; pixel_size: see
-    ``write_mask_pyramid``."""
-    from .tiff import write_pyramid
-
-    def region(level, y, x, h, w):
-        probs = result.probs_at(level_positions(y, h, level), level_positions(x, w, level))
-        return probs[0] if classes == 2 else np.moveaxis(probs, 0, -1)
-
-    shape = result.shape if classes == 2 else tuple(result.shape) + (classes,)
-    write_pyramid(path, shape, np.float32, region, tile=OUTPUT_TILE, photometric="minisblack", progress=progress,
-                  ome=True, pixel_size=pixel_size)
 
 
 def overview(result):

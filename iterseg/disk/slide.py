@@ -115,6 +115,11 @@ class Slide:
         self.tiles_read, self.level_tiles_read = 0, {}  # level 0; {level: tiles} of the others
         self._lock = threading.Lock()
 
+    @property
+    def tifffile(self):
+        """The tifffile.TiffFile tiffslide reads (its tags: a GeoTIFF's), None through OpenSlide."""
+        return None if self._openslide else self._slide.ts_tifffile
+
     def _channels(self, properties):
         axes = properties.get("tiffslide.series-axes", "YXS")
         series = self._slide.ts_tifffile.series[properties.get("tiffslide.series-index", 0)]
@@ -196,12 +201,3 @@ class Slide:
         if y >= 0 and x >= 0 and y + h <= height and x + w <= width:
             return inside
         return inside[(rows - y0)[:, None], (cols - x0)[None, :]]
-
-
-def read_slide(path, max_pixels=None):
-    """(image (H, W[, C]) level 0 of the slide at ``path`` read whole, SlideInfo); max_pixels: the
-    limit of an image decoded whole (disk/images.check_pixels)."""
-    with Slide(path, max_pixels=float("inf")) as slide:
-        check_pixels(path, *slide.shape[:2], max_pixels)
-        return slide.read_level_region(0, 0, 0, *slide.shape[:2]), slide.info
-

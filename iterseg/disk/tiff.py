@@ -1,4 +1,5 @@
-"""Tiled (Big)TIFFs: read level-0 regions tile by tile, read pyramid levels, write tiled pyramids.
+"""Tiled (Big)TIFFs read: level-0 regions tile by tile, pyramid levels, the physical pixel size (the
+pyramids iterseg writes are disk/pyramid.py's).
 
 Glossary
     region   (y, x, h, w) in level-0 pixels; parts outside the image are mirrored (np.pad 'reflect')
@@ -9,7 +10,6 @@ Reading uses tifffile alone: the tile offsets of the level-0 page tell where eac
 so a region costs the tiles it overlaps, never the whole image.
 """
 import threading
-import uuid
 from pathlib import Path
 
 import numpy as np
@@ -17,7 +17,6 @@ import tifffile
 
 from ..errors import InputError
 from .limits import TIFF_SUFFIXES, check_pixels, quiet_tifffile
-from .outputs import atomic_output
 
 
 def mirror_index(index, length):
@@ -44,29 +43,57 @@ def tiled_reason(path):
         return "it is not a TIFF"
     try:
         with quiet_tifffile(), tifffile.TiffFile(path) as tif:
-            page = tif.series[0].levels[0].keyframe
-            if not page.is_tiled:
-                return "the TIFF is stored in strips, not tiles"
-            if page.imagedepth != 1 or page.planarconfig != 1 and page.samplesperpixel > 1:
-                return "the TIFF's tiles are volumetric or store colour planes separately"
-            if len(tif.series[0].levels[0].shape) not in (2, 3):
-                return f"the TIFF's first image has shape {tif.series[0].levels[0].shape}"
+            return streaming_reason(tif)
     except Exception as exc:  # noqa: BLE001 - tifffile raises many types for damaged files
-        return f"tifffile cannot parse it ({str(exc)[:120]})"
+        return unparsable(exc)
+
+
+def unparsable(exc):
+    """Why a TIFF whose header tifffile cannot parse (``exc``) cannot be streamed."""
+    return f"tifffile cannot parse it ({str(exc)[:120]})"
+
+
+def streaming_reason(tif):
+    """None if the open TIFF ``tif`` (tifffile.TiffFile) can be streamed tile by tile, else why not."""
+    try:
+        page = tif.series[0].levels[0].keyframe
+        if not page.is_tiled:
+            return "the TIFF is stored in strips, not tiles"
+        if page.imagedepth != 1 or page.planarconfig != 1 and page.samplesperpixel > 1:
+            return "the TIFF's tiles are volumetric or store colour planes separately"
+        if len(tif.series[0].levels[0].shape) not in (2, 3):
+            return f"the TIFF's first image has shape {tif.series[0].levels[0].shape}"
+    except Exception as exc:  # noqa: BLE001 - tifffile raises many types for damaged files
+        return unparsable(exc)
     return None
+
+
+def first_pixels(tif):
+    """Pixels of the first image of the open TIFF ``tif`` from its header (0 when it says none)."""
+    try:
+        return int(tif.pages[0].imagelength) * int(tif.pages[0].imagewidth)
+    except Exception:  # noqa: BLE001 - damaged: the reader will say what is wrong
+        return 0
 
 
 class TiledImage:
     """An open tiled TIFF. ``read_region`` decodes only the level-0 tiles a region overlaps and
-    counts them in ``tiles_read``; ``read_level`` reads a whole pyramid level. Thread-safe."""
+    counts them in ``tiles_read``; ``read_level`` reads a whole pyramid level. Thread-safe.
+    tif: the file already open (a tifffile.TiffFile of ``path``, closed with this), else it is opened here."""
 
-    def __init__(self, path, max_pixels=None):
-        reason = tiled_reason(path)
-        if reason:
-            raise InputError(f"{path} cannot be streamed: {reason}.")
+    def __init__(self, path, max_pixels=None, tif=None):
         self.path = Path(path)
-        self._tif = tifffile.TiffFile(path)
+        if tif is None and self.path.suffix.lower() not in TIFF_SUFFIXES:
+            raise InputError(f"{path} cannot be streamed: it is not a TIFF.")
         try:
+            with quiet_tifffile():
+                self._tif = tif or tifffile.TiffFile(path)
+        except Exception as exc:  # noqa: BLE001 - tifffile raises many types for damaged files
+            raise InputError(f"{path} cannot be streamed: {unparsable(exc)}.") from None
+        try:
+            reason = streaming_reason(self._tif)
+            if reason:
+                raise InputError(f"{path} cannot be streamed: {reason}.")
             series = self._tif.series[0]
             self._levels = series.levels
             self._page = series.levels[0].keyframe
@@ -166,84 +193,28 @@ class TiledImage:
         return inside[(rows - y0)[:, None], (cols - x0)[None, :]]
 
 
-def pyramid_shapes(height, width, tile, smallest=None):
-    """Level shapes (h, w) halving until a level fits in one tile (or ``smallest`` pixels a side)."""
-    smallest = smallest or max(tile)
-    shapes = [(height, width)]
-    while max(shapes[-1]) > smallest:
-        h, w = shapes[-1]
-        shapes.append((-(-h // 2), -(-w // 2)))
-    return shapes
-
-
-def pyramid_tiles(height, width, tile, levels=None):
-    """How many tiles ``write_pyramid`` writes for an H x W image."""
-    return sum(-(-h // tile[0]) * -(-w // tile[1]) for h, w in pyramid_shapes(height, width, tile)[:levels])
-
-
-def write_pyramid(path, shape, dtype, region, tile=(256, 256), compression="zlib", photometric=None,
-                  levels=None, progress=None, ome=False, pixel_size=None, extratags=()):
-    """Write a tiled pyramidal BigTIFF tile by tile, atomically; no full level is ever in memory.
-
-    shape: level-0 (H, W) or (H, W, C). region(level, y, x, h, w) returns the pixels (h, w[, C]) of
-    that region of pyramid level ``level`` (coordinates of that level; level k is level 0 halved k
-    times, rounded up). levels: how many to write (default: until one fits in a tile).
-    progress: called with the number of tiles written after each tile. ome: an OME-TIFF (OME-XML in
-    the first page's description; the levels as SubIFDs), which QuPath, napari and Bio-Formats open as
-    one pyramidal image. pixel_size: (y, x) micrometres per level-0 pixel, written as the OME
-    PhysicalSizeY/X and as resolution tags (pixels per centimetre) of every level. extratags: tifffile
-    extra tags of level 0 (a GeoTIFF's georeferencing, disk/metadata.py). Returns the level shapes.
-    """
-    levels = pyramid_shapes(shape[0], shape[1], tile)[:levels]
-    photometric = photometric or ("rgb" if len(shape) == 3 and shape[2] == 3 else "minisblack")
-    metadata = ome_metadata(shape, photometric, pixel_size, Path(path).name) if ome else None
-
-    def tiles(level, h, w):
-        for y in range(0, h, tile[0]):
-            for x in range(0, w, tile[1]):
-                yield np.ascontiguousarray(region(level, y, x, min(tile[0], h - y), min(tile[1], w - x)), dtype)
-                if progress:
-                    progress(1)
-
-    with atomic_output(path) as tmp, tifffile.TiffWriter(tmp, bigtiff=True, ome=ome) as tif:
-        for level, (h, w) in enumerate(levels):
-            resolution = {} if pixel_size is None else {
-                "resolution": (1e4 * w / (shape[1] * pixel_size[1]), 1e4 * h / (shape[0] * pixel_size[0])),
-                "resolutionunit": "CENTIMETER"}
-            tif.write(tiles(level, h, w), shape=(h, w) + tuple(shape[2:]), dtype=dtype, tile=tile,
-                      compression=compression, photometric=photometric,
-                      planarconfig="contig" if len(shape) == 3 else None,  # (h, w, C) tiles, any C
-                      subifds=len(levels) - 1 if level == 0 else None, subfiletype=1 if level else 0,
-                      metadata=metadata if level == 0 else None, extratags=list(extratags) if level == 0 else None,
-                      **resolution)
-    return levels
-
-
-def ome_metadata(shape, photometric, pixel_size=None, name=""):
-    """tifffile's OME metadata dict for an image of ``shape`` (H, W[, C]): axes, physical pixel size,
-    and a UUID derived from the file name and shape (tifffile's default is random), so that the same
-    run writes the same bytes."""
-    identity = uuid.uuid5(uuid.NAMESPACE_URL, f"iterseg:{name}:{tuple(shape)}:{photometric}")
-    metadata = {"axes": "YX" if len(shape) == 2 else "YXS", "UUID": f"urn:uuid:{identity}"}
-    if pixel_size is not None:
-        metadata.update(PhysicalSizeY=float(pixel_size[0]), PhysicalSizeYUnit="µm",
-                        PhysicalSizeX=float(pixel_size[1]), PhysicalSizeXUnit="µm")
-    return metadata
-
-
 MICROMETRES = {"pm": 1e-6, "nm": 1e-3, "µm": 1.0, "um": 1.0, "micron": 1.0, "mm": 1e3, "cm": 1e4, "m": 1e6}
 RESOLUTION_UNITS = {2: 25400.0, 3: 1e4}  # TIFF ResolutionUnit: inch, centimetre (in micrometres)
 
 
 def physical_size(path):
-    """(y, x) micrometres per pixel of a TIFF's first image, from its OME-XML (PhysicalSizeY/X), else
-    its resolution tags (per inch or centimetre; ImageJ's per-micron too); None when the file is not
-    a TIFF or says neither (72 dpi, most writers' placeholder, counts as saying nothing)."""
+    """(y, x) micrometres per pixel of a TIFF's first image (``tiff_physical_size``); None when the
+    file is not a readable TIFF."""
     if Path(path).suffix.lower() not in TIFF_SUFFIXES:
         return None
     try:
         with quiet_tifffile(), tifffile.TiffFile(path) as tif:
-            return (_ome_size(tif.ome_metadata) if tif.is_ome else None) or _tag_size(tif)
+            return tiff_physical_size(tif)
+    except Exception:  # noqa: BLE001 - a damaged header: the reader says what is wrong; no size here
+        return None
+
+
+def tiff_physical_size(tif):
+    """(y, x) micrometres per pixel of the open TIFF ``tif``'s first image, from its OME-XML
+    (PhysicalSizeY/X), else its resolution tags (per inch or centimetre; ImageJ's per-micron too);
+    None when it says neither (72 dpi, most writers' placeholder, counts as saying nothing)."""
+    try:
+        return (_ome_size(tif.ome_metadata) if tif.is_ome else None) or _tag_size(tif)
     except Exception:  # noqa: BLE001 - a damaged header: the reader says what is wrong; no size here
         return None
 

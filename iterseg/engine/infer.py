@@ -109,11 +109,19 @@ def box_shape(window_hw, context, multiple, shape):
 
 def window_cost(config, window_hw, context, shape):
     """(box (h, w), MACs of one pass on it) for a window of ``window_hw`` in an H x W image seen with
-    ``context`` by a network of ``config``: the one window -> box -> MACs rule of a run (engine/loop.py),
-    of a cost without an image (Segmenter.macs) and of the count before a run of users' networks
-    (custom.count_ahead, which traces the network on that box)."""
+    ``context`` by a network of ``config``: the one window -> box -> MACs rule (``planned_windows``;
+    custom.count_ahead for windows a user gives, tracing the network on that box)."""
     box_hw = box_shape(window_hw, context, config.size_multiple, shape)
     return box_hw, count_macs(config, *box_hw)
+
+
+def planned_windows(plan, config, shape):
+    """(grid int64 (N, 4) of the windows of ``plan`` (engine/settings.Plan) over an H x W image,
+    box (h, w) of one seen with the plan's context, MACs of one pass of ``config`` on it): what a run
+    chooses from and pays per window (engine/loop.py), what a cost without an image counts
+    (api.planned_macs) and what users' networks are traced on before a run (custom.count_ahead)."""
+    grid = grid_windows(*shape, plan.size, plan.stride)
+    return (grid, *window_cost(config, grid[0, 2:], plan.settings.context, shape))
 
 
 def crop_windows(box_probs, offsets, win_h, win_w):

@@ -2,7 +2,7 @@
 (an image in memory or a tiled TIFF read tile by tile), and the full-resolution baseline.
 
 Glossary
-    source   engine/source.py: ArraySource or TiffSource (shape (H, W), view, read_boxes)
+    source   an engine/source.Source: ArraySource or TiffSource (shape (H, W), view, read_boxes)
     probs    float32 (H, W) foreground probabilities (binary) or (K, H, W) class probabilities
     mask     uint8 (H, W) class ids (0/1 for binary)
     windows  int64 (N, 4) of (y, x, h, w) in full-resolution pixels, in selection order
@@ -19,18 +19,18 @@ from dataclasses import dataclass, field
 import numpy as np
 from tqdm import tqdm
 
-from ..kernels import grid_windows
 from ..model.runtime import report as runtime_report
 from ..timer import Timer
 from . import checks
 from .coarse import stage1
 from .cost import baseline_cost, baseline_macs, cost_report, count_macs, runs_whole, whole_input
-from .infer import auto_batch_size, run_whole, window_cost
-from .merge import Merger, take
-from .refine import refine, refine_whole, s2_reader
+from .infer import auto_batch_size, planned_windows, run_whole
+from .merge import Merger, WindowMerger, take
+from .refine import Refiner, Stage2, refine, refine_whole, s2_reader
 from .scores import window_scores
 from .selection import next_windows, selection_notes, window_limit
 from .settings import check_windows
+from .source import Source
 
 log = logging.getLogger(__name__)
 
@@ -95,20 +95,21 @@ def bar(total, desc, unit, show):
 
 
 def merger_for(source, coarse, blended):
-    """A Merger over ``coarse``: upsampled once with OpenCV for an image in memory (the windows are
+    """A WindowMerger over ``coarse``: upsampled once with OpenCV for an image in memory (the windows are
     then merged into that map in place: only this merger holds it, and merging again after an
     ``add`` gives the same map, engine/merge.py), pixel by pixel on demand for a streamed one."""
     if source.in_memory:
         full = coarse.full()
-        return Merger(lambda rows, cols: take(full, rows, cols), source.shape, blended, dense=True)
-    return Merger(coarse.at, source.shape, blended)
+        return WindowMerger(lambda rows, cols: take(full, rows, cols), source.shape, blended, dense=True)
+    return WindowMerger(coarse.at, source.shape, blended)
 
 
-def two_stage(source, bundle, settings, windows=None, show_progress=False, refiner=refine):
+def two_stage(source: Source, bundle, settings, windows=None, show_progress=False, refiner: Refiner = refine):
     """Segment ``source`` with ``bundle``: stage 1 everywhere, stage 2 on the windows that score
     highest, in ``settings.rounds`` rounds (engine/settings.py). windows: refine exactly these instead
     (int64 (N, 4), equal sizes; their scores are NaN). refiner: runs stage 2, with engine/refine.refine's
-    signature and result (iterseg/cluster.py passes one that fans the windows out to workers). Returns a Result."""
+    signature and result (engine/refine.Refiner; iterseg/cluster.py passes one that fans the windows out
+    to workers). Returns a Result."""
     timer = Timer()
     s1, s2 = bundle.runners(settings.precision, settings.compile, settings.backend)
     plan = settings.plan(source.shape, s2.config.out_channels, s2.config.size_multiple, bundle.window,
@@ -122,12 +123,13 @@ def two_stage(source, bundle, settings, windows=None, show_progress=False, refin
     if not source.in_memory:  # a streamed image's memory follows the refined area, not stage 1's chunks
         s1.release_memory()
     merger = merger_for(source, coarse, plan.blend)
+    stage2 = Stage2(s2, bundle, source, coarse, plan.settings.context, plan.settings.batch_size)
     if windows is None:
         chosen, scores, box_hw, s2_macs, rounds_log, select_notes = refine_rounds(
-            source, bundle, s2, coarse, merger, plan, timer, show_progress, s1_macs, refiner)
+            stage2, merger, plan, timer, show_progress, s1_macs, refiner)
     else:
         chosen, scores, box_hw, s2_macs, rounds_log, select_notes = refine_given(
-            source, bundle, s2, coarse, merger, plan, timer, show_progress, windows, refiner)
+            stage2, merger, timer, show_progress, windows, refiner)
     with timer("merge"):
         if source.in_memory:
             merger.full()
@@ -145,17 +147,17 @@ def two_stage(source, bundle, settings, windows=None, show_progress=False, refin
                   view=view, tiles_read=source.tiles_read)
 
 
-def refine_given(source, bundle, s2, coarse, merger, plan, timer, show, windows, refiner=refine):
+def refine_given(stage2, merger, timer, show, windows, refiner=refine):
     """Stage 2 on the caller's ``windows``; returns what ``refine_rounds`` returns."""
     if not len(windows):
         return windows, np.empty(0), None, 0, [], []
     with timer("stage2"), bar(len(windows), "stage 2", "window", show) as progress:
-        window_probs, boxes = refiner(s2, bundle, source, coarse, windows, plan.settings.context,
-                                     plan.settings.batch_size, progress.update)
-        checks.check_finite(window_probs, "stage 2", bundle)
+        window_probs, boxes = refiner(stage2, windows, progress.update)
+        checks.check_finite(window_probs, "stage 2", stage2.bundle)
         merger.add(windows, window_probs)
     box_hw = tuple(int(v) for v in boxes[0, 2:])
-    return windows, np.full(len(windows), np.nan), box_hw, len(boxes) * count_macs(s2.config, *box_hw), [], []
+    return (windows, np.full(len(windows), np.nan), box_hw, len(boxes) * count_macs(stage2.runner.config, *box_hw),
+            [], [])
 
 
 def default_note(bundle, settings, windows):
@@ -166,16 +168,16 @@ def default_note(bundle, settings, windows):
     return [f"{bundle.patches} windows: the default of model {bundle.name!r}" + (f" ({measured})" if measured else "")]
 
 
-def refine_rounds(source, bundle, s2, coarse, merger, plan, timer, show, s1_macs, refiner=refine):
+def refine_rounds(stage2, merger, plan, timer, show, s1_macs, refiner=refine):
     """Choose and refine windows in ``plan.settings.rounds`` rounds, re-scoring the merged map after
     each: (windows in order, their scores, network input (h, w), stage 2's MACs, log per round, notes).
 
     A round whose windows' boxes would cost at least stage 2 over the whole image (an image in
     memory) runs that instead and cuts the windows from it (refine.refine_whole): refining every
     window then gives the whole-image result at no more than its cost."""
-    settings, shape = plan.settings, source.shape
-    grid = grid_windows(*shape, plan.size, plan.stride)
-    box_hw, window_macs = window_cost(s2.config, grid[0, 2:], settings.context, shape)
+    settings, source, bundle = plan.settings, stage2.source, stage2.bundle
+    shape, config = source.shape, stage2.runner.config
+    grid, box_hw, window_macs = planned_windows(plan, config, shape)
     limit = window_limit(settings.patches, plan.budget_macs(baseline_macs(bundle, shape)), s1_macs, window_macs)
     refined = np.zeros(len(grid), bool)
     chosen_all, scores_all, rounds_log = [], [], []
@@ -193,13 +195,12 @@ def refine_rounds(source, bundle, s2, coarse, merger, plan, timer, show, s1_macs
         if not len(chosen):
             break
         with timer("stage2"), bar(len(chosen), "stage 2", "window", show) as progress:
-            if source.in_memory and runs_whole(s2.config, shape, len(chosen), window_macs):
+            if source.in_memory and runs_whole(config, shape, len(chosen), window_macs):
                 chunk = BASELINE_CHUNK if shape[0] * shape[1] > MAX_WHOLE_PIXELS else None
-                window_probs, round_macs = refine_whole(s2, bundle, source, coarse, grid[chosen], chunk)
-                inputs = whole_input(s2.config, shape)
+                window_probs, round_macs = refine_whole(stage2, grid[chosen], chunk)
+                inputs = whole_input(config, shape)
             else:
-                window_probs, _ = refiner(s2, bundle, source, coarse, grid[chosen], settings.context,
-                                         settings.batch_size, progress.update)
+                window_probs, _ = refiner(stage2, grid[chosen], progress.update)
                 round_macs = len(chosen) * window_macs
             checks.check_finite(window_probs, "stage 2", bundle)
             merger.add(grid[chosen], window_probs)
@@ -214,7 +215,7 @@ def refine_rounds(source, bundle, s2, coarse, merger, plan, timer, show, s1_macs
             s2_macs, rounds_log, notes)
 
 
-def baseline(source, bundle, settings, chunk=None, batch_size=1):
+def baseline(source: Source, bundle, settings, chunk=None, batch_size=1):
     """The full-resolution network over the whole ``source`` (Bundle.baseline_kind says which: S2,
     the reference network of a conditioned bundle, or stage 1 then the conditioned S2). ``chunk``
     (pixels) processes it in square chunks with receptive-field context, which leaves the output
@@ -238,7 +239,7 @@ def baseline(source, bundle, settings, chunk=None, batch_size=1):
     checks.check_finite(probs, "the full-resolution network", bundle)
     for name in ("stage1", "select", "merge"):
         timer.seconds.setdefault(name, 0.0)
-    merged = Merger(lambda rows, cols: take(probs, rows, cols).copy(), shape, dense=True)
+    merged = WindowMerger(lambda rows, cols: take(probs, rows, cols).copy(), shape, dense=True)
     options = {"baseline": True, "kind": bundle.baseline_kind, "chunk": chunk,
                **runtime_report(settings.precision, settings.backend, settings.compile)}
     return Result(merged=merged, windows=np.empty((0, 4), np.int64), scores=np.empty(0),

@@ -1,9 +1,11 @@
 """Merge: the refined windows over the upsampled coarse map, pasted (later window wins) or blended
 (overlapping windows averaged with weights that fall towards their borders).
 
-A ``Merger`` never needs the full-resolution map: ``at`` evaluates any grid of pixels from the
-coarse map and the windows that cover them, so the same object serves an in-memory image (``full``)
-and a gigapixel TIFF written tile by tile, pyramid levels included.
+A ``Merger`` is what the engine merges into and a Result reads from (MONAI's mergers share
+``aggregate`` / ``finalize`` alike); ``WindowMerger`` is the one here. It never needs the
+full-resolution map: ``at`` evaluates any grid of pixels from the coarse map and the windows that
+cover them, so the same object serves an in-memory image (``full``) and a gigapixel TIFF written tile
+by tile, pyramid levels included.
 
 Glossary
     base          base(rows, cols) -> float32 (K, len(rows), len(cols)) the upsampled coarse map
@@ -15,6 +17,7 @@ Glossary
     window_probs  float32 (K, N, h, w) stage-2 probabilities of those windows
 """
 import functools
+from typing import Protocol
 
 import numpy as np
 
@@ -87,10 +90,32 @@ def blend(target, rows, cols, chunks):
     target[:, covered] = total[:, covered] / weight[:, covered]
 
 
-class Merger:
-    """The merged probability map of an H x W image: ``base`` (the upsampled coarse map) with the
-    windows of every ``add`` pasted over it, or averaged where ``blended``. A ``dense`` merger (an
-    image in memory) keeps the whole map once built; otherwise every call evaluates its pixels."""
+class Merger(Protocol):
+    """The merged probability map of an H x W image, as the engine fills it and a Result reads it."""
+    shape: tuple  # (H, W)
+
+    @property
+    def windows(self) -> np.ndarray:
+        """int64 (N, 4) every window added, in order."""
+
+    def add(self, windows: np.ndarray, window_probs: np.ndarray) -> None:
+        """Merge ``windows`` (N, 4) and their stage-2 probabilities (K, N, h, w)."""
+
+    def at(self, rows: np.ndarray, cols: np.ndarray) -> np.ndarray:
+        """float32 (K, len(rows), len(cols)) merged probabilities at ascending pixel ``rows`` x ``cols``."""
+
+    def rows(self, top: int, bottom: int) -> np.ndarray:
+        """float32 (K, bottom - top, W) the merged rows top .. bottom-1."""
+
+    def full(self) -> np.ndarray:
+        """float32 (K, H, W) the whole merged map."""
+
+
+class WindowMerger:
+    """A Merger: the merged probability map of an H x W image, ``base`` (the upsampled coarse map)
+    with the windows of every ``add`` pasted over it, or averaged where ``blended``. A ``dense``
+    merger (an image in memory) keeps the whole map once built; otherwise every call evaluates its
+    pixels."""
 
     def __init__(self, base, shape, blended=False, dense=False):
         self.base = base

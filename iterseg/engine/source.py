@@ -11,17 +11,48 @@ Glossary
              image are mirrored (as np.pad mode 'reflect')
     view     float32 (h1, w1, C) unit image at stage-1 scale (INTER_AREA)
 """
+import os
+from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
+from typing import Protocol, runtime_checkable
 
 import cv2
 import numpy as np
+import tifffile
 
+from ..disk.images import check_image_file, damaged_tiff, read_image_noted, read_level0, read_tiff, unreadable
+from ..disk.limits import TIFF_SUFFIXES, quiet_tifffile
+from ..disk.metadata import Metadata, reader_metadata, tiff_metadata
 from ..disk.ngff import NgffImage, is_ngff
 from ..disk.slide import Slide, is_slide
-from ..disk.tiff import TiledImage, mirror_index
+from ..disk.tiff import TiledImage, first_pixels, mirror_index, streaming_reason, unparsable
 from ..errors import InputError, naming
 
 STRIP_ROWS = 512  # level-0 rows read at a time when a TIFF is scanned or shrunk without a pyramid
+STREAM_PIXELS = 4096 * 4096  # stream 'auto' streams tiled TIFFs larger than this
+STREAM_MODES = ("auto", "always", "never")  # besides True (must stream) and False (= 'never')
+
+
+@runtime_checkable
+class Source(Protocol):
+    """Where the engine's pixels come from (ArraySource, TiffSource, networks.TensorSource), as MONAI's
+    inferers take a Splitter: everything stage 1, stage 2 and the report ask of an image."""
+    shape: tuple  # (H, W) full resolution
+    stored_shape: tuple  # (H, W[, C]) as stored
+    notes: list  # what was done to the pixels (for Result.notes)
+    in_memory: bool  # False when read region by region (streamed): the reader's decision (open_source)
+    tiles_read: int | None  # TIFF tiles decoded so far (None in memory)
+    metadata: Metadata  # what the file says about its pixels (physical size, GeoTIFF tags; empty for arrays)
+
+    def view(self, height: int, width: int, progress: Callable[[int], None] | None = None) -> tuple:
+        """(float32 (height, width, C) the image at stage-1 scale in [0, 1], note or None)."""
+
+    def read_boxes(self, boxes: np.ndarray) -> np.ndarray:
+        """float32 (N, h, w, C) in [0, 1] of equal-sized ``boxes`` (N, 4), mirrored past the edges."""
+
+    def close(self) -> None:
+        """Let go of the file, if any."""
 
 
 @dataclass(frozen=True)
@@ -45,34 +76,50 @@ class UnitRange:
         return np.clip(unit, 0.0, 1.0, out=unit)
 
 
-def needs_extent(dtype):
-    """True when the [0, 1] mapping of ``dtype`` depends on the image's minimum and maximum."""
-    return dtype not in (np.uint8, np.uint16, np.bool_)
+INTENSITIES = ("dtype", "minmax")  # intensity=: the rule by dtype (default), or each image's own min / max
 
 
-def unit_range(dtype, low=0.0, high=1.0):
-    """The one rule from stored values to [0, 1], given the image's extent ``low``..``high``:
-    uint8 / 255 and uint16 / 65535 always; other integers and floats by the smallest range that holds
-    them ([0, 1] as is, [0, 255] / 255, [0, 65535] / 65535 for integers), else rescaled from their own
-    minimum and maximum."""
+def check_intensity(intensity):
+    """``intensity``, or InputError unless it is one of INTENSITIES."""
+    if intensity not in INTENSITIES:
+        raise InputError(f"intensity must be one of {', '.join(INTENSITIES)}, got {intensity!r}.")
+    return intensity
+
+
+def needs_scan(dtype, intensity="dtype"):
+    """True when an image's minimum and maximum are read before stage 1 (a streamed one strip by
+    strip): for intensity 'minmax', and for a float image (NaN and infinity refused, values outside
+    [0, 1] noted)."""
+    return intensity == "minmax" or np.issubdtype(dtype, np.floating)
+
+
+def unit_range(dtype, extent=None, intensity="dtype"):
+    """The one rule from stored values to [0, 1], by dtype (scikit-image's img_as_float convention):
+    uint8 / 255, uint16 / 65535, any other integer / its dtype's largest value (negatives clip to 0),
+    bool as 0/1, floats as given (clipped to [0, 1], noted when ``extent`` shows values outside); the
+    same value means the same in every image of a dtype. With intensity 'minmax', rescaled from the
+    image's own ``extent`` (low, high) instead."""
     dtype = np.dtype(dtype)
-    if dtype == np.uint8:
-        return UnitRange(0.0, 1 / 255)
-    if dtype == np.uint16:
-        return UnitRange(0.0, 1 / 65535, "uint16 image scaled by 1/65535 to [0, 1]")
     if dtype == np.bool_:
         return UnitRange(0.0, 1.0, "boolean image read as 0/1")
-    kind = "integer" if np.issubdtype(dtype, np.integer) else "float"
-    spans = (1.0, 255.0, 65535.0) if kind == "integer" else (1.0, 255.0)
-    for top in spans:
-        if low >= 0 and high <= top and (top > 1 or kind == "float"):
-            note = None if top == 1 else f"{dtype} image with values up to {high:g} scaled by 1/{top:g} to [0, 1]"
-            return UnitRange(0.0, 1 / top, note)
-    if not np.isfinite(high - low):
-        raise InputError(f"{dtype} image with values in [{low:g}, {high:g}]: their range overflows float64; "
-                         "divide the image by a power of ten before segmenting it.")
-    return UnitRange(low, 1 / max(high - low, 1e-12),
-                     f"{dtype} image with values in [{low:g}, {high:g}] rescaled to [0, 1]")
+    hint = "; intensity='minmax' (--intensity minmax) rescales it by its own range"
+    if check_intensity(intensity) == "minmax":
+        low, high = extent
+        if not np.isfinite(high - low):
+            raise InputError(f"{dtype} image with values in [{low:g}, {high:g}]: their range overflows float64; "
+                             "divide the image by a power of ten before segmenting it.")
+        return UnitRange(low, 1 / max(high - low, 1e-12),
+                         f"{dtype} image with values in [{low:g}, {high:g}] rescaled to [0, 1] (intensity minmax)")
+    if dtype == np.uint8:
+        return UnitRange(0.0, 1 / 255)
+    if np.issubdtype(dtype, np.integer):
+        top = float(np.iinfo(dtype).max)
+        return UnitRange(0.0, 1 / top, f"{dtype} image scaled by 1/{top:g} to [0, 1]" + (
+            "" if dtype == np.uint16 else hint))
+    if extent is not None and (extent[0] < 0 or extent[1] > 1):
+        return UnitRange(0.0, 1.0, f"{dtype} image with values in [{extent[0]:g}, {extent[1]:g}] clipped to "
+                                   f"[0, 1]{hint}")
+    return UnitRange(0.0, 1.0)
 
 
 def fit_channels(image, channels):
@@ -165,16 +212,18 @@ class ArraySource:
     would be 98 MB more, page-faulted afresh for each image)."""
     in_memory = True
     tiles_read = None
+    metadata = Metadata()  # a file's, set by open_source
 
-    def __init__(self, image, channels):
+    def __init__(self, image, channels, intensity="dtype"):
         image = as_array(image)
         check_image_shape(image.shape)
         check_dtype(image.dtype)
         if np.issubdtype(image.dtype, np.floating) and not np.isfinite(image).all():
             raise InputError("image contains NaN or infinite values; replace them (e.g. np.nan_to_num) "
                              "before segmenting.")
-        extent = (float(image.min()), float(image.max())) if needs_extent(image.dtype) else ()
-        self.scaling = unit_range(image.dtype, *extent)
+        scan = needs_scan(image.dtype, check_intensity(intensity))
+        extent = (float(image.min()), float(image.max())) if scan else None
+        self.scaling = unit_range(image.dtype, extent, intensity)
         self.channels = channels
         _, channel_note = fit_channels(np.zeros((1, 1) + image.shape[2:], np.float32), channels)
         self.pixels = image
@@ -229,18 +278,20 @@ def open_streamed(path, max_pixels=None):
 
 class TiffSource:
     """A tiled (Big)TIFF or a whole-slide image read region by region: memory grows with what is read,
-    not with the image."""
+    not with the image. reader: the file already open (``open_streamed``'s kind, closed with this)."""
     in_memory = False
+    metadata = Metadata()  # the file's, set by open_source
 
-    def __init__(self, path, channels, progress=None, max_pixels=None):
-        self.tiff = open_streamed(path, max_pixels)
+    def __init__(self, path, channels, progress=None, max_pixels=None, reader=None, intensity="dtype"):
+        self.path = Path(path)
+        self.tiff = reader or open_streamed(path, max_pixels)
         try:
             check_dtype(self.tiff.dtype)
             self.shape = self.tiff.shape[:2]
             self.stored_shape = self.tiff.shape
             self.channels = channels
-            extent = self._extent(progress) if needs_extent(self.tiff.dtype) else ()
-            self.scaling = unit_range(self.tiff.dtype, *extent)
+            extent = self._extent(progress) if needs_scan(self.tiff.dtype, check_intensity(intensity)) else None
+            self.scaling = unit_range(self.tiff.dtype, extent, intensity)
             _, channel_note = fit_channels(np.zeros((1, 1) + self.tiff.shape[2:], np.float32), channels)
         except BaseException:
             self.tiff.close()
@@ -339,24 +390,95 @@ def area_weights(rows, small, full):
     return np.clip(high - low, 0, None) / scale, dest
 
 
-def open_source(image, channels, stream=False, progress=None, max_pixels=None):
-    """A source for ``image``: a Source is returned as it is; a path with ``stream`` opens a
-    TiffSource (tiled TIFF or whole-slide image); any other path is read whole (with the notes of
-    disk/images.read_image_noted); an array is wrapped in an ArraySource. max_pixels: refuse files
+def open_source(image, channels, stream=False, progress=None, max_pixels=None, intensity="dtype"):
+    """A source for ``image``: a Source is returned as it is; a path is opened by ``open_file``; an
+    array is wrapped in an ArraySource. stream: see ``stream_decision``. max_pixels: refuse files
     whose header declares more pixels (default disk/images.MAX_PIXELS read whole, MAX_STREAMED_PIXELS
-    streamed)."""
-    if hasattr(image, "read_boxes"):
+    streamed). intensity: 'dtype' or 'minmax' (``unit_range``)."""
+    if isinstance(image, Source):
         return image
     if isinstance(image, (str, bytes)) or hasattr(image, "__fspath__"):
-        if isinstance(image, bytes):
-            import os
-            image = os.fsdecode(image)
-        if stream:
-            return TiffSource(image, channels, progress, max_pixels)
-        from ..disk.images import read_image_noted
-        pixels, notes = read_image_noted(image, max_pixels)
-        with naming(image):
-            source = ArraySource(pixels, channels)
-        source.notes[:0] = notes
+        return open_file(Path(os.fsdecode(image)), channels, stream, progress, max_pixels, intensity)
+    return ArraySource(image, channels, intensity)
+
+
+def open_file(path, channels, stream=False, progress=None, max_pixels=None, intensity="dtype"):
+    """The one reader of an image file: it is opened once (a TIFF's header parsed once), decided
+    streamed or read whole (``stream_decision``), and returned as the Source that carries the decision
+    (``in_memory``), the notes and the file's metadata (disk/metadata.py)."""
+    check_image_file(path)
+    if is_slide(path) or is_ngff(path):
+        return _open_pyramid(path, channels, stream, progress, max_pixels, intensity)
+    if path.suffix.lower() in TIFF_SUFFIXES:
+        return _open_tiff(path, channels, stream, progress, max_pixels, intensity)
+    stream_decision(path, stream, "it is not a TIFF")
+    return _in_memory(path, *read_image_noted(path, max_pixels), channels, Metadata(), intensity)
+
+
+def stream_decision(path, stream, reason=None, pixels=0, pyramid=False):
+    """(streamed?, note for the report or None): the one rule. stream: True (must: InputError saying
+    why not), 'always' (whenever it can, else read whole with a note), 'auto' (a whole-slide or
+    OME-Zarr image, ``pyramid``, or a tiled TIFF above STREAM_PIXELS), False or 'never' (read whole).
+    reason: why ``path`` cannot be streamed (None: it can); pixels: of its first image."""
+    if stream not in (True, False) + STREAM_MODES:
+        raise InputError(f"stream must be True, False or one of {', '.join(STREAM_MODES)}, got {stream!r}.")
+    if stream in (False, "never"):
+        return False, None
+    if reason is None:
+        return stream in (True, "always") or pyramid or pixels > STREAM_PIXELS, None
+    if stream is True:
+        raise InputError(f"{path} cannot be streamed: {reason}.")
+    large = stream == "always" or pixels > STREAM_PIXELS
+    return False, (f"read whole: {reason}" if large else None)
+
+
+def _in_memory(path, pixels, notes, channels, metadata, intensity):
+    """The ArraySource of ``pixels`` read whole from ``path``, with the reader's notes and metadata."""
+    with naming(path):
+        source = ArraySource(pixels, channels, intensity)
+    source.notes[:0] = notes
+    source.metadata = metadata
+    return source
+
+
+def _open_pyramid(path, channels, stream, progress, max_pixels, intensity):
+    """A whole-slide or OME-Zarr image, its reader opened once: streamed from it unless ``stream``
+    says never, then its level 0 read whole; the metadata from the same reader."""
+    streamed = stream_decision(path, stream, pyramid=True)[0]
+    reader = open_streamed(path, max_pixels if streamed else float("inf"))
+    if streamed:
+        source = TiffSource(path, channels, progress, max_pixels, reader, intensity)
+        source.metadata = reader_metadata(reader)
         return source
-    return ArraySource(image, channels)
+    with reader:
+        pixels, notes = read_level0(path, reader, max_pixels)
+        metadata = reader_metadata(reader)
+    return _in_memory(path, pixels, notes, channels, metadata, intensity)
+
+
+def _open_tiff(path, channels, stream, progress, max_pixels, intensity):
+    """A TIFF, its header parsed once: streamed tile by tile (disk/tiff.TiledImage) or read whole
+    (disk/images.read_tiff) from the same open file."""
+    try:
+        with quiet_tifffile():
+            tif = tifffile.TiffFile(str(path))
+    except OSError as exc:
+        raise unreadable(path, exc) from None
+    except Exception as exc:  # noqa: BLE001 - tifffile raises many types for damaged files
+        stream_decision(path, stream, unparsable(exc))
+        raise damaged_tiff(path, exc) from None
+    try:
+        metadata = tiff_metadata(path, tif)
+        streamed, note = stream_decision(path, stream, streaming_reason(tif), first_pixels(tif))
+        if not streamed:
+            notes = []
+            pixels = read_tiff(path, tif, max_pixels, notes)
+    except BaseException:
+        tif.close()
+        raise
+    if not streamed:
+        tif.close()
+        return _in_memory(path, pixels, notes + [note] if note else notes, channels, metadata, intensity)
+    source = TiffSource(path, channels, progress, max_pixels, TiledImage(path, max_pixels, tif), intensity)
+    source.metadata = metadata
+    return source

@@ -293,7 +293,7 @@ HANDLED_FILES = [  # file, a note the report must carry ('' = none needed)
     ("thin.png", ""),
     ("u16.tif", "uint16 image scaled by 1/65535"),
     ("f32.tif", ""),
-    ("f255.tif", "float32 image with values up to 200 scaled by 1/255"),
+    ("f255.tif", "float32 image with values in [0, 200] clipped to [0, 1]"),
     ("gray.png", "grayscale image repeated to 3 channels"),
     ("rgba.png", "alpha channel dropped"),
     ("palette.png", ""),

@@ -9,7 +9,7 @@ import tifffile
 
 from iterseg.batch import output_paths
 from iterseg.cli import main
-from iterseg.disk.tiff import write_pyramid
+from iterseg.disk.pyramid import write_pyramid
 
 from synthetic import blob_image
 

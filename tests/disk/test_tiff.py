@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 import tifffile
 
-from iterseg.disk.tiff import TiledImage, mirror_index, pyramid_shapes, pyramid_tiles, tiled_reason, write_pyramid
+from iterseg.disk.tiff import TiledImage, mirror_index, tiled_reason
 from iterseg.errors import InputError
 
 from synthetic import blob_image, write_tiled
@@ -41,8 +41,6 @@ def test_pyramid_levels_and_gray_images(tmp_path, picture):
         assert source.level_shapes == [(150, 230), (75, 115), (38, 58), (19, 29)]
         assert source.read_region(5, 5, 10, 10).shape == (10, 10)
         np.testing.assert_array_equal(source.read_level(0), gray)
-    assert pyramid_shapes(150, 230, (32, 32)) == [(150, 230), (75, 115), (38, 58), (19, 29)]
-    assert pyramid_tiles(150, 230, (32, 32)) == 5 * 8 + 3 * 4 + 2 * 2 + 1
 
 
 def test_untiled_files_cannot_be_streamed(tmp_path, picture):
@@ -53,17 +51,6 @@ def test_untiled_files_cannot_be_streamed(tmp_path, picture):
     assert "not a TIFF" in tiled_reason(tmp_path / "image.png")
     with pytest.raises(InputError, match="cannot be streamed: the TIFF is stored in strips"):
         TiledImage(tmp_path / "strips.tif")
-
-
-def test_a_failing_writer_leaves_no_file(tmp_path):
-    def region(level, y, x, h, w):
-        if y > 0:
-            raise RuntimeError("generator failed")
-        return np.zeros((h, w), np.uint8)
-
-    with pytest.raises(RuntimeError):
-        write_pyramid(tmp_path / "m.tif", (100, 100), np.uint8, region, tile=(32, 32))
-    assert list(tmp_path.iterdir()) == []
 
 
 def test_mirror_index_reflects_without_repeating_the_edge():

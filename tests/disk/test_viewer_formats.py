@@ -15,11 +15,10 @@ from iterseg.disk.outputs import (
     overlay,
     parse_colour,
     write_geojson,
-    write_mask_pyramid,
     write_probs,
-    write_probs_pyramid,
 )
-from iterseg.disk.tiff import physical_size, write_pyramid
+from iterseg.disk.pyramid import write_mask_pyramid, write_probs_pyramid, write_pyramid
+from iterseg.disk.tiff import physical_size
 
 from synthetic import CLASS_NAMES, blob_image, write_tiled
 
@@ -64,12 +63,15 @@ def test_without_a_physical_size_the_ome_tiff_says_none(tmp_path):
     assert physical_size(tmp_path / "m.tif") is None
 
 
-def test_in_memory_probabilities_are_an_ome_tiff(tmp_path):
+def test_in_memory_probabilities_are_an_ome_tiff_with_one_sample_per_class(tmp_path):
     probs = np.random.default_rng(0).random((3, 20, 24), dtype=np.float32)
-    write_probs(tmp_path / "p.tif", probs, pixel_size=(2.0, 2.0))
-    with tifffile.TiffFile(tmp_path / "p.tif") as tif:
-        assert tif.is_ome and tif.series[0].axes == "CYX" and float(ome_pixels(tif)["PhysicalSizeY"]) == 2.0
-        np.testing.assert_array_equal(tif.asarray(), probs)
+    for run in ("a", "b"):
+        (tmp_path / run).mkdir()
+        write_probs(tmp_path / run / "p.tif", probs, pixel_size=(2.0, 2.0))
+    with tifffile.TiffFile(tmp_path / "a" / "p.tif") as tif:
+        assert tif.is_ome and tif.series[0].axes == "YXS" and float(ome_pixels(tif)["PhysicalSizeY"]) == 2.0
+        np.testing.assert_array_equal(tif.asarray(), np.moveaxis(probs, 0, -1))
+    assert (tmp_path / "a" / "p.tif").read_bytes() == (tmp_path / "b" / "p.tif").read_bytes()  # no random UUID
 
 
 def test_the_physical_size_is_read_from_ome_metadata_or_resolution_tags(tmp_path):

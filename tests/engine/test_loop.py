@@ -276,7 +276,7 @@ def test_only_the_tiles_of_the_chosen_windows_are_read_at_level_0(tmp_path, bund
 def test_streaming_memory_grows_with_the_width_not_the_height(tmp_path, bundle):
     """Without a pyramid the stage-1 view is built from strips: NumPy never holds the image, and
     memory grows with the width (one strip), not the height; the mask is written tile by tile."""
-    from iterseg.disk.outputs import write_mask_pyramid
+    from iterseg.disk.pyramid import write_mask_pyramid
     picture = blob_image(4096, 768, seed=9)
     path = write_tiled(tmp_path / "big.tif", picture, tile=(256, 256))
     full_float = picture.size * 4

@@ -3,7 +3,7 @@ Merger evaluated at any pixels equal to its whole map."""
 import numpy as np
 import pytest
 
-from iterseg.engine.merge import Merger, blend, paste, ramp_weights, take
+from iterseg.engine.merge import WindowMerger, blend, paste, ramp_weights, take
 
 
 def zeros_base(classes=1):
@@ -49,7 +49,7 @@ def test_ramp_weights():
 
 
 def test_blending_equal_windows_keeps_their_value_and_leaves_the_rest():
-    merger = Merger(zeros_base(), (20, 20), blended=True)
+    merger = WindowMerger(zeros_base(), (20, 20), blended=True)
     merger.add(np.array([[0, 0, 8, 12], [4, 6, 8, 12]]), np.full((1, 2, 8, 12), 0.7, np.float32))
     merged = merger.full()
     covered = np.zeros((20, 20), bool)
@@ -74,7 +74,7 @@ def test_blending_averages_overlaps_by_the_ramp_weights():
 def test_the_merged_map_at_any_pixels_equals_the_whole_map(blended, dense):
     shape = (70, 90)
     full_base, base = coarse_base(shape)
-    merger = Merger(base, shape, blended=blended, dense=dense)
+    merger = WindowMerger(base, shape, blended=blended, dense=dense)
     rng = np.random.default_rng(1)
     for side, count in ((16, 5), (24, 3)):  # two adds with two window sizes
         windows = random_windows(rng, shape, side, count)
@@ -91,7 +91,7 @@ def test_the_merged_map_at_any_pixels_equals_the_whole_map(blended, dense):
 
 
 def test_a_dense_merger_keeps_its_map_until_the_next_add():
-    merger = Merger(zeros_base(), (10, 10), dense=True)
+    merger = WindowMerger(zeros_base(), (10, 10), dense=True)
     merger.add(np.empty((0, 4), np.int64), np.empty((1, 0, 2, 2), np.float32))
     assert merger.chunks == [] and merger.windows.shape == (0, 4)
     first = merger.full()
@@ -99,5 +99,5 @@ def test_a_dense_merger_keeps_its_map_until_the_next_add():
     merger.add(np.array([[0, 0, 2, 2]]), np.ones((1, 1, 2, 2), np.float32))
     again = merger.full()
     assert again is not first and again[0, :2, :2].sum() == 4 and first.sum() == 0
-    lazy = Merger(zeros_base(), (10, 10))
+    lazy = WindowMerger(zeros_base(), (10, 10))
     assert lazy.full() is not lazy.full()  # evaluated on every call, never kept

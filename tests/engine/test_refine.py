@@ -8,7 +8,7 @@ import torch
 import iterseg
 from iterseg.engine.coarse import stage1
 from iterseg.engine.cost import count_macs, stage1_size
-from iterseg.engine.refine import refine, s2_input, s2_reader
+from iterseg.engine.refine import Stage2, refine, s2_input, s2_reader
 from iterseg.engine.source import ArraySource
 from iterseg.model.store import read_bundle, save_bundle
 
@@ -37,7 +37,7 @@ def test_the_batch_size_does_not_change_the_result(bundle, image):
 def test_refine_returns_window_probabilities_and_the_input_boxes(bundle, image):
     source = ArraySource(image, 3)
     windows = np.array([[0, 0, 30, 30], [60, 90, 30, 30]])
-    probs, boxes = refine(bundle.s2, bundle, source, None, windows, context=5, batch_size=1)
+    probs, boxes = refine(Stage2(bundle.s2, bundle, source, None, context=5, batch_size=1), windows)
     assert probs.shape == (1, 2, 30, 30) and probs.dtype == np.float32
     # side: 30 + 2 * 5 of context + 3 for the start on the grid of 4, up to 44; both boxes inside the image
     assert boxes.tolist() == [[0, 0, 44, 44], [52, 84, 44, 44]]
@@ -111,3 +111,19 @@ def test_conditioned_bundle_round_trips_with_its_reference(tmp_path):
     np.testing.assert_array_equal(iterseg.two_stage(image, again, patches=3).probs,
                                   iterseg.two_stage(image, bundle, patches=3).probs)
     np.testing.assert_array_equal(iterseg.baseline(image, again).probs, iterseg.baseline(image, bundle).probs)
+
+
+def test_a_run_hands_its_refiner_one_stage2_and_the_windows(bundle, image):
+    """A Refiner (engine/refine.py) gets the run's Stage2 and each round's windows; one that wraps
+    ``refine`` changes nothing."""
+    seen = []
+
+    def counting(stage2, windows, progress=None):
+        seen.append((stage2, len(windows)))
+        return refine(stage2, windows, progress)
+
+    options = {"patches": 4, "rounds": 2, "context": 3, "batch_size": 2}
+    result = iterseg.two_stage(image, bundle, refiner=counting, **options)
+    assert [count for _, count in seen] == [2, 2] and seen[0][0] is seen[1][0]
+    assert seen[0][0].context == 3 and seen[0][0].batch_size == 2 and seen[0][0].source.shape == image.shape[:2]
+    np.testing.assert_array_equal(result.probs, iterseg.two_stage(image, bundle, **options).probs)

@@ -2,6 +2,7 @@
 tile giving the same pixels, stage-1 view and notes as the image in memory."""
 import numpy as np
 import pytest
+import tifffile
 import torch
 
 import iterseg
@@ -10,7 +11,6 @@ from iterseg.engine.source import (
     ArraySource,
     TiffSource,
     fit_channels,
-    needs_extent,
     open_source,
     shrink,
     unit_range,
@@ -19,55 +19,62 @@ from iterseg.errors import InputError
 
 from synthetic import blob_image, write_ngff, write_slide, write_tiled
 
-# dtype, extent (low, high), expected (offset, scale), words of the note (None: no note)
+# dtype, extent (None: by dtype; (low, high): intensity minmax), expected (offset, scale), words of the note
 UNIT_RANGES = [
-    (np.uint8, (0, 255), (0, 1 / 255), None),
-    (np.uint8, (3, 7), (0, 1 / 255), None),                       # never from the extent
-    (np.uint16, (0, 300), (0, 1 / 65535), "uint16 image scaled by 1/65535"),
+    (np.uint8, None, (0, 1 / 255), None),
+    (np.uint16, None, (0, 1 / 65535), "uint16 image scaled by 1/65535"),
+    (np.bool_, None, (0, 1), "boolean image read as 0/1"),
     (np.bool_, (0, 1), (0, 1), "boolean image read as 0/1"),
-    (np.int64, (0, 255), (0, 1 / 255), "int64 image with values up to 255 scaled by 1/255"),
-    (np.int32, (0, 1), (0, 1 / 255), "scaled by 1/255"),          # integers: 0..255 is the smallest range
-    (np.int32, (0, 1000), (0, 1 / 65535), "values up to 1000 scaled by 1/65535"),
+    (np.int16, None, (0, 1 / 32767), "int16 image scaled by 1/32767 to [0, 1]; intensity='minmax'"),
+    (np.uint32, None, (0, 1 / 4294967295), "uint32 image scaled by 1/4.29497e+09"),
+    (np.int64, None, (0, 1 / np.iinfo(np.int64).max), "int64 image scaled by"),
+    (np.float32, None, (0, 1), None),                                   # floats as given
+    (np.float64, None, (0, 1), None),
+    (np.uint8, (3, 7), (3, 1 / 4), "uint8 image with values in [3, 7] rescaled to [0, 1] (intensity minmax)"),
     (np.int16, (-100, 100), (-100, 1 / 200), "int16 image with values in [-100, 100] rescaled"),
-    (np.int64, (0, 70000), (0, 1 / 70000), "rescaled to [0, 1]"),
-    (np.float32, (0, 1), (0, 1), None),
-    (np.float32, (0.2, 0.6), (0, 1), None),                       # inside [0, 1]: as is
-    (np.float64, (0, 200), (0, 1 / 255), "float64 image with values up to 200 scaled by 1/255"),
     (np.float32, (-0.5, 1.5), (-0.5, 1 / 2), "values in [-0.5, 1.5] rescaled"),
-    (np.float32, (0, 300), (0, 1 / 300), "values in [0, 300] rescaled"),
 ]
 
 
 @pytest.mark.parametrize("dtype, extent, expected, note", UNIT_RANGES)
 def test_unit_range_rule(dtype, extent, expected, note):
-    rule = unit_range(dtype, *extent)
+    rule = unit_range(dtype, extent, "dtype" if extent is None else "minmax")
     assert (rule.offset, rule.scale) == pytest.approx(expected)
     assert (rule.note is None) if note is None else (note in rule.note), rule.note
-    assert needs_extent(np.dtype(dtype)) == (dtype not in (np.uint8, np.uint16, np.bool_))
 
 
-def test_unit_range_maps_the_extent_onto_zero_to_one_and_clips():
+def test_unit_range_maps_by_dtype_or_the_extent_onto_zero_to_one_and_clips():
     values = np.array([-100, -20, 0, 100], np.int16)
-    np.testing.assert_allclose(unit_range(values.dtype, -100, 100).apply(values), [0, 0.4, 0.5, 1])
+    np.testing.assert_allclose(unit_range(values.dtype, (-100, 100), "minmax").apply(values), [0, 0.4, 0.5, 1])
+    np.testing.assert_allclose(unit_range(values.dtype).apply(values), [0, 0, 0, 100 / 32767])
     np.testing.assert_allclose(unit_range(np.uint8).apply(np.array([0, 51, 255], np.uint8)), [0, 0.2, 1])
-    assert unit_range(np.float32, 0, 1).apply(np.array([0.25], np.float32)).dtype == np.float32
+    floats = np.array([-0.5, 0.25, 3.0], np.float32)
+    clipped = unit_range(floats.dtype, (-0.5, 3.0))
+    np.testing.assert_allclose(clipped.apply(floats), [0, 0.25, 1])  # as given, clipped
+    assert "values in [-0.5, 3] clipped to [0, 1]; intensity='minmax'" in clipped.note
+    assert unit_range(floats.dtype, (0.0, 1.0)).note is None
+    assert unit_range(np.float32).apply(np.array([0.25], np.float32)).dtype == np.float32
 
 
-@pytest.mark.parametrize("make", [
-    lambda im: im.astype(np.int64),
-    lambda im: im.astype(np.int32),
-    lambda im: torch.from_numpy(im.copy()),
-], ids=["int64", "int32", "tensor"])
-def test_integers_up_to_255_and_tensors_read_like_uint8(make):
-    image = blob_image(20, 30, seed=1)  # values 0..200
-    np.testing.assert_array_equal(ArraySource(make(image), 3).unit, ArraySource(image, 3).unit)
+def test_the_same_value_means_the_same_in_every_image_of_a_dtype():
+    """By dtype, not by each image's own range: two int32 images of other ranges share their values' meaning."""
+    dark, bright = np.array([[0, 200]], np.int32), np.array([[0, 200], [300, 70000]], np.int32)
+    assert ArraySource(dark, 1).unit[0, 1, 0] == ArraySource(bright, 1).unit[0, 1, 0]
+    assert ArraySource(dark, 1, "minmax").unit[0, 1, 0] != ArraySource(bright, 1, "minmax").unit[0, 1, 0]
+    with pytest.raises(InputError, match="intensity must be one of dtype, minmax"):
+        ArraySource(dark, 1, "percentile")
 
 
-def test_negative_integers_and_floats_beyond_one_are_rescaled_from_their_extent():
+def test_tensors_read_like_their_dtype():
+    image = blob_image(20, 30, seed=1)
+    np.testing.assert_array_equal(ArraySource(torch.from_numpy(image.copy()), 3).unit, ArraySource(image, 3).unit)
+
+
+def test_minmax_rescales_negative_integers_and_floats_beyond_one_from_their_extent():
     ints = np.array([[-10, 0], [10, 30]], np.int32)
-    np.testing.assert_allclose(ArraySource(ints, 1).unit[:, :, 0], [[0, 0.25], [0.5, 1]])
+    np.testing.assert_allclose(ArraySource(ints, 1, "minmax").unit[:, :, 0], [[0, 0.25], [0.5, 1]])
     floats = np.array([[-1.0, 0.0], [1.0, 3.0]], np.float32)
-    source = ArraySource(floats, 1)
+    source = ArraySource(floats, 1, "minmax")
     np.testing.assert_allclose(source.unit[:, :, 0], [[0, 0.25], [0.5, 1]])
     assert any("rescaled to [0, 1]" in note for note in source.notes)
 
@@ -107,8 +114,8 @@ def test_bad_images_raise_input_error(image, words):
     (lambda im: np.dstack([im, np.full(im.shape[:2], 255, np.uint8)]), "alpha channel dropped"),
     (lambda im: im.astype(np.uint16) * 257, "uint16 image scaled by 1/65535"),
     (lambda im: im.astype(np.float32) / 255, None),
-    (lambda im: im.astype(np.int64), "int64 image with values up to 200 scaled by 1/255"),
-], ids=["gray", "alpha", "uint16", "float", "int64"])
+    (lambda im: im.astype(np.float64) / 255, None),
+], ids=["gray", "alpha", "uint16", "float", "float64"])
 def test_image_kinds_give_the_same_segmentation(bundle, image, make, note):
     given = make(image)
     # a gray image is segmented as the RGB image with its one channel repeated
@@ -135,13 +142,14 @@ TIFF_KINDS = {
 }
 
 
+@pytest.mark.parametrize("intensity", ["dtype", "minmax"])
 @pytest.mark.parametrize("kind", TIFF_KINDS)
-def test_tiff_source_reads_what_the_array_source_holds(tmp_path, small_strips, kind):
+def test_tiff_source_reads_what_the_array_source_holds(tmp_path, small_strips, kind, intensity):
     picture = TIFF_KINDS[kind]
     path = write_tiled(tmp_path / "t.tif", picture, tile=(32, 32))
-    memory = ArraySource(picture, 3)
+    memory = ArraySource(picture, 3, intensity)
     boxes = np.array([[0, 0, 24, 40], [50, 60, 24, 40], [-5, -9, 24, 40], [60, 70, 24, 40]])  # mirrored at edges
-    with TiffSource(path, 3) as streamed:
+    with TiffSource(path, 3, intensity=intensity) as streamed:
         assert streamed.shape == memory.shape and streamed.notes == memory.notes
         np.testing.assert_array_equal(streamed.read_boxes(boxes), memory.read_boxes(boxes))
         for h1, w1 in ((9, 11), (35, 45), (70, 90), (4, 7)):
@@ -150,13 +158,13 @@ def test_tiff_source_reads_what_the_array_source_holds(tmp_path, small_strips, k
             np.testing.assert_allclose(view, memory.view(h1, w1)[0], atol=1e-5)
 
 
-def test_a_float_tiff_beyond_one_is_scaled_once_for_the_whole_image(tmp_path, small_strips, bundle):
+def test_minmax_scales_a_float_tiff_once_for_the_whole_image(tmp_path, small_strips, bundle):
     """Each 16-row strip holds another range; the extent is the image's, so streamed equals in memory."""
     picture = blob_image(96, 80, seed=4).astype(np.float32) / 50
     picture += np.linspace(-3, 4, 96, dtype=np.float32)[:, None, None]
     path = write_tiled(tmp_path / "f.tif", picture, tile=(32, 32))
-    memory = iterseg.two_stage(picture, bundle, patches=5)
-    streamed = iterseg.two_stage(path, bundle, stream=True, patches=5)
+    memory = iterseg.two_stage(picture, bundle, patches=5, intensity="minmax")
+    streamed = iterseg.two_stage(path, bundle, stream=True, patches=5, intensity="minmax")
     assert streamed.notes[0] == memory.notes[0] and "rescaled to [0, 1]" in memory.notes[0]
     np.testing.assert_array_equal(streamed.windows, memory.windows)
     np.testing.assert_allclose(streamed.probs_at(np.arange(96), np.arange(80))[0], memory.probs, atol=1e-5)
@@ -255,3 +263,47 @@ def test_an_array_is_read_in_unit_floats_without_a_full_resolution_copy(shape, v
     np.testing.assert_allclose(view, shrink(whole, *view_shape), atol=1e-6)
     if shape[0] % view_shape[0] == 0:
         assert max(sizes) <= source_module.STRIP_ROWS < shape[0] or shape[0] <= source_module.STRIP_ROWS
+
+
+def test_every_source_is_a_source_and_a_partial_one_is_refused(tmp_path, bundle):
+    from iterseg.engine.networks import TensorSource
+    from iterseg.engine.source import Source
+
+    picture = blob_image(64, 48)
+    path = write_tiled(tmp_path / "t.tif", picture, tile=(32, 32))
+    with TiffSource(path, 3) as streamed:
+        assert isinstance(streamed, Source)
+    memory = ArraySource(picture, 3)
+    assert isinstance(memory, Source) and isinstance(TensorSource(np.zeros((8, 8, 3))), Source)
+    assert open_source(memory, 3) is memory  # a Source is taken as it is
+
+    class BoxesOnly:  # has read_boxes, not the rest of a Source: not one
+        def read_boxes(self, boxes):
+            return memory.read_boxes(boxes)
+
+    assert not isinstance(BoxesOnly(), Source)
+    with pytest.raises(InputError):
+        iterseg.two_stage(BoxesOnly(), bundle, patches=1)
+
+
+def test_auto_streams_only_large_tiled_tiffs(tmp_path, monkeypatch):
+    path = write_tiled(tmp_path / "scan.tif", blob_image(100, 100), tile=(32, 32))
+    assert open_source(path, 3, "auto").in_memory
+    monkeypatch.setattr(source_module, "STREAM_PIXELS", 50 * 50)
+    with open_source(path, 3, "auto") as streamed:
+        assert not streamed.in_memory
+    tifffile.imwrite(tmp_path / "strips.tif", blob_image(100, 100))
+    memory = open_source(tmp_path / "strips.tif", 3, "always")
+    assert memory.in_memory and "read whole: the TIFF is stored in strips" in memory.notes[-1]
+    with pytest.raises(InputError, match="cannot be streamed: the TIFF is stored in strips"):
+        open_source(tmp_path / "strips.tif", 3, True)  # the API's stream=True: must
+    with pytest.raises(InputError, match="stream must be"):
+        open_source(path, 3, "sometimes")
+
+
+def test_a_large_untiled_tiff_is_read_whole_with_a_note(tmp_path, monkeypatch):
+    tifffile.imwrite(tmp_path / "strips.tif", blob_image(100, 100))
+    assert not any("read whole" in note for note in open_source(tmp_path / "strips.tif", 3, "auto").notes)
+    monkeypatch.setattr(source_module, "STREAM_PIXELS", 50 * 50)
+    source = open_source(tmp_path / "strips.tif", 3, "auto")
+    assert source.in_memory and "read whole" in source.notes[-1]
