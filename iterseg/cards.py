@@ -37,12 +37,14 @@ def spec_task(spec_name):
 
 def model_card(bundle, path=None):
     """JSON-ready dict describing ``bundle``: name, task, input, image_size (W x H), data, licence,
-    test_dice, default (windows, window side, share of the baseline's Dice, MACs ratio, sweep),
+    test_dice, default (windows, window side, context, share of the baseline's Dice and MACs ratio on
+    the test split, the report they come from, Dice on the validation images that chose it),
     s1_scale, classes, file_mb (when ``path`` is a file). Missing values are None."""
     provenance = bundle.provenance or {}
     dataset = str(provenance.get("dataset", "")).lower()
     known = DATASETS.get(dataset, {})
     default = provenance.get("default", {})
+    tested = provenance.get("test", {})  # the test split at the default (benchmarks/defaults.py --test-report)
     classes = list(bundle.class_names)
     task = spec_task(provenance["spec"]) if provenance.get("spec") else None
     if bundle.untrained:
@@ -52,10 +54,11 @@ def model_card(bundle, path=None):
         "name": bundle.name, "task": task or (f"{len(classes)} classes" if classes else None),
         "input": known.get("input"), "image_size": known.get("image_size"),
         "data": known.get("data") or (dataset or None), "licence": known.get("licence"),
-        "test_dice": default.get("dice"),
+        "test_dice": tested.get("dice"),
         "default": {"windows": bundle.patches, "window": bundle.window,
-                    "context": bundle.context, "of_baseline_dice": default.get("of_baseline"),
-                    "macs_ratio": default.get("macs_ratio"), "sweep": default.get("sweep")},
+                    "context": bundle.context, "of_baseline_dice": tested.get("of_baseline"),
+                    "macs_ratio": tested.get("macs_ratio", default.get("macs_ratio")),
+                    "sweep": tested.get("report"), "validation_dice": default.get("dice")},
         "s1_scale": bundle.s1_scale, "classes": classes, "file_mb": None if size is None else round(size, 1),
     }
 

@@ -14,13 +14,17 @@ def test_flops_prints_the_cost_table(capsys):
     # the default model's S2 also takes the stage-1 probability, and its baseline is stage 1 plus that
     # S2 over the whole image: (S1 + 16 windows) / (S1 + the whole image), all at 4 input channels;
     # with the paper's side (2048 / 16 = 128 px) 7.69 %, with the model's own 48 px windows 2.40 %
-    assert main(["flops", "--size", "2048x2048", "--patch-size", "128"]) == 0
+    # (context 0 told: the model's own is 16 px, measured on its validation images)
+    plain = ["flops", "--size", "2048x2048", "--patches", "16", "--context", "0"]
+    assert main(plain + ["--patch-size", "128"]) == 0
     out = capsys.readouterr().out
     assert "model ph2, 16 patches" in out and "ratio             7.69 %" in out
-    assert main(["flops", "--size", "2048x2048"]) == 0
+    assert main(plain) == 0
     assert "ratio             2.40 %" in capsys.readouterr().out
-    assert main(["flops", "--size", "2048x2048", "--patch-size", "tied"]) == 0  # the paper's rule, by name
+    assert main(plain + ["--patch-size", "tied"]) == 0  # the paper's rule, by name
     assert "ratio             7.69 %" in capsys.readouterr().out
+    assert main(["flops", "--size", "2048x2048"]) == 0  # the model's defaults: stage 1 alone
+    assert "model ph2, 0 patches" in capsys.readouterr().out
     assert main(["flops", "--size", "2048x2048", "--patch-size", "loose"]) == 2
 
 
