@@ -79,7 +79,10 @@ def run_predict(path, out, args):
     return {"width": width, "height": height, "wall_s": round(wall, 1), "limit_gb": args.limit_gb,
             "seconds": report["seconds"], "seconds_writing": report["seconds_writing"],
             "peak_rss_mb": report["peak_rss_mb"], "tiles_read": report["tiles_read"],
-            "tiles_under_windows": tiles_under(report["windows"], height, width),
+            # what stage 2 reads: the windows with their context, whose boxes start on the size-multiple
+            # grid (engine/infer.context_boxes: at most one multiple, 16 px for ph2, further out)
+            "tiles_under_windows": tiles_under(report["windows"], height, width,
+                                               context + 16 if (context := report["options"].get("context")) else 0),
             "level0_tiles": -(-height // TILE) * -(-width // TILE), "windows": len(report["windows"]),
             "patch_size": report["options"].get("patch_size"), "macs_ratio": report["macs"]["ratio"],
             "backend": f"{report['options'].get('backend')} ({report['options'].get('backend_reason')})",

@@ -27,7 +27,7 @@ def test_the_synthetic_slide_is_an_svs_with_its_mpp_and_levels(tmp_path):
 def test_a_40000_by_30000_slide_in_bounded_memory_reading_only_the_tiles_it_needs(tmp_path):
     # torch: with OpenVINO (what --backend auto picks on a CPU where it measured faster) the peak is
     # 2.3 GB, OpenVINO keeping about 1 GB after stage 1's large tiles (benchmarks/README.md)
-    args = argparse.Namespace(model="ph2", precision="fp32", backend="torch", patches=None, limit_gb=3.0)
+    args = argparse.Namespace(model="ph2", precision="fp32", backend="torch", patches=16, limit_gb=3.0)
     run = run_predict(slide_file(tmp_path, 30000, 40000), tmp_path / "out", args)
     assert run["peak_rss_mb"] <= 1536  # 1.5 GiB, as ru_maxrss counts it
     assert 0 < run["tiles_read"] <= run["tiles_under_windows"] < run["level0_tiles"] == 59 * 79
