@@ -30,17 +30,20 @@ ALL_WINDOWS = 2 ** 20
 
 
 def validation_curve(segmenter, samples, counts=COUNTS, **options):
-    """(baseline Dice, curve) of ``segmenter`` (binary) on ``samples`` at the window ``counts``."""
+    """The curve of ``segmenter`` (binary) on ``samples`` at the window ``counts``."""
     points = {n: ([], []) for n in counts}
-    baseline = []
     for image, target, fov in samples:
         for n in counts:
             result = segmenter.predict(image, patches=n, **options)
             points[n][0].append(dice(result.mask > 0, target, fov))
             points[n][1].append(result.macs["ratio"])
-        baseline.append(dice(segmenter.predict_baseline(image).mask > 0, target, fov))
-    curve = [(n, float(np.mean(d)), float(np.mean(r))) for n, (d, r) in points.items()]
-    return float(np.mean(baseline)), curve
+    return [(n, float(np.mean(d)), float(np.mean(r))) for n, (d, r) in points.items()]
+
+
+def baseline_dice(segmenter, samples):
+    """Mean Dice of the baseline (the full-resolution network over each image) on ``samples``."""
+    return float(np.mean([dice(segmenter.predict_baseline(image).mask > 0, target, fov)
+                          for image, target, fov in samples]))
 
 
 def choose_patches(baseline, curve):
@@ -79,15 +82,15 @@ def derive_defaults(segmenter, samples):
     if segmenter.bundle.num_classes != 2:
         return {"context": 0, "rule": "multi-class: global defaults"}
     multiple = segmenter.bundle.s2.config.size_multiple
-    measured = {}  # context -> (baseline Dice, curve)
+    measured = {}  # context -> curve
     for context in [k * multiple for k in CONTEXT_MULTIPLES]:
         measured[context] = validation_curve(segmenter, samples, COUNTS + (ALL_WINDOWS,), context=context)
-        if not falls(measured[context][1], FALL):
+        if not falls(measured[context], FALL):
             break
     else:  # none keeps it: the context whose curve falls least
-        context = min(measured, key=lambda c: max(drop for _, _, drop in falls(measured[c][1], FALL)))
-    baseline, curve = measured[context]
+        context = min(measured, key=lambda c: max(drop for _, _, drop in falls(measured[c], FALL)))
+    baseline, curve = baseline_dice(segmenter, samples), measured[context]
     return {"context": context, **choose_patches(baseline, [p for p in curve if p[0] != ALL_WINDOWS]),
             "baseline_dice": round(baseline, 4), "falls": falls(curve, FALL),
             "curves": {str(c): [[n, round(d, 4), round(r, 4)] for n, d, r in points]
-                       for c, (_, points) in measured.items()}}
+                       for c, points in measured.items()}}

@@ -38,7 +38,7 @@ def fake_curves(by_context):
 
     def curve(segmenter, samples, counts, context):
         asked.append(context)
-        return 0.8, by_context[context]
+        return by_context[context]
     return curve, asked
 
 
@@ -55,6 +55,7 @@ def test_the_context_is_the_smallest_whose_curve_never_falls(monkeypatch, curves
     segmenter = Segmenter(small_bundle())  # size multiple 4
     curve, asked = fake_curves(curves)
     monkeypatch.setattr(defaults, "validation_curve", curve)
+    monkeypatch.setattr(defaults, "baseline_dice", lambda segmenter, samples: 0.8)
     chosen = defaults.derive_defaults(segmenter, [])
     assert chosen["context"] == context and asked == list(curves)
     assert chosen["patches"] in (0, 4) and set(chosen["curves"]) == {str(c) for c in curves}
