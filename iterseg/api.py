@@ -18,7 +18,7 @@ from .engine import loop
 from .engine.cost import align_up, cost_report, count_macs, runs_whole, stage1_size, whole_input
 from .engine.infer import auto_batch_size, planned_windows
 from .engine.settings import Settings
-from .engine.source import open_source
+from .engine.source import model_mpp, open_source
 from .errors import InputError
 from .model.runtime import check_backend, check_precision, warm_up_kernels
 from .model.store import DEFAULT_MODEL, load_bundle
@@ -29,9 +29,11 @@ Image = Any  # a path (str or os.PathLike), an (H, W[, C]) array, a torch tensor
 
 
 @contextlib.contextmanager
-def opened(image: Any, bundle, stream: bool = False, max_pixels: int | None = None, intensity: str = "dtype"):
+def opened(image: Any, bundle, stream: bool = False, max_pixels: int | None = None, intensity: str = "dtype",
+           resolution: str = "model"):
     """The source for ``image`` (see engine/source.open_source), closed afterwards if opened here."""
-    source = open_source(image, bundle.in_channels, stream, max_pixels=max_pixels, intensity=intensity)
+    source = open_source(image, bundle.in_channels, stream, max_pixels=max_pixels, intensity=intensity,
+                         mpp=model_mpp(bundle.mpp, resolution))
     try:
         yield source
     finally:
@@ -41,27 +43,27 @@ def opened(image: Any, bundle, stream: bool = False, max_pixels: int | None = No
 
 def two_stage(image: Image, bundle, windows: np.ndarray | None = None, stream: bool = False,
               show_progress: bool = False, max_pixels: int | None = None, refiner=loop.refine, intensity: str = "dtype",
-              **options) -> Result:
+              resolution: str = "model", **options) -> Result:
     """Segment ``image`` (path, array, tensor or Source) with ``bundle``: stage 1 everywhere, stage 2
     on the windows that most need it. ``stream``: read a tiled TIFF path region by region.
     max_pixels: refuse image files declaring more pixels (default 100 Mpx read whole, 10 Gpx streamed).
     refiner: what runs stage 2 (engine/loop.two_stage; iterseg/cluster.py fans it out to Dask workers).
-    intensity: 'dtype' or 'minmax' (engine/source.unit_range). options: see ``Segmenter.predict``.
-    Returns a Result."""
+    intensity: 'dtype' or 'minmax' (engine/source.unit_range). resolution: see engine/source.model_mpp.
+    options: see ``Segmenter.predict``. Returns a Result."""
     settings = Settings.from_options(**options)
-    with opened(image, bundle, stream, max_pixels, intensity) as source:
+    with opened(image, bundle, stream, max_pixels, intensity, resolution) as source:
         return loop.two_stage(source, bundle, settings, windows, show_progress, refiner=refiner)
 
 
 def baseline(image: Image, bundle, chunk: int | None = None, batch_size: int = 1, max_pixels: int | None = None,
-             intensity: str = "dtype", **options) -> Result:
+             intensity: str = "dtype", resolution: str = "model", **options) -> Result:
     """The full-resolution model over the whole ``image``; a Result with no windows (ratio 1).
     chunk: run it in square chunks of this side (pixels) with receptive-field context, which leaves the
     output unchanged up to float rounding (default: whole, chunks of 2048 px above 4096 x 4096 pixels).
     ``tile=`` is a deprecated name of ``chunk`` (a tile is a TIFF's storage unit)."""
     chunk = _chunk_option(chunk, options, caller_level=3)
     settings = Settings.from_options(**options)
-    with opened(image, bundle, max_pixels=max_pixels, intensity=intensity) as source:
+    with opened(image, bundle, max_pixels=max_pixels, intensity=intensity, resolution=resolution) as source:
         return loop.baseline(source, bundle, settings, chunk, batch_size)
 
 
@@ -171,6 +173,9 @@ class Segmenter:
         image files whose header declares more pixels (default 100 Mpx read whole, 10 Gpx streamed).
         intensity: 'dtype' (default) maps stored values to [0, 1] by dtype (uint8 / 255, uint16 / 65535,
         other integers / their dtype's maximum, floats as given), 'minmax' by each image's own range.
+        resolution: 'model' (default) runs an image file whose metadata gives finer pixels than the
+        model was trained at (``Bundle.mpp``; e.g. a 40x slide for a 20x model) at the model's pixel
+        size, on the file's nearest pyramid level, and says so in the notes; 'native' runs level 0.
         cutoff: binary models' mask is foreground probability >= cutoff (default 0.5); min_size: remove
         connected components under this many pixels; fill_holes: fill enclosed background (both need
         the mask in memory: not with stream=True). See iterseg/postprocess.py."""

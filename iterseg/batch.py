@@ -43,7 +43,7 @@ from .disk.outputs import (
 from .disk.pyramid import pyramid_tiles, write_mask_pyramid, write_probs_pyramid
 from .disk.slide import SLIDE_SUFFIXES
 from .engine.loop import bar
-from .engine.source import open_source
+from .engine.source import model_mpp, open_source
 from .errors import InputError, IterSegError, naming
 from .postprocess import mask_options
 from .report import result_report
@@ -288,8 +288,10 @@ def predict_file(segmenter, path, out_dir, options, baseline=False, stream="auto
 def _predict_file(segmenter, path, out_dir, options, baseline, stream, save_probs, show_progress, max_pixels,
                   writing=None):
     writing = writing or {}
+    mpp = model_mpp(segmenter.bundle.mpp, options.get("resolution", "model"))
     with contextlib.closing(open_source(path, segmenter.bundle.in_channels, "never" if baseline else stream,
-                                        max_pixels=max_pixels, intensity=options.get("intensity", "dtype"))) as source:
+                                        max_pixels=max_pixels, intensity=options.get("intensity", "dtype"),
+                                        mpp=mpp)) as source:
         streamed = not source.in_memory
         log.debug("%s: %s", path, "streamed" if streamed else "read whole")
         outputs = output_paths(out_dir, Path(path).stem, streamed, save_probs, writing.get("geojson", False),
@@ -316,8 +318,8 @@ def _predict_file(segmenter, path, out_dir, options, baseline, stream, save_prob
 def model_info(segmenter):
     bundle = segmenter.bundle
     return {"name": bundle.name, "source": segmenter.source, "classes": list(bundle.class_names),
-            "s1_scale": bundle.s1_scale, "untrained": bundle.untrained, "conditioned_s2": bundle.conditioned,
-            "baseline": bundle.baseline_kind}
+            "s1_scale": bundle.s1_scale, "mpp": bundle.mpp, "untrained": bundle.untrained,
+            "conditioned_s2": bundle.conditioned, "baseline": bundle.baseline_kind}
 
 
 def _skipped_row(path, report_path, report, previous):

@@ -39,7 +39,8 @@ def model_card(bundle, path=None):
     """JSON-ready dict describing ``bundle``: name, task, input, image_size (W x H), data, licence,
     test_dice, default (windows, window side, context, share of the baseline's Dice and MACs ratio on
     the test split, the report they come from, Dice on the validation images that chose it),
-    s1_scale, classes, file_mb (when ``path`` is a file). Missing values are None."""
+    s1_scale, mpp (µm per pixel trained at, if recorded), classes, file_mb (when ``path`` is a file).
+    Missing values are None."""
     provenance = bundle.provenance or {}
     dataset = str(provenance.get("dataset", "")).lower()
     known = DATASETS.get(dataset, {})
@@ -59,7 +60,8 @@ def model_card(bundle, path=None):
                     "context": bundle.context, "of_baseline_dice": tested.get("of_baseline"),
                     "macs_ratio": tested.get("macs_ratio", default.get("macs_ratio")),
                     "sweep": tested.get("report"), "validation_dice": default.get("dice")},
-        "s1_scale": bundle.s1_scale, "classes": classes, "file_mb": None if size is None else round(size, 1),
+        "s1_scale": bundle.s1_scale, "mpp": bundle.mpp, "classes": classes,
+        "file_mb": None if size is None else round(size, 1),
     }
 
 

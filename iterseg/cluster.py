@@ -42,7 +42,7 @@ from pathlib import Path
 import numpy as np
 
 from .engine.refine import Stage2, refine
-from .engine.source import TiffSource
+from .engine.source import TiffSource, model_mpp, open_source
 from .errors import InputError, IterSegError
 
 log = logging.getLogger(__name__)
@@ -197,8 +197,10 @@ def predict_tiled(client, segmenter, path, patches=None, chunk=None, retries=DEF
     ``path`` (which the workers must see) and returns their probabilities, merged here. Same windows,
     masks and report options as one process. Returns a Result."""
     tiles = []  # tiles each task read on its worker
-    file = path.path if isinstance(path, TiffSource) else path  # the workers open it themselves
-    refiner = functools.partial(_fan_out, client, model_spec(segmenter), str(file), max_pixels, chunk, retries, tiles)
+    file = path.path if isinstance(path, TiffSource) else path  # the workers open it themselves, seen as here
+    seen = {"max_pixels": max_pixels, "intensity": options.get("intensity", "dtype"),
+            "mpp": model_mpp(segmenter.bundle.mpp, options.get("resolution", "model"))}
+    refiner = functools.partial(_fan_out, client, model_spec(segmenter), str(file), seen, chunk, retries, tiles)
     result = segmenter.predict(path, patches, stream=True, max_pixels=max_pixels, refiner=refiner, **options)
     result.tiles_read = (result.tiles_read or 0) + sum(tiles)  # here (stage 1) and on the workers (stage 2)
     return result
@@ -210,15 +212,16 @@ def chunk_size(windows, workers, batch_size=None):
     return math.ceil(size / batch_size) * batch_size if batch_size else size
 
 
-def _fan_out(client, model, path, max_pixels, chunk, retries, tiles, stage2, windows, progress=None):
+def _fan_out(client, model, path, seen, chunk, retries, tiles, stage2, windows, progress=None):
     """An engine/refine.Refiner whose windows are computed on the workers (``stage2``'s runner and
-    source stay here); appends to ``tiles`` how many tiles each task read."""
+    source stay here); appends to ``tiles`` how many tiles each task read. seen: how the workers open
+    ``path`` (``worker_source``'s max_pixels, intensity, mpp), as the source here was."""
     from distributed import as_completed
 
     size = chunk or chunk_size(len(windows), len(client.scheduler_info()["workers"]), stage2.batch_size)
     pieces = [windows[start:start + size] for start in range(0, len(windows), size)]
     shared = client.scatter(stage2.coarse, broadcast=True) if stage2.bundle.conditioned else None
-    futures = [client.submit(refine_task, model, path, max_pixels, shared, piece, stage2.context, stage2.batch_size,
+    futures = [client.submit(refine_task, model, path, seen, shared, piece, stage2.context, stage2.batch_size,
                              pure=False, retries=retries) for piece in pieces]
     sizes = {future.key: len(piece) for future, piece in zip(futures, pieces, strict=True)}
     for future in as_completed(futures):
@@ -234,19 +237,21 @@ def _fan_out(client, model, path, max_pixels, chunk, retries, tiles, stage2, win
 
 
 @functools.lru_cache(maxsize=8)
-def worker_source(path, channels, max_pixels, stamp, thread):
-    """The TiffSource of ``path`` opened once per worker thread (a file handle is not shared between
-    threads; ``stamp``: size and mtime, so a replaced file is opened again)."""
-    return TiffSource(path, channels, max_pixels=max_pixels)
+def worker_source(path, channels, max_pixels, intensity, mpp, stamp, thread):
+    """The streamed source of ``path`` opened once per worker thread as the client's was (engine/source.
+    open_source: ``max_pixels``, ``intensity``, the model's ``mpp``); a file handle is not shared between
+    threads; ``stamp``: size and mtime, so a replaced file is opened again."""
+    return open_source(path, channels, stream=True, max_pixels=max_pixels, intensity=intensity, mpp=mpp)
 
 
-def refine_task(model, path, max_pixels, coarse, windows, context, batch_size):
-    """Stage 2 of ``windows`` of the TIFF at ``path`` on a worker: (window_probs, boxes, tiles read)."""
+def refine_task(model, path, seen, coarse, windows, context, batch_size):
+    """Stage 2 of ``windows`` of the TIFF at ``path`` on a worker: (window_probs, boxes, tiles read);
+    seen: see ``_fan_out``."""
     segmenter = worker_segmenter(*model)
     bundle = segmenter.bundle
     info = Path(path).stat()
-    source = worker_source(path, bundle.in_channels, max_pixels, (info.st_size, info.st_mtime_ns),
-                           threading.get_ident())
+    source = worker_source(path, bundle.in_channels, seen["max_pixels"], seen["intensity"], seen["mpp"],
+                           (info.st_size, info.st_mtime_ns), threading.get_ident())
     s2 = bundle.runners(*model[1:])[1]
     before = source.tiles_read
     window_probs, boxes = refine(Stage2(s2, bundle, source, coarse, context, batch_size), windows)

@@ -13,7 +13,7 @@ from iterseg import batch, cluster
 from iterseg import summary as summary_module
 from iterseg.cli import main
 
-from synthetic import blob_image, conditioned_bundle, write_image_folder, write_tiled
+from synthetic import blob_image, conditioned_bundle, write_image_folder, write_slide, write_tiled
 
 distributed = pytest.importorskip("distributed")
 cloudpickle = pytest.importorskip("cloudpickle")
@@ -177,6 +177,23 @@ def test_one_streamed_image_fans_its_windows_out_to_the_workers(tmp_path, bundle
     assert [r["status"] for r in rows] == ["done"] and (out / "scan.mask.tif").is_file()
     report = json.loads((out / "scan.report.json").read_text())
     assert report["options"]["streamed"] and report["options"]["cutoff"] == 0.3 and len(report["windows"]) == 12
+
+
+@pytest.mark.slow  # a LocalCluster of 2 worker processes: seconds to start
+def test_the_workers_read_a_slide_at_the_model_pixel_size_as_the_client_does(tmp_path, bundle, client):
+    import dataclasses
+
+    import iterseg
+    from iterseg.model.store import save_bundle
+
+    save_bundle(dataclasses.replace(bundle, mpp=0.5), tmp_path / "at05.pt", half=False)
+    segmenter = iterseg.load(tmp_path / "at05.pt")
+    write_slide(tmp_path / "scan.svs", blob_image(400, 480, seed=6), tile=(64, 64), mpp=0.25)
+    options = {"patches": 6, "patch_size": 32, "intensity": "minmax"}
+    local = segmenter.predict(tmp_path / "scan.svs", stream=True, **options)
+    fanned = cluster.predict_tiled(client, segmenter, tmp_path / "scan.svs", chunk=2, **options)
+    assert local.shape == fanned.shape == (200, 240) and fanned.windows.tolist() == local.windows.tolist()
+    assert abs(fanned.probs - local.probs).max() < 1e-5
 
 
 @pytest.mark.slow

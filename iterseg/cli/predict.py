@@ -60,6 +60,10 @@ def add_parser(subparsers):
     parser.add_argument("--intensity", default="dtype", choices=("dtype", "minmax"),
                         help="how stored values map to [0, 1]: by dtype (default: uint8 / 255, uint16 / 65535, other "
                              "integers / their dtype's maximum, floats as given) or minmax: each image's own range")
+    parser.add_argument("--resolution", default="model", choices=("model", "native"),
+                        help="model (default): an image file whose metadata gives finer pixels than the model was "
+                             "trained at (a 40x slide for a 20x model) runs at the model's pixel size, on the file's "
+                             "nearest pyramid level, and its mask is at that size; native: at the file's own pixels")
     parser.add_argument("--save-probs", action="store_true",
                         help="also write the probabilities as STEM.probs.tif (float32 OME-TIFF, H x W or H x W x K "
                              "for K classes; pyramidal for streamed images); not written by default")
@@ -151,7 +155,7 @@ def _options(args):
     from ..postprocess import MASK_OPTIONS
     mask = {name: getattr(args, name) for name in MASK_OPTIONS}  # only those given (0 and False are defaults)
     return {**{name: getattr(args, name) for name in SETTINGS}, "intensity": args.intensity,
-            **{k: v for k, v in mask.items() if v}}
+            "resolution": args.resolution, **{k: v for k, v in mask.items() if v}}
 
 
 def _writing(args):

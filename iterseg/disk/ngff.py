@@ -16,7 +16,7 @@ import numpy as np
 
 from ..errors import InputError
 from .limits import check_pixels
-from .tiff import mirror_index, tiles_overlapped
+from .tiff import mirrored_region, tiles_overlapped
 
 NGFF_SUFFIX = ".zarr"
 ZARR_EXTRA = "pip install 'iterseg[zarr]' (ome-zarr)"
@@ -136,15 +136,7 @@ class NgffImage:
 
     def read_region(self, y, x, h, w):
         """Level-0 pixels of the region (y, x, h, w), mirrored where it leaves the image."""
-        height, width = self.shape[:2]
-        rows = mirror_index(np.arange(y, y + h), height)
-        cols = mirror_index(np.arange(x, x + w), width)
-        y0, x0 = int(rows.min()), int(cols.min())
-        y1, x1 = int(rows.max()), int(cols.max())
-        inside = self.read_level_region(0, y0, x0, y1 - y0 + 1, x1 - x0 + 1)
-        if y >= 0 and x >= 0 and y + h <= height and x + w <= width:
-            return inside
-        return inside[(rows - y0)[:, None], (cols - x0)[None, :]]
+        return mirrored_region(lambda *box: self.read_level_region(0, *box), self.shape, y, x, h, w)
 
 
 def write_mask_labels(path, shape, mask_at, class_names, pixel_size=None, tile=(512, 512)):

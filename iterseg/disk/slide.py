@@ -22,7 +22,7 @@ import numpy as np
 
 from ..errors import InputError
 from .limits import check_pixels, quiet_tifffile
-from .tiff import mirror_index, tiles_overlapped
+from .tiff import mirrored_region, tiles_overlapped
 
 SLIDE_SUFFIXES = (".svs", ".ndpi", ".scn", ".bif", ".mrxs", ".dcm")
 OPENSLIDE_SUFFIXES = (".mrxs", ".dcm")  # formats tifffile cannot read
@@ -192,12 +192,4 @@ class Slide:
 
     def read_region(self, y, x, h, w):
         """Level-0 pixels of the region (y, x, h, w), mirrored where it leaves the slide."""
-        height, width = self.shape[:2]
-        rows = mirror_index(np.arange(y, y + h), height)
-        cols = mirror_index(np.arange(x, x + w), width)
-        y0, x0 = int(rows.min()), int(cols.min())
-        h0, w0 = int(rows.max()) - y0 + 1, int(cols.max()) - x0 + 1
-        inside = self.read_level_region(0, y0, x0, h0, w0)
-        if y >= 0 and x >= 0 and y + h <= height and x + w <= width:
-            return inside
-        return inside[(rows - y0)[:, None], (cols - x0)[None, :]]
+        return mirrored_region(lambda *box: self.read_level_region(0, *box), self.shape, y, x, h, w)

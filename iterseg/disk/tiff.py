@@ -28,6 +28,19 @@ def mirror_index(index, length):
     return np.where(folded >= length, period - folded, folded)
 
 
+def mirrored_region(read_inside, shape, y, x, h, w):
+    """Pixels (h, w[, C]) of the region (y, x, h, w) of an image of ``shape``, mirrored where it leaves
+    the image (``mirror_index``); read_inside(y, x, h, w) reads a region inside the image."""
+    height, width = shape[:2]
+    rows = mirror_index(np.arange(y, y + h), height)
+    cols = mirror_index(np.arange(x, x + w), width)
+    y0, x0 = int(rows.min()), int(cols.min())
+    inside = read_inside(y0, x0, int(rows.max()) - y0 + 1, int(cols.max()) - x0 + 1)
+    if y >= 0 and x >= 0 and y + h <= height and x + w <= width:
+        return inside
+    return inside[(rows - y0)[:, None], (cols - x0)[None, :]]
+
+
 def tiles_overlapped(tile, y, x, h, w):
     """How many tiles of size ``tile`` (th, tw) the region (y, x, h, w) inside an image overlaps
     (one when the image is not tiled: ``tile`` (0, 0))."""
@@ -183,14 +196,7 @@ class TiledImage:
 
     def read_region(self, y, x, h, w):
         """Level-0 pixels of the region (y, x, h, w), mirrored where it leaves the image."""
-        height, width = self.shape[:2]
-        rows = mirror_index(np.arange(y, y + h), height)
-        cols = mirror_index(np.arange(x, x + w), width)
-        y0, x0 = int(rows.min()), int(cols.min())
-        inside = self._read_inside(y0, x0, int(rows.max()) - y0 + 1, int(cols.max()) - x0 + 1)
-        if y >= 0 and x >= 0 and y + h <= height and x + w <= width:
-            return inside
-        return inside[(rows - y0)[:, None], (cols - x0)[None, :]]
+        return mirrored_region(self._read_inside, self.shape, y, x, h, w)
 
 
 MICROMETRES = {"pm": 1e-6, "nm": 1e-3, "µm": 1.0, "um": 1.0, "micron": 1.0, "mm": 1e3, "cm": 1e4, "m": 1e6}

@@ -11,6 +11,7 @@ Glossary
              image are mirrored (as np.pad mode 'reflect')
     view     float32 (h1, w1, C) unit image at stage-1 scale (INTER_AREA)
 """
+import dataclasses
 import os
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -25,6 +26,7 @@ from ..disk.images import check_image_file, damaged_tiff, read_image_noted, read
 from ..disk.limits import TIFF_SUFFIXES, quiet_tifffile
 from ..disk.metadata import Metadata, reader_metadata, tiff_metadata
 from ..disk.ngff import NgffImage, is_ngff
+from ..disk.resample import ResampledReader, resize, working_resolution
 from ..disk.slide import Slide, is_slide
 from ..disk.tiff import TiledImage, first_pixels, mirror_index, streaming_reason, unparsable
 from ..errors import InputError, naming
@@ -32,6 +34,7 @@ from ..errors import InputError, naming
 STRIP_ROWS = 512  # level-0 rows read at a time when a TIFF is scanned or shrunk without a pyramid
 STREAM_PIXELS = 4096 * 4096  # stream 'auto' streams tiled TIFFs larger than this
 STREAM_MODES = ("auto", "always", "never")  # besides True (must stream) and False (= 'never')
+RESOLUTIONS = ("model", "native")  # resolution=: the model's pixel size where both are known, or the file's own
 
 
 @runtime_checkable
@@ -347,11 +350,12 @@ class TiffSource:
         if not levels:
             return self._view_from_strips(height, width, progress), None
         index = min(levels)[1]
-        if isinstance(self.tiff, (Slide, NgffImage)):
+        if hasattr(self.tiff, "read_level_region"):  # a slide, OME-Zarr or resampled view: in strips
             before = self.tiff.level_tiles_read.get(index, 0)
             view = self._view_from_strips(height, width, progress, index)
             tiles = self.tiff.level_tiles_read.get(index, 0) - before
-            return view, f"stage 1 read pyramid level {index} ({tiles} tiles; {width} x {height} after INTER_AREA)"
+            stored = self.tiff.stored_level(index) if hasattr(self.tiff, "stored_level") else index  # the file's
+            return view, f"stage 1 read pyramid level {stored} ({tiles} tiles; {width} x {height} after INTER_AREA)"
         view = shrink(self.to_unit(self.tiff.read_level(index)), height, width)
         return view, f"stage 1 read pyramid level {index} ({width} x {height} after INTER_AREA)"
 
@@ -390,27 +394,39 @@ def area_weights(rows, small, full):
     return np.clip(high - low, 0, None) / scale, dest
 
 
-def open_source(image, channels, stream=False, progress=None, max_pixels=None, intensity="dtype"):
+def model_mpp(mpp, resolution="model"):
+    """The µm per pixel an image file is seen at (``open_file``'s ``mpp``) by a model trained at ``mpp``
+    (model/bundle.Bundle.mpp, or None): ``mpp`` for resolution 'model', None (the file's own pixels)
+    for 'native'."""
+    if resolution not in RESOLUTIONS:
+        raise InputError(f"resolution must be one of {', '.join(RESOLUTIONS)}, got {resolution!r}.")
+    return mpp if resolution == "model" else None
+
+
+def open_source(image, channels, stream=False, progress=None, max_pixels=None, intensity="dtype", mpp=None):
     """A source for ``image``: a Source is returned as it is; a path is opened by ``open_file``; an
     array is wrapped in an ArraySource. stream: see ``stream_decision``. max_pixels: refuse files
     whose header declares more pixels (default disk/images.MAX_PIXELS read whole, MAX_STREAMED_PIXELS
-    streamed). intensity: 'dtype' or 'minmax' (``unit_range``)."""
+    streamed). intensity: 'dtype' or 'minmax' (``unit_range``). mpp: µm per pixel the model was
+    trained at (None: the file's own pixels), see ``open_file``."""
     if isinstance(image, Source):
         return image
     if isinstance(image, (str, bytes)) or hasattr(image, "__fspath__"):
-        return open_file(Path(os.fsdecode(image)), channels, stream, progress, max_pixels, intensity)
+        return open_file(Path(os.fsdecode(image)), channels, stream, progress, max_pixels, intensity, mpp)
     return ArraySource(image, channels, intensity)
 
 
-def open_file(path, channels, stream=False, progress=None, max_pixels=None, intensity="dtype"):
+def open_file(path, channels, stream=False, progress=None, max_pixels=None, intensity="dtype", mpp=None):
     """The one reader of an image file: it is opened once (a TIFF's header parsed once), decided
     streamed or read whole (``stream_decision``), and returned as the Source that carries the decision
-    (``in_memory``), the notes and the file's metadata (disk/metadata.py)."""
+    (``in_memory``), the notes and the file's metadata (disk/metadata.py). A file whose metadata gives
+    a pixel size finer than ``mpp`` (µm per pixel the model was trained at) is seen at the model's
+    pixel size: its nearest pyramid level, resampled where none matches (disk/resample.py)."""
     check_image_file(path)
     if is_slide(path) or is_ngff(path):
-        return _open_pyramid(path, channels, stream, progress, max_pixels, intensity)
+        return _open_pyramid(path, channels, stream, progress, max_pixels, intensity, mpp)
     if path.suffix.lower() in TIFF_SUFFIXES:
-        return _open_tiff(path, channels, stream, progress, max_pixels, intensity)
+        return _open_tiff(path, channels, stream, progress, max_pixels, intensity, mpp)
     stream_decision(path, stream, "it is not a TIFF")
     return _in_memory(path, *read_image_noted(path, max_pixels), channels, Metadata(), intensity)
 
@@ -432,31 +448,47 @@ def stream_decision(path, stream, reason=None, pixels=0, pyramid=False):
     return False, (f"read whole: {reason}" if large else None)
 
 
-def _in_memory(path, pixels, notes, channels, metadata, intensity):
-    """The ArraySource of ``pixels`` read whole from ``path``, with the reader's notes and metadata."""
+def _in_memory(path, pixels, notes, channels, metadata, intensity, mpp=None):
+    """The ArraySource of ``pixels`` read whole from ``path``, with the reader's notes and metadata;
+    resized to the model's pixel size ``mpp`` where the metadata says it is finer."""
+    working, note = working_resolution(metadata.pixel_size, [pixels.shape], mpp)
+    if working:
+        pixels, metadata = resize(pixels, *working.shape), dataclasses.replace(metadata, pixel_size=working.pixel_size)
     with naming(path):
         source = ArraySource(pixels, channels, intensity)
-    source.notes[:0] = notes
+    source.notes[:0] = notes + [n for n in (note, working and working.note) if n]
     source.metadata = metadata
     return source
 
 
-def _open_pyramid(path, channels, stream, progress, max_pixels, intensity):
+def _streamed(path, reader, metadata, channels, progress, max_pixels, intensity, mpp):
+    """The TiffSource of an open streamed ``reader`` with its file's ``metadata``, seen at the model's
+    pixel size ``mpp`` where the metadata says the file is finer (disk/resample.ResampledReader)."""
+    working, note = working_resolution(metadata.pixel_size, reader.level_shapes, mpp,
+                                       hasattr(reader, "read_level_region"))
+    if working:
+        reader = ResampledReader(reader, working)
+        metadata = dataclasses.replace(metadata, pixel_size=working.pixel_size)
+    source = TiffSource(path, channels, progress, max_pixels, reader, intensity)
+    source.notes[:0] = [n for n in (note, working and working.note) if n]
+    source.metadata = metadata
+    return source
+
+
+def _open_pyramid(path, channels, stream, progress, max_pixels, intensity, mpp=None):
     """A whole-slide or OME-Zarr image, its reader opened once: streamed from it unless ``stream``
     says never, then its level 0 read whole; the metadata from the same reader."""
     streamed = stream_decision(path, stream, pyramid=True)[0]
     reader = open_streamed(path, max_pixels if streamed else float("inf"))
     if streamed:
-        source = TiffSource(path, channels, progress, max_pixels, reader, intensity)
-        source.metadata = reader_metadata(reader)
-        return source
+        return _streamed(path, reader, reader_metadata(reader), channels, progress, max_pixels, intensity, mpp)
     with reader:
         pixels, notes = read_level0(path, reader, max_pixels)
         metadata = reader_metadata(reader)
-    return _in_memory(path, pixels, notes, channels, metadata, intensity)
+    return _in_memory(path, pixels, notes, channels, metadata, intensity, mpp)
 
 
-def _open_tiff(path, channels, stream, progress, max_pixels, intensity):
+def _open_tiff(path, channels, stream, progress, max_pixels, intensity, mpp=None):
     """A TIFF, its header parsed once: streamed tile by tile (disk/tiff.TiledImage) or read whole
     (disk/images.read_tiff) from the same open file."""
     try:
@@ -478,7 +510,5 @@ def _open_tiff(path, channels, stream, progress, max_pixels, intensity):
         raise
     if not streamed:
         tif.close()
-        return _in_memory(path, pixels, notes + [note] if note else notes, channels, metadata, intensity)
-    source = TiffSource(path, channels, progress, max_pixels, TiledImage(path, max_pixels, tif), intensity)
-    source.metadata = metadata
-    return source
+        return _in_memory(path, pixels, notes + [note] if note else notes, channels, metadata, intensity, mpp)
+    return _streamed(path, TiledImage(path, max_pixels, tif), metadata, channels, progress, max_pixels, intensity, mpp)

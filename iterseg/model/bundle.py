@@ -39,6 +39,9 @@ class Bundle:
     chosen from the bundle's validation curve (what it measured is in ``provenance["default"]``).
     context: pixels of image stage 2 sees around each window unless told (None: 0), the smallest at
     which stage 2 over every window gives stage 2's whole-image mask (training/defaults.py).
+    mpp: micrometres per pixel of the images it was trained on (the data spec's ``mpp``), or None:
+    an image file whose metadata says its pixels are finer is then run at this pixel size, on the
+    nearest pyramid level (disk/resample.py), as pathology tools do.
 
     A *conditioned* S2 takes the stage-1 probabilities of its window (K' = S1's output channels,
     mapped to [-1, 1]) as extra input channels after the image's. ``reference`` is then the
@@ -59,6 +62,7 @@ class Bundle:
     window: int | None = None
     patches: int | None = None
     context: int | None = None
+    mpp: float | None = None
     _runners: dict = field(default_factory=dict, init=False, repr=False, compare=False)
     _runners_lock: threading.Lock = field(default_factory=threading.Lock, init=False, repr=False, compare=False)
 
@@ -91,6 +95,10 @@ class Bundle:
         if self.context is not None and (isinstance(self.context, bool) or not isinstance(self.context, int)
                                          or not 0 <= self.context <= 2 ** 12):
             raise ModelError(f"bundle {self.name!r}: context must be pixels (0 to 4096), got {self.context!r}.")
+        if self.mpp is not None and (isinstance(self.mpp, bool) or not isinstance(self.mpp, (int, float))
+                                     or not 0 < self.mpp < float("inf")):
+            raise ModelError(f"bundle {self.name!r}: mpp must be micrometres per pixel (a positive number), "
+                             f"got {self.mpp!r}.")
         if self.patches is not None and (isinstance(self.patches, bool) or not isinstance(self.patches, int)
                                          or not 0 <= self.patches <= 2 ** 20):
             raise ModelError(f"bundle {self.name!r}: patches must be a window count (0 to 1048576), "
@@ -189,5 +197,5 @@ class Bundle:
                 "std": list(self.std), "s1_scale": self.s1_scale, "class_names": list(self.class_names),
                 "palette": [list(colour) for colour in self.palette], "conditioned": self.conditioned,
                 "int8": bool(self.int8_ranges), "window": self.window, "patches": self.patches,
-                "context": self.context,
+                "context": self.context, "mpp": self.mpp,
                 "baseline": self.baseline_kind, "provenance": self.provenance}

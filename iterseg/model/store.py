@@ -199,7 +199,7 @@ def read_bundle(path):
                       reference=reference, palette=meta.get("palette"),
                       int8_ranges=_ranges(payload.get("int8_ranges")) if int8 else None,
                       window=meta.get("window"), patches=meta.get("patches"),
-                      context=meta.get("context"))
+                      context=meta.get("context"), mpp=meta.get("mpp"))
     except (KeyError, TypeError, ValueError, IndexError, AttributeError, RuntimeError, RecursionError) as exc:
         raise ModelError(f"{path}: damaged bundle metadata ({str(exc)[:120] or type(exc).__name__}); "
                          "re-export the bundle.") from None

@@ -100,7 +100,7 @@ def assemble_bundle(spec, out_dir, name, command=None):
     provenance = _provenance(spec, {"s2": s2_summary, "s1": s1_provenance}, command)
     bundle = Bundle(s1=s1, s2=s2, mean=tuple(mean), std=tuple(std), s1_scale=scale, name=name,
                     provenance=provenance, reference=reference, class_names=spec.class_names, palette=spec.palette,
-                    window=window_side(s2_summary, s2.config.size_multiple))
+                    window=window_side(s2_summary, s2.config.size_multiple), mpp=spec.mpp)
     path = out_dir / f"{name}.pt"
     write_defaults(bundle, spec, path)
     return path
@@ -154,7 +154,7 @@ def _new_stage1(spec, out_dir, name, command):
                              command)
     bundle = Bundle(s1=s1, s2=partner.s2, mean=partner.mean, std=partner.std, s1_scale=opts["s1_scale"], name=name,
                     provenance=provenance, class_names=partner.class_names, palette=partner.palette,
-                    window=partner.window)
+                    window=partner.window, mpp=spec.mpp or partner.mpp)
     path = out_dir / f"{name}.pt"
     write_defaults(bundle, spec, path)
     return path

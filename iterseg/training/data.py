@@ -55,6 +55,7 @@ class Spec:
     split_rule: dict = field(default_factory=dict)
     classes: tuple = ()                 # multi-class: ((name, value tuple), ...) in class-id order; () = binary
     max_pixels: int | None = None       # refuse image files declaring more pixels (disk/images.check_pixels)
+    mpp: float | None = None            # micrometres per pixel of the images, if the spec says (bundles record it)
 
     @property
     def class_names(self):
@@ -224,7 +225,11 @@ def _checked(raw, path):
         raise SpecError(f"spec {path}: 'foreground' must be a mask value (0-65535) or an RGB colour [r, g, b].")
     if not isinstance(raw.get("augment") or {}, dict) or not isinstance(raw.get("unpaired", ""), (str, type(None))):
         raise SpecError(f"spec {path}: 'augment' must be a mapping and 'unpaired' a word (skip).")
-    return {**raw, "name": str(raw["name"]), "split": split}
+    mpp = raw.get("mpp")
+    if mpp is not None and (isinstance(mpp, bool) or not isinstance(mpp, (int, float)) or not 0 < mpp < float("inf")):
+        raise SpecError(f"spec {path}: 'mpp' must be the images' micrometres per pixel (a positive number, e.g. "
+                        f"0.5), got {mpp!r}.")
+    return {**raw, "name": str(raw["name"]), "split": split, "mpp": None if mpp is None else float(mpp)}
 
 
 def _fill(template, groups, spec_file):
@@ -308,7 +313,7 @@ def load_spec(name_or_path, root=None, max_pixels=None):
     foreground = tuple(foreground) if isinstance(foreground, (list, tuple)) else (foreground,)
     rule = {**rule, "unpaired_skipped": sorted(unpaired)}
     return Spec(raw["name"], spec_file, root, split, foreground, raw.get("augment") or {}, rule,
-                _classes(raw.get("classes"), spec_file), max_pixels)
+                _classes(raw.get("classes"), spec_file), max_pixels, raw.get("mpp"))
 
 
 def _classes(raw, spec_file):

@@ -118,3 +118,48 @@ def test_a_scanner_slide_renamed_tif_keeps_its_mpp(tmp_path, bundle_path):
     assert code == 0 and report["image"]["mpp"] == [0.2527, 0.2527] and report["image"]["vendor"] == "aperio"
     with tifffile.TiffFile(out / "renamed.mask.tif") as tif:
         assert 'PhysicalSizeX="0.2527"' in tif.ome_metadata
+
+
+@pytest.fixture
+def model_at_1um(tmp_path, bundle):
+    """The small bundle declaring it was trained at 1 µm per pixel (a 10x model)."""
+    import dataclasses
+
+    from iterseg.model.store import save_bundle
+    path = tmp_path / "at1um.pt"
+    save_bundle(dataclasses.replace(bundle, mpp=1.0), path, half=False)
+    return path
+
+
+def test_a_model_trained_at_a_coarser_pixel_size_runs_at_the_matching_slide_level(tmp_path, model_at_1um):
+    write_slide(tmp_path / "scan.svs", blob_image(600, 800, seed=4), tile=(64, 64), mpp=0.25)  # levels: 1, 1/4, 1/16
+    code, out = predict(tmp_path, [tmp_path / "scan.svs"], model_at_1um, "--patches", "2", "--patch-size", "32")
+    report = json.loads((out / "scan.report.json").read_text())
+    assert code == 0 and report["image"]["mpp"] == [1.0, 1.0] and report["model"]["mpp"] == 1.0
+    assert any(note.startswith("model trained at 1 µm per pixel: ran on pyramid level 1, 200 x 150 px")
+               for note in report["notes"])
+    assert "stage 1 read pyramid level 2 (1 tiles; 25 x 19 after INTER_AREA)" in report["notes"]
+    assert 0 < report["tiles_read"] <= 2 * 4  # level-1 tiles (64 px) under two 32-px windows with their margin
+    with tifffile.TiffFile(out / "scan.mask.tif") as tif:
+        assert tif.series[0].shape == (150, 200) and 'PhysicalSizeX="1.0"' in tif.ome_metadata
+    code, native = predict(tmp_path / "native", [tmp_path / "scan.svs"], model_at_1um, "--patches", "1",
+                           "--resolution", "native")
+    report = json.loads((native / "scan.report.json").read_text())
+    assert code == 0 and report["image"]["mpp"] == [0.25, 0.25]
+    assert not any(note.startswith("model trained at") for note in report["notes"])
+    with tifffile.TiffFile(native / "scan.mask.tif") as tif:
+        assert tif.series[0].shape == (600, 800)
+
+
+def test_an_image_read_whole_is_resized_to_the_model_pixel_size(tmp_path, model_at_1um):
+    import iterseg
+    tifffile.imwrite(tmp_path / "cells.ome.tif", blob_image(200, 240, seed=3), photometric="rgb",
+                     metadata={"PhysicalSizeX": 0.5, "PhysicalSizeY": 0.5})
+    segmenter = iterseg.load(model_at_1um)
+    result = segmenter.predict(tmp_path / "cells.ome.tif", patches=1)
+    assert result.mask.shape == (100, 120)
+    assert any("level 0 resampled (INTER_AREA), 120 x 100 px at 1 µm" in note for note in result.notes)
+    assert segmenter.predict(tmp_path / "cells.ome.tif", patches=1, resolution="native").mask.shape == (200, 240)
+    assert segmenter.predict(blob_image(200, 240, seed=3), patches=1).mask.shape == (200, 240)  # an array: as given
+    with pytest.raises(iterseg.InputError, match="resolution must be one of model, native"):
+        segmenter.predict(tmp_path / "cells.ome.tif", resolution="level0")

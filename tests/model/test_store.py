@@ -172,3 +172,13 @@ def test_the_window_side_round_trips_and_is_checked(tmp_path):
     assert read_bundle(tmp_path / "w.pt").window == 48
     with pytest.raises(ModelError, match="window must be a side in pixels"):
         dataclasses.replace(untrained_bundle(), window=0)
+
+
+def test_the_pixel_size_a_bundle_was_trained_at_is_stored(tmp_path):
+    import dataclasses
+    save_bundle(dataclasses.replace(untrained_bundle(), mpp=0.5), tmp_path / "m.pt")
+    save_bundle(untrained_bundle(), tmp_path / "none.pt")
+    assert read_bundle(tmp_path / "m.pt").mpp == 0.5 and read_bundle(tmp_path / "none.pt").mpp is None
+    for bad in (0, -1.0, float("inf"), True, "0.5"):
+        with pytest.raises(ModelError, match="mpp must be micrometres per pixel"):
+            dataclasses.replace(untrained_bundle(), mpp=bad)

@@ -70,6 +70,16 @@ def test_bad_specs_say_what_is_wrong(tmp_path, change, message):
         load_spec(path, tmp_path)
 
 
+def test_a_spec_may_say_the_pixel_size_of_its_images(tmp_path):
+    path = write_dataset(tmp_path)
+    assert load_spec(path, tmp_path).mpp is None
+    path.write_text(path.read_text() + "mpp: 0.25\n")
+    assert load_spec(path, tmp_path).mpp == 0.25
+    path.write_text(path.read_text().replace("mpp: 0.25", "mpp: fine"))
+    with pytest.raises(SpecError, match="'mpp' must be the images' micrometres per pixel"):
+        load_spec(path, tmp_path)
+
+
 def test_colour_foreground(tmp_path):
     path = write_dataset(tmp_path, count=4)
     for mask_path in (tmp_path / "SYN" / "masks").iterdir():
