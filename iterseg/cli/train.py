@@ -35,8 +35,8 @@ def add_parser(subparsers):
                              f"(default {CROP['s2']})")
     parser.add_argument("--s1-scale", type=fraction, default=None, metavar="F",
                         help="stage 1 sees the image resized by F (default: the smallest of 1/8, 1/4, 1/2 at "
-                             "which the training masks survive shrinking, see training/scale.py); the bundle "
-                             "records it")
+                             "which the training masks survive shrinking, else 1: full resolution at width 4, see "
+                             "training/scale.py); the bundle records it")
     parser.add_argument("--lr", type=float, default=None)
     parser.add_argument("--seed", type=int, default=None)
     parser.add_argument("--width", type=int_at_least(1), default=None,

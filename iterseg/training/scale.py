@@ -3,10 +3,16 @@
 A structure narrower than 1 / s1_scale pixels vanishes from the stage-1 image: a vessel two pixels wide
 is a quarter of a pixel at 1/8. What stage 1 can at best draw is the mask shrunk to its scale and grown
 back, so the scale is the smallest whose round trip keeps the masks: the first of S1_SCALES where the
-mean Dice of up(down(mask)) against the mask reaches KEEP (measured on the shipped sets: PH2 lesions
-0.997 at 1/8; DRIVE vessels 0.49 at 1/8, 0.81 at 1/4, 0.92 at 1/2; HRF vessels 0.87, 0.95, 0.99).
-The width keeps stage 1 at 1/16 of a width-16 stage 2 or less: 16 up to 1/4, 8 at 1/2 (a quarter of the
-pixels at a quarter of the channels' cost).
+mean Dice of up(down(mask)) against the mask reaches KEEP (measured on the shipped sets' training masks:
+PH2 lesions 0.997 at 1/8; DRIVE vessels 0.48 at 1/8, 0.79 at 1/4, 0.91 at 1/2; HRF vessels 0.86, 0.95,
+0.99), else full resolution (scale 1), where nothing vanishes. KEEP is high because what stage 1 cannot
+draw, stage 2 must redraw window by window, and thin structures run everywhere: DRIVE's stage 1 at 1/2
+(round trip 0.91) kept 95.7 % of the baseline's test Dice at 6.5 % of its MACs; at full resolution,
+width 4 (the same MACs) 98.9 % and width 6 (14 %) 99.7 % (benchmarks/results/eval26).
+The width keeps a shrunk stage 1 at 1/16 of a width-16 stage 2 or less: 16 up to 1/4, 8 at 1/2 (a
+U-Net's MACs grow with the pixels and with the square of the width). At full resolution stage 1 draws
+every thin structure itself, so it gets width 6: (6/16)^2 = 14 % of the MACs, which leaves 11 % of
+training/defaults.py's 25 % budget for windows.
 
 Glossary
     target   (H, W) binary (0/1, 255 unlabelled) or (H, W, K) one-hot float32, as training_target makes
@@ -14,9 +20,10 @@ Glossary
 import cv2
 import numpy as np
 
-S1_SCALES = (0.125, 0.25, 0.5)
-KEEP = 0.9
+S1_SCALES = (0.125, 0.25, 0.5, 1.0)
+KEEP = 0.97
 FULL_WIDTH = 16
+FULL_WIDTH_S1 = 6  # stage 1's width at full resolution
 
 
 def roundtrip_dice(target, scale):
@@ -37,7 +44,8 @@ def roundtrip_dice(target, scale):
 
 def choose_s1_scale(targets):
     """The smallest of S1_SCALES whose mask round trip keeps a mean Dice >= KEEP over ``targets``
-    (the largest when none does); ``targets``: the training masks (see the glossary)."""
+    (full resolution, where the round trip is exact, when no smaller one does); ``targets``: the
+    training masks (see the glossary)."""
     for scale in S1_SCALES:
         dices = [d for d in (roundtrip_dice(t, scale) for t in targets) if np.isfinite(d)]
         if not dices or np.mean(dices) >= KEEP:
@@ -46,5 +54,8 @@ def choose_s1_scale(targets):
 
 
 def s1_width(scale):
-    """Stage 1's width at ``scale``: FULL_WIDTH up to 1/4, half of it above (cost <= 1/16 of stage 2)."""
+    """Stage 1's width at ``scale``: FULL_WIDTH up to 1/4, half of it at 1/2 (cost <= 1/16 of a
+    FULL_WIDTH stage 2), FULL_WIDTH_S1 at full resolution (14 %, see the module docstring)."""
+    if scale >= 1:
+        return FULL_WIDTH_S1
     return FULL_WIDTH if scale <= 0.25 else FULL_WIDTH // 2
