@@ -121,11 +121,30 @@ def warm_up_networks(bundle, s1, s2):
             s2(torch.zeros(auto_batch_size(side, side), s2.config.in_channels, side, side))
 
 
+WARM_UP_PIXELS = 16 * 2 ** 20  # a model trained on larger images is not rehearsed at load
+
+
+def warm_up_image(segmenter):
+    """Rehearse one prediction at the model's defaults on a blank image of the size it was trained on
+    (``Bundle.image_shape``), as inference servers warm a model up (Triton's model_warmup): the first
+    call of a stage-1 input shape compiles it (OpenVINO: 0.05-0.3 s) and a process's first image
+    page-faults its fresh buffers; both are paid here, so that the first image of that size costs what
+    later ones do (HRF 01_h with the hrf model: 1.6-2.5x a later image without this). Images of other
+    sizes pay their own first call. Skipped for int8 networks compiled per shape (minutes)."""
+    bundle = segmenter.bundle
+    shape = bundle.image_shape
+    if not shape or shape[0] * shape[1] > WARM_UP_PIXELS or getattr(bundle.runners(
+            segmenter.defaults["precision"], segmenter.defaults["compile"], segmenter.defaults["backend"])[1],
+            "compiled_int8", False):
+        return
+    segmenter.predict(np.zeros(shape + (bundle.in_channels,), np.uint8))
+
+
 class Segmenter:
     """A loaded bundle with the methods of the public contract (see DESIGN.md)."""
 
     def __init__(self, bundle, source: str | None = None, precision: str = "auto", compile: bool = False,
-                 backend: str = "auto"):
+                 backend: str = "auto", warm_up: bool = True):
         self.bundle = bundle
         self.source = str(source) if source is not None else bundle.name
         precision = check_precision(precision)
@@ -142,6 +161,8 @@ class Segmenter:
                                                  self.defaults["backend"]))
         for network in bundle.networks().values():
             count_macs(network.config, 1, 1)
+        if warm_up:
+            warm_up_image(self)
 
     def __repr__(self):
         return (f"Segmenter({self.source!r}, classes={list(self.bundle.class_names)}, "
@@ -231,10 +252,12 @@ def planned_cost(bundle, height: int, width: int, patches: int | None = None, pa
 
 
 def load(name_or_path: str | os.PathLike = DEFAULT_MODEL, precision: str = "auto", compile: bool = False,
-         backend: str = "auto") -> Segmenter:
+         backend: str = "auto", warm_up: bool = True) -> Segmenter:
     """A Segmenter for an embedded model name (default 'ph2') or a bundle file path, running its
     networks in ``precision`` ('auto': the fastest for this CPU, 'fp32', 'bf16' or 'int8') on
     ``backend`` ('auto': OpenVINO where installed and measured faster, else 'torch'; or 'openvino'),
-    optionally through torch.compile (torch only)."""
+    optionally through torch.compile (torch only). warm_up: rehearse a prediction at the size the
+    model was trained on (``warm_up_image``), so that the first image of that size runs as fast as
+    later ones; False where only one image follows (the CLI), for which it would be spent twice."""
     return Segmenter(load_bundle(name_or_path), source=name_or_path, precision=precision, compile=compile,
-                     backend=backend)
+                     backend=backend, warm_up=warm_up)

@@ -145,3 +145,26 @@ def test_the_package_namespace_is_lazy():
     code = "import sys, iterseg; print('torch' in sys.modules, iterseg.__version__)"
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert done.stdout.split() == ["False", iterseg.__version__], done.stderr
+
+
+def test_load_rehearses_a_prediction_at_the_size_the_model_was_trained_on(tmp_path, bundle, monkeypatch):
+    import dataclasses
+
+    from iterseg.model.store import save_bundle
+    seen = []
+    real = iterseg.Segmenter.predict
+    monkeypatch.setattr(iterseg.Segmenter, "predict",
+                        lambda self, image, *args, **options: seen.append(np.shape(image)) or real(self, image, *args,
+                                                                                                   **options))
+    trained = dataclasses.replace(bundle, provenance={"stages": {"s2": {"image_shape": [72, 88]}}})
+    assert trained.image_shape == (72, 88) and bundle.image_shape is None
+    save_bundle(trained, tmp_path / "trained.pt", half=False)
+    iterseg.load(tmp_path / "trained.pt")
+    assert seen == [(72, 88, 3)]  # one blank image of the trained size, at the model's defaults
+    iterseg.load(tmp_path / "trained.pt", warm_up=False)
+    save_bundle(bundle, tmp_path / "unknown.pt", half=False)
+    iterseg.load(tmp_path / "unknown.pt")
+    huge = dataclasses.replace(bundle, provenance={"image_shape": [40000, 30000]})  # a slide model: not rehearsed
+    save_bundle(huge, tmp_path / "huge.pt", half=False)
+    iterseg.load(tmp_path / "huge.pt")
+    assert seen == [(72, 88, 3)]

@@ -141,7 +141,9 @@ def run(args):
     if args.shard:
         paths = shard_of(paths, args.shard)
     out_dir = output_folder(args.out)
-    segmenter = load(chosen_model(args), precision=args.precision, backend=args.backend)
+    # no rehearsal at load (api.warm_up_image): a single image would pay its first call twice, and a
+    # folder's first image pays it once either way
+    segmenter = load(chosen_model(args), precision=args.precision, backend=args.backend, warm_up=False)
     if segmenter.bundle.untrained and not args.quiet:
         log.warning("model 'untrained' has random weights: its masks mean nothing; it only exercises the "
                     "engine. Pass --model with a trained bundle.")

@@ -181,6 +181,15 @@ class Bundle:
             return self._runners[key]
 
     @property
+    def image_shape(self):
+        """(H, W) of the median image the bundle was trained on, as training recorded it (None for a
+        bundle that does not say)."""
+        stages = self.provenance.get("stages", {})
+        shape = self.provenance.get("image_shape") or stages.get("s2", {}).get("image_shape") or \
+            stages.get("s1", {}).get("image_shape")
+        return tuple(int(side) for side in shape) if shape and len(shape) == 2 and min(shape) > 0 else None
+
+    @property
     def num_classes(self):
         """Number of classes K (2 for a binary model)."""
         return len(self.class_names)

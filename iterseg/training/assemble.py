@@ -20,7 +20,7 @@ from ..model.unet import UNet, UNetConfig
 from .data import read_sample
 from .defaults import derive_defaults
 
-PROVENANCE_KEYS = ("best_val_dice", "seconds", "options", "val_ids", "from_bundle")
+PROVENANCE_KEYS = ("best_val_dice", "seconds", "options", "val_ids", "from_bundle", "image_shape")
 
 
 def load_stage_weights(path, width, depth, in_channels=3, out_channels=1):
@@ -122,7 +122,7 @@ def write_defaults(bundle, spec, path):
     write the bundle with them to ``path`` and return what was measured."""
     from ..api import Segmenter  # the engine's entry point; api never imports training
     samples = validation_samples(spec, bundle)
-    chosen = derive_defaults(Segmenter(bundle, precision="fp32"), samples)
+    chosen = derive_defaults(Segmenter(bundle, precision="fp32", warm_up=False), samples)
     chosen["measured"] = f"on {len(samples)} validation image(s) of {spec.name}"
     bundle = dataclasses.replace(bundle, context=chosen["context"], patches=chosen.get("patches", bundle.patches),
                                  provenance={**bundle.provenance, "default": chosen})
