@@ -19,6 +19,8 @@ Methods, all on the same images, MACs counted as in the reports (fvcore, 1 MAC =
     sliding/half-R3  the same, chosen in 3 rounds (overlapping candidates are re-scored)
     conditioned/mean the same N_p windows (score mean) refined by the bundle's conditioned S2, which
                      also sees the stage-1 probabilities (about 0.3 % more MACs per window)
+    conditioned/random  the random windows above refined by the conditioned S2: the shipped model's
+                     selection against chance
     previous/mean    with --previous FILE (a bundle with the same S2 and another stage 1, e.g. the
                      paper's 1/8 one): its two-stage/mean at every N_p, so both stage 1s share a plot
     conditioned/baseline   the conditioned bundle's own baseline: stage 1, then its conditioned S2
@@ -108,6 +110,7 @@ def _row(sample_id, method, precision, patches, mask, target, fov, ratio, second
             **scores(mask > 0, target, fov), "macs_ratio": ratio, "seconds": seconds}
 
 
+BUDGETS = (0.05, 0.5)  # MACs ratios between which two-stage must beat downscaling and random windows (issue 26)
 GROUPS = ("core", "iterative", "sliding", "conditioned", "previous")
 DEFAULT_GROUPS = ("core", "iterative", "sliding")
 BEYOND_ONE_SHOT = ("iterative/R2", "iterative/R3", "sliding/half", "sliding/half-R3", "conditioned/mean")
@@ -156,6 +159,8 @@ def sweep_image(seg, index, sample_id, image, target, fov, args, conditioned=Non
                                                           rounds=3))
         if "conditioned" in args.groups:
             add("conditioned/mean", "fp32", n, conditioned.predict(image, patches=n, patch_size=size, score="mean"))
+            windows = random_windows(height, width, size, n, seed=(args.seed, index, n))
+            add("conditioned/random", "fp32", n, conditioned.predict(image, windows=windows, precision="fp32"))
     return rows
 
 
@@ -205,6 +210,9 @@ def findings(summary, patches):
                 entry[f"{method} minus one-shot"] = other["dice"] - ours["dice"]
                 if method == "conditioned/mean":
                     entry["conditioned_macs_ratio"] = other["macs_ratio"]
+        chance, chosen = _point(summary, "conditioned/random", n), _point(summary, "conditioned/mean", n)
+        if n and chance and chosen:
+            entry["conditioned_minus_random"] = chosen["dice"] - chance["dice"]
         out["per_patches"].append(entry)
     conditioned_base = _point(summary, "conditioned/baseline")
     if conditioned_base:
@@ -213,6 +221,11 @@ def findings(summary, patches):
     out["smallest_patches_at_99pct_of_baseline"] = min(reaching) if reaching else None
     out["beats_downscale_at_every_np"] = all(e["minus_downscale"] > 0 for e in out["per_patches"])
     out["beats_random_at_every_np"] = all(e.get("minus_random", 1) > 0 for e in out["per_patches"])
+    budget = [e for e in out["per_patches"] if BUDGETS[0] <= e["macs_ratio"] <= BUDGETS[1]]
+    out["budgets"] = {"range": list(BUDGETS), "patches": [e["patches"] for e in budget],
+                      "beats_downscale": all(e["minus_downscale"] > 0 for e in budget),
+                      "beats_random": all(e.get("minus_random", 1) > 0 for e in budget),
+                      "conditioned_beats_random": all(e.get("conditioned_minus_random", 1) > 0 for e in budget)}
     out["bf16"] = bf16_findings(summary, patches)
     return out
 
@@ -243,6 +256,17 @@ def markdown(report):
     lines += ["", f"- smallest N_p with Dice >= 99 % of the baseline's: {f['smallest_patches_at_99pct_of_baseline']}",
               f"- two-stage/mean beats equal-cost downscaling at every N_p: {f['beats_downscale_at_every_np']}",
               f"- two-stage/mean beats random windows at every N_p: {f['beats_random_at_every_np']}"]
+    if "budgets" in f:
+        b = f["budgets"]
+        lines.append(f"- at {100 * b['range'][0]:.0f}-{100 * b['range'][1]:.0f} % of the baseline's MACs (N_p "
+                     f"{b['patches']}): beats downscaling {b['beats_downscale']}, random windows {b['beats_random']}"
+                     + (f", conditioned beats its random windows {b['conditioned_beats_random']}"
+                        if any("conditioned_minus_random" in e for e in f["per_patches"]) else ""))
+    chance = [(e["patches"], e["conditioned_minus_random"]) for e in f["per_patches"]
+              if "conditioned_minus_random" in e]
+    if chance:
+        lines.append("- conditioned/mean minus conditioned/random, Dice by N_p: "
+                     + ", ".join(f"{n}: {g:+.4f}" for n, g in chance))
     if "conditioned_baseline" in f:
         lines.append(f"- conditioned baseline (the conditioned bundle's own, over the whole image): Dice "
                      f"{f['conditioned_baseline']['dice']:.4f} against {f['baseline_dice']:.4f}, at "
