@@ -75,9 +75,10 @@ def test_int8_bundle_file_is_smaller_and_loads_the_same_network(int8_bundle, tmp
     image = blob_image(64, 96, seed=9)
     np.testing.assert_allclose(iterseg.two_stage(image, again, patches=4, precision="int8").probs,
                                iterseg.two_stage(image, int8, patches=4, precision="int8").probs, atol=1e-6)
-    # an int8 bundle still runs in float32 (batch norm folded, weights as stored)
-    assert np.abs(iterseg.two_stage(image, again, patches=4).probs
-                  - iterseg.two_stage(image, bundle, patches=4).probs).mean() < 0.01
+    # an int8 bundle still runs in float32 (batch norm folded, weights as stored): named, as auto is bf16
+    # on CPUs with bf16 units, where this untrained network's near-0.5 scores can pick other windows
+    assert np.abs(iterseg.two_stage(image, again, patches=4, precision="fp32").probs
+                  - iterseg.two_stage(image, bundle, patches=4, precision="fp32").probs).mean() < 0.01
 
 
 def test_stored_int8_weights_are_stable():
