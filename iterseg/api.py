@@ -124,18 +124,17 @@ def warm_up_networks(bundle, s1, s2):
 WARM_UP_PIXELS = 16 * 2 ** 20  # a model trained on larger images is not rehearsed at load
 
 
-def warm_up_image(segmenter):
+def warm_up_image(segmenter, s2):
     """Rehearse one prediction at the model's defaults on a blank image of the size it was trained on
     (``Bundle.image_shape``), as inference servers warm a model up (Triton's model_warmup): the first
     call of a stage-1 input shape compiles it (OpenVINO: 0.05-0.3 s) and a process's first image
     page-faults its fresh buffers; both are paid here, so that the first image of that size costs what
     later ones do (HRF 01_h with the hrf model: 1.6-2.5x a later image without this). Images of other
-    sizes pay their own first call. Skipped for int8 networks compiled per shape (minutes)."""
+    sizes pay their own first call. Skipped for int8 networks compiled per shape (minutes): ``s2``,
+    the segmenter's stage-2 runner, says."""
     bundle = segmenter.bundle
     shape = bundle.image_shape
-    if not shape or shape[0] * shape[1] > WARM_UP_PIXELS or getattr(bundle.runners(
-            segmenter.defaults["precision"], segmenter.defaults["compile"], segmenter.defaults["backend"])[1],
-            "compiled_int8", False):
+    if not shape or shape[0] * shape[1] > WARM_UP_PIXELS or getattr(s2, "compiled_int8", False):
         return
     segmenter.predict(np.zeros(shape + (bundle.in_channels,), np.uint8))
 
@@ -157,12 +156,12 @@ class Segmenter:
         # kernels, the networks prepared for the precision and backend (int8: about 0.5 s per network;
         # OpenVINO: 0.05-0.3 s per network) and fvcore's count of each architecture
         warm_up_kernels()
-        warm_up_networks(bundle, *bundle.runners(self.defaults["precision"], self.defaults["compile"],
-                                                 self.defaults["backend"]))
+        runners = bundle.runners(self.defaults["precision"], self.defaults["compile"], self.defaults["backend"])
+        warm_up_networks(bundle, *runners)
         for network in bundle.networks().values():
             count_macs(network.config, 1, 1)
         if warm_up:
-            warm_up_image(self)
+            warm_up_image(self, runners[1])
 
     def __repr__(self):
         return (f"Segmenter({self.source!r}, classes={list(self.bundle.class_names)}, "

@@ -451,26 +451,35 @@ def stream_decision(path, stream, reason=None, pixels=0, pyramid=False):
 def _in_memory(path, pixels, notes, channels, metadata, intensity, mpp=None):
     """The ArraySource of ``pixels`` read whole from ``path``, with the reader's notes and metadata;
     resized to the model's pixel size ``mpp`` where the metadata says it is finer."""
-    working, note = working_resolution(metadata.pixel_size, [pixels.shape], mpp)
+    working, resampled, metadata = _at_model_size(metadata, [pixels.shape], mpp)
     if working:
-        pixels, metadata = resize(pixels, *working.shape), dataclasses.replace(metadata, pixel_size=working.pixel_size)
+        pixels = resize(pixels, *working.shape)
     with naming(path):
         source = ArraySource(pixels, channels, intensity)
-    source.notes[:0] = notes + [n for n in (note, working and working.note) if n]
+    source.notes[:0] = notes + resampled
     source.metadata = metadata
     return source
+
+
+def _at_model_size(metadata, level_shapes, mpp, levels_readable=True):
+    """(disk/resample.Working or None, notes, the metadata at that resolution) of a file with
+    ``metadata`` and pyramid ``level_shapes`` under a model trained at ``mpp`` µm per pixel. A GeoTIFF
+    is never resampled: its georeferencing tags are copied onto a mask of the input's pixel grid."""
+    pixel_size = None if metadata.geotags else metadata.pixel_size
+    working, note = working_resolution(pixel_size, level_shapes, mpp, levels_readable)
+    notes = [n for n in (note, working and working.note) if n]
+    return working, notes, dataclasses.replace(metadata, pixel_size=working.pixel_size) if working else metadata
 
 
 def _streamed(path, reader, metadata, channels, progress, max_pixels, intensity, mpp):
     """The TiffSource of an open streamed ``reader`` with its file's ``metadata``, seen at the model's
     pixel size ``mpp`` where the metadata says the file is finer (disk/resample.ResampledReader)."""
-    working, note = working_resolution(metadata.pixel_size, reader.level_shapes, mpp,
-                                       hasattr(reader, "read_level_region"))
+    working, resampled, metadata = _at_model_size(metadata, reader.level_shapes, mpp,
+                                                  hasattr(reader, "read_level_region"))
     if working:
         reader = ResampledReader(reader, working)
-        metadata = dataclasses.replace(metadata, pixel_size=working.pixel_size)
     source = TiffSource(path, channels, progress, max_pixels, reader, intensity)
-    source.notes[:0] = [n for n in (note, working and working.note) if n]
+    source.notes[:0] = resampled
     source.metadata = metadata
     return source
 

@@ -163,3 +163,14 @@ def test_an_image_read_whole_is_resized_to_the_model_pixel_size(tmp_path, model_
     assert segmenter.predict(blob_image(200, 240, seed=3), patches=1).mask.shape == (200, 240)  # an array: as given
     with pytest.raises(iterseg.InputError, match="resolution must be one of model, native"):
         segmenter.predict(tmp_path / "cells.ome.tif", resolution="level0")
+
+
+def test_a_geotiff_is_never_resampled_so_its_georeferencing_stays_true(tmp_path, model_at_1um):
+    tifffile.imwrite(tmp_path / "field.tif", blob_image(120, 160, seed=2), photometric="rgb", extratags=GEOTAGS,
+                     resolution=(2e4, 2e4), resolutionunit="CENTIMETER")  # 0.5 µm per pixel by its tags
+    code, out = predict(tmp_path, [tmp_path / "field.tif"], model_at_1um, "--patches", "1")
+    report = json.loads((out / "field.report.json").read_text())
+    assert code == 0 and report["image"]["georeferenced"]
+    assert not any(note.startswith("model trained at") for note in report["notes"])
+    with tifffile.TiffFile(out / "field.mask.tif") as tif:
+        assert tif.pages[0].shape[:2] == (120, 160)
