@@ -3,9 +3,11 @@
     python -m benchmarks.int8 --spec drive --model drive --data-root ../shared/data
 
 The int8 bundle is calibrated here as `iterseg quantize` does (8 training images, seed 0). Every test
-image (up to --images) runs two-stage (N_p = 16, default grid) and the baseline in each precision in
-turn, so all precisions see the same machine load; seconds are the median over images after the
-first, whose time (int8: torch.compile of each input shape) is reported apart. On CPUs without bf16
+image (up to --images) runs two-stage (the model's default windows, or --patches) and the baseline in
+each precision in turn, so all precisions see the same machine load; every precision runs on the
+backend auto picks for it (recorded: OpenVINO's int8 where its probe finds it faster than its float
+run, else PyTorch's). Seconds are the median over images after the first, whose time is reported
+apart. On CPUs without bf16
 units (AVX-512 BF16 or AMX) bf16 is emulated and many times slower: there it runs on the first
 --emulated-bf16-images only.
 Results are merged into <out>/int8.json and int8.md, one entry per dataset and CPU capability
@@ -13,6 +15,7 @@ Results are merged into <out>/int8.json and int8.md, one entry per dataset and C
 """
 import argparse
 import json
+import os
 import statistics
 import sys
 import tempfile
@@ -51,6 +54,7 @@ def run_one(segmenter, image, method, patches):
 
 
 def measure(args):
+    load_before = os.getloadavg()[0]
     spec = load_spec(args.spec, args.data_root)
     bundle = load_bundle(args.model)
     images, ids = calibration_images(spec, args.calibration_images, seed=0)
@@ -70,10 +74,12 @@ def measure(args):
             for method in METHODS:
                 result, seconds = run_one(segmenter, image, method, args.patches)
                 rows.append({"image": sample.id, "index": index, "precision": precision, "method": method,
+                             "backend": result.options["backend"],
                              "dice": dice(result.mask > 0, target, fov), "seconds": seconds,
                              "macs_ratio": result.macs["ratio"]})
         print(f"  [{index + 1}] {sample.id} ({time.perf_counter() - started:.0f} s)", file=sys.stderr, flush=True)
     return {"dataset": spec.name, "model": str(args.model), "patches": args.patches, "machine": machine(),
+            "load": [load_before, os.getloadavg()[0]],
             "created": time.strftime("%Y-%m-%d %H:%M:%S"), "calibration_images": ids,
             "calibration_seconds": calibration_seconds, "bundle_mb": bundle_sizes(bundle, int8),
             "summary": summarise(rows), "rows": rows}
@@ -92,6 +98,7 @@ def summarise(rows):
             fp32 = [r for r in rows if r["precision"] == "fp32" and r["method"] == method and r["index"] in indices]
             later = [r["seconds"] for r in chosen if r["index"] > 0] or [chosen[0]["seconds"]]
             out.append({"precision": precision, "method": method, "images": len(chosen),
+                        "backend": "/".join(sorted({r.get("backend", "torch") for r in chosen})),
                         "dice": statistics.fmean(r["dice"] for r in chosen),
                         "dice_change": statistics.fmean(r["dice"] for r in chosen)
                         - statistics.fmean(r["dice"] for r in fp32),
@@ -105,15 +112,16 @@ def entry_key(entry):
 
 
 def markdown(results):
-    lines = ["| dataset | CPU | precision | bundle MB | method | images | Dice | Dice - fp32 | s / image (median) "
-             "| first image s |",
-             "|---|---|---|---|---|---|---|---|---|---|"]
+    lines = ["| dataset | CPU | precision | backend | bundle MB | method | images | Dice | Dice - fp32 "
+             "| s / image (median) | first image s |",
+             "|---|---|---|---|---|---|---|---|---|---|---|"]
     for entry in results.values():
         sizes = entry["bundle_mb"]
         cpu = entry["machine"].get("cpu_capability", "?")
         for s in entry["summary"]:
             size = sizes["int8"] if s["precision"] == "int8" else sizes["fp16"]
-            lines.append(f"| {entry['dataset']} | {cpu} | {s['precision']} | {size:.1f} | {s['method']} "
+            lines.append(f"| {entry['dataset']} | {cpu} | {s['precision']} | {s.get('backend', 'torch')} | {size:.1f} "
+                         f"| {s['method']} "
                          f"| {s['images']} | "
                          f"{s['dice']:.4f} | {s['dice_change']:+.4f} | {s['seconds']:.3f} | {s['first_seconds']:.1f} |")
     lines.append("")
@@ -123,6 +131,7 @@ def markdown(results):
                            for s in entry["summary"] if s["precision"] != "fp32")
         lines.append(f"- {entry_key(entry)}: speed against fp32: {ratios}; bundle float32 "
                      f"{entry['bundle_mb']['fp32']:.1f} MB; calibration {entry['calibration_seconds']:.0f} s; "
+                     f"load {'/'.join(f'{x:.1f}' for x in entry.get('load', []))}; "
                      f"CPU {entry['machine']['cpu']} ({entry['machine'].get('cpu_capability', '?')})")
     return "\n".join(lines)
 
@@ -137,7 +146,7 @@ def main(argv=None):
     parser.add_argument("--emulated-bf16-images", type=int, default=3,
                         help="on a CPU without bf16 units, bf16 runs on the first N only (default 3)")
     parser.add_argument("--calibration-images", type=int, default=8)
-    parser.add_argument("--patches", type=int, default=16)
+    parser.add_argument("--patches", type=int, default=None, help="windows (default: the model's own)")
     parser.add_argument("--out", type=Path, default=RESULTS)
     args = parser.parse_args(sys.argv[1:] if argv is None else argv)
     entry = measure(args)

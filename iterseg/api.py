@@ -92,6 +92,9 @@ def int8_note(bundle, precision) -> str | None:
 
 def _with_int8_note(result: Result, bundle, options: dict) -> Result:
     note = int8_note(bundle, options.get("precision"))
+    ran = result.options
+    if ran.get("precision") == "int8" and ran.get("backend") == "torch" and ran.get("backend_reason") != "asked":
+        note = f"int8 ran on PyTorch's int8 kernels, not OpenVINO's ({ran.get('backend_reason')})"
     if note and note not in result.notes:
         result.notes.append(note)
     return result

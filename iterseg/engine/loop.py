@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 import numpy as np
 from tqdm import tqdm
 
+from ..model.runtime import ran_on
 from ..model.runtime import report as runtime_report
 from ..timer import Timer
 from . import checks
@@ -135,7 +136,8 @@ def two_stage(source: Source, bundle, settings, windows=None, show_progress=Fals
             merger.full()
         else:
             s2.release_memory()
-    options = {**plan.report(), "batch_size": settings.batch_size or (auto_batch_size(*box_hw) if box_hw else None),
+    batch_size = settings.batch_size or (auto_batch_size(*box_hw) if box_hw else None)
+    options = {**plan.report(), **ran_on(s2), "batch_size": batch_size,
                "s1_input": list(view.shape[:2]), "s2_input": list(box_hw) if box_hw else None,
                "streamed": not source.in_memory, "rounds_log": rounds_log}
     # a user's plain functions (engine/networks.py) have no MACs: no cost, so no cost warning either
@@ -241,7 +243,7 @@ def baseline(source: Source, bundle, settings, chunk=None, batch_size=1):
         timer.seconds.setdefault(name, 0.0)
     merged = WindowMerger(lambda rows, cols: take(probs, rows, cols).copy(), shape, dense=True)
     options = {"baseline": True, "kind": bundle.baseline_kind, "chunk": chunk,
-               **runtime_report(settings.precision, settings.backend, settings.compile)}
+               **runtime_report(settings.precision, settings.backend, settings.compile), **ran_on(network)}
     return Result(merged=merged, windows=np.empty((0, 4), np.int64), scores=np.empty(0),
                   macs=baseline_cost(bundle, shape), seconds=timer.total(), options=options,
                   notes=list(source.notes) + notes, view=view, tiles_read=source.tiles_read)

@@ -5,7 +5,15 @@ import threading
 from dataclasses import dataclass, field
 
 from ..errors import ModelError
-from .runtime import Runner, check_backend, check_precision, warn_if_emulated
+from .runtime import (
+    INT8_DICE_LIMIT,
+    NO_INT8_INPUTS,
+    Runner,
+    asked_for_openvino,
+    check_backend,
+    check_precision,
+    warn_if_emulated,
+)
 from .unet import UNet
 
 
@@ -59,6 +67,7 @@ class Bundle:
     reference: UNet | None = None
     palette: tuple | None = None
     int8_ranges: dict | None = None
+    int8_inputs: dict | None = None
     window: int | None = None
     patches: int | None = None
     context: int | None = None
@@ -145,7 +154,7 @@ class Bundle:
         bundle that is not conditioned, or has no reference, is returned as it is."""
         if not self.conditioned or self.reference is None:
             return self
-        return dataclasses.replace(self, s2=self.reference, reference=None, int8_ranges=None,
+        return dataclasses.replace(self, s2=self.reference, reference=None, int8_ranges=None, int8_inputs=None,
                                    name=f"{self.name} (unconditioned)")
 
     def networks(self):
@@ -165,7 +174,7 @@ class Bundle:
 
     def _prepared(self, precision, compile, backend):
         precision = check_precision(precision)  # 'auto' -> this CPU's fastest, one runner per concrete name
-        backend = check_backend(backend, precision, compile)
+        backend = check_backend(backend, precision, compile, self.openvino_int8_blocker(backend))
         key = (str(precision), bool(compile), str(backend))  # OpenVINO's threads: torch's when first made
         if precision == "int8" and not self.int8_ranges:
             raise ModelError(f"model {self.name!r} has no int8 calibration; make an int8 bundle with "
@@ -174,11 +183,25 @@ class Bundle:
         with self._runners_lock:
             if key not in self._runners:
                 warn_if_emulated(precision)
-                ranges = self.int8_ranges or {}
-                made = {name: Runner(net, precision, compile, ranges.get(name), backend)
+                ranges, inputs = self.int8_ranges or {}, self.int8_inputs or {}
+                made = {name: Runner(net, precision, compile, ranges.get(name), backend, inputs.get(name))
                         for name, net in self.networks().items()}
                 self._runners[key] = (made["s1"], made["s2"], made.get("reference", made["s2"]))
             return self._runners[key]
+
+    def openvino_int8_blocker(self, backend="auto"):
+        """Why this int8 bundle should run on PyTorch's int8 kernels rather than OpenVINO's, or None:
+        it has no OpenVINO calibration, or (unless ``backend`` is 'openvino', asked for) its
+        OpenVINO int8 lost more than runtime.INT8_DICE_LIMIT Dice (mIoU) in the check `iterseg quantize` ran."""
+        if not self.int8_inputs:
+            return NO_INT8_INPUTS
+        check = self.provenance.get("int8", {}).get("openvino_check") or {}
+        loss = check.get("loss")
+        if asked_for_openvino(backend) or loss is None or loss <= INT8_DICE_LIMIT:
+            return None
+        return (f"OpenVINO int8 lost {loss:.4f} {check.get('quality')} against {check.get('against')} on "
+                f"{check.get('images')} {check.get('spec')} {check.get('split')} images when it was made "
+                f"(limit {INT8_DICE_LIMIT})")
 
     @property
     def image_shape(self):

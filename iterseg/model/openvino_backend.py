@@ -23,6 +23,8 @@ import numpy as np
 import torch
 from torch import nn
 
+from ..errors import ModelError
+
 HINTS = {"fp32": "f32", "bf16": "bf16"}  # iterseg's precision names -> OpenVINO's inference precision
 
 
@@ -40,12 +42,47 @@ def version():
     return openvino.__version__
 
 
-def unet_graph(folded):
+def unet_graph(folded, int8_inputs=None):
     """An ``openvino.Model`` computing ``folded`` (a model/unet.UNet with batch norm folded into its
     convolutions, model/quantize.fold_batch_norm): input "x" (N, h, w, C) float32 of any N, h, w
-    (multiples of the size multiple) -> logits (N, K, h, w)."""
+    (multiples of the size multiple) -> logits (N, K, h, w).
+
+    int8_inputs: float32 (n, 2), the calibrated (min, max) of each 2-D convolution's input
+    (quantize.input_ranges, in ``quantize.convolutions`` order), or None for a float graph. With
+    them every 2-D convolution takes its input through a FakeQuantize of 256 levels over that range
+    and its weights through one of 255 symmetric levels per output channel, which OpenVINO's CPU
+    plugin runs as int8 convolutions (the transposed ones stay float, as in the PyTorch int8 path)."""
     import openvino as ov
     from openvino import opset13 as ops
+
+    from .quantize import convolutions, weight_scale
+    quantized, fed_quantized = {}, set()
+    if int8_inputs is not None:
+        convs = convolutions(folded)
+        if tuple(int8_inputs.shape) != (len(convs), 2):
+            raise ModelError(f"the bundle's int8 input ranges ({tuple(int8_inputs.shape)}) do not fit its network "
+                             f"({len(convs)} convolutions); calibrate again with `iterseg quantize`.")
+        quantized = {id(conv): activation_bounds(*pair.tolist()) for conv, pair in zip(convs, int8_inputs, strict=True)}
+        index = {id(conv): i for i, conv in enumerate(convs)}
+
+    def fake_quantize(node, low, high, levels):
+        low, high = ops.constant(np.float32(low)), ops.constant(np.float32(high))
+        return ops.fake_quantize(node, low, high, low, high, levels)
+
+    def weights(module):
+        if id(module) not in quantized:
+            return constant(module.weight)
+        weight = module.weight.detach().float()
+        if isinstance(module, nn.ConvTranspose2d):  # (C_in, C_out, kh, kw): output channels on axis 1
+            bound = (127 * weight_scale(weight.transpose(0, 1))).numpy().reshape(1, -1, 1, 1)
+        else:
+            bound = (127 * weight_scale(weight)).numpy().reshape(-1, 1, 1, 1)
+        return fake_quantize(constant(weight), -bound, bound, 255)
+
+    def quantized_input(node, module):
+        if id(module) in quantized and id(module) not in fed_quantized:
+            return fake_quantize(node, *quantized[id(module)], 256)
+        return node
 
     def layer(node, module):
         if isinstance(module, nn.Sequential):
@@ -58,11 +95,12 @@ def unet_graph(folded):
             return ops.max_pool(node, [2, 2], [1, 1], [0, 0], [0, 0], [2, 2]).output(0)
         if isinstance(module, nn.Conv2d):
             pad = module.padding[0]
-            conv = ops.convolution(node, constant(module.weight), [1, 1], [pad, pad], [pad, pad], [1, 1])
+            conv = ops.convolution(quantized_input(node, module), weights(module), [1, 1], [pad, pad], [pad, pad],
+                                   [1, 1])
             return with_bias(conv, module)
         if isinstance(module, nn.ConvTranspose2d):  # weight (C_in, C_out, 2, 2), as OpenVINO takes it
-            conv = ops.convolution_backprop_data(node, constant(module.weight), strides=[2, 2], pads_begin=[0, 0],
-                                                 pads_end=[0, 0], dilations=[1, 1])
+            conv = ops.convolution_backprop_data(quantized_input(node, module), weights(module), strides=[2, 2],
+                                                 pads_begin=[0, 0], pads_end=[0, 0], dilations=[1, 1])
             return with_bias(conv, module)
         raise TypeError(f"no OpenVINO operator for {type(module).__name__}")
 
@@ -74,14 +112,43 @@ def unet_graph(folded):
             return node
         return ops.add(node, constant(module.bias.reshape(1, -1, 1, 1)))
 
+    def shared(level):
+        """Bounds of skip ``level``, quantized once for both its readers (the next level's first
+        convolution, through a max pool, and the concatenation of its fuse block, whose other part
+        gets the same bounds so that the concatenation stays int8), or None for a float graph."""
+        readers = [folded.down[level][1][0], folded.fuse[len(folded.fuse) - 1 - level][0]]
+        if not quantized:
+            return None
+        fed_quantized.update(id(reader) for reader in readers)
+        pairs = [int8_inputs[index[id(reader)]] for reader in readers]
+        return activation_bounds(min(float(p[0]) for p in pairs), max(float(p[1]) for p in pairs))
+
+    def quantized_to(node, bounds):
+        return node if bounds is None else fake_quantize(node, *bounds, 256)
+
     x = ops.parameter(ov.PartialShape([-1, -1, -1, folded.config.in_channels]), np.float32, name="x")
     skips = [layer(ops.transpose(x, ops.constant(np.array([0, 3, 1, 2], np.int64))), folded.inc)]
-    for down in folded.down:
+    bounds = []
+    for level, down in enumerate(folded.down):
+        bounds.append(shared(level))
+        skips[-1] = quantized_to(skips[-1], bounds[-1])
         skips.append(layer(skips[-1], down))
     y = skips.pop()
     for up, fuse in zip(folded.up, folded.fuse, strict=True):
-        y = layer(ops.concat([skips.pop(), layer(y, up)], 1), fuse)
+        y = layer(ops.concat([skips.pop(), quantized_to(layer(y, up), bounds.pop())], 1), fuse)
     return ov.Model([layer(y, folded.head)], [x], "unet")
+
+
+def activation_bounds(low, high):
+    """(low, high) of a 256-level FakeQuantize covering the calibrated [low, high] with 0 on a level (a
+    convolution's zero padding stays zero): unsigned [0, 255 s] for a range without negatives (after
+    a ReLU), else signed symmetric [-128 s, 127 s], the zero-point-free forms int8 kernels run fastest."""
+    low, high = float(low), max(float(high), 0.0)
+    if low >= 0:
+        step = max(high / 255, 2 ** -12)
+        return 0.0, 255 * step
+    step = max(max(-low, high) / 127, 2 ** -12)
+    return -128 * step, 127 * step
 
 
 def converted_module(module, in_channels):
@@ -170,7 +237,7 @@ class OpenVinoNetwork:
 
     def _infer(self, compiled, fed):
         request = self._request(compiled)
-        request.infer({0: fed})
+        request.infer({0: fed}, share_inputs=True)  # read in place: ``fed`` outlives this synchronous call
         return torch.from_numpy(request.get_output_tensor(0).data.copy())  # the request reuses its buffer
 
     def _model_for(self, shape):

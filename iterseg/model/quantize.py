@@ -122,6 +122,36 @@ def calibrate(model, batches):
     return [(o.min_val.detach().clone(), o.max_val.detach().clone()) for o in activation_observers(prepared)]
 
 
+def convolutions(model):
+    """The convolutions (plain and transposed) of ``model`` in ``named_modules`` order: the order of a
+    bundle's ``int8_inputs`` rows."""
+    return [module for module in model.modules() if isinstance(module, (nn.Conv2d, nn.ConvTranspose2d))]
+
+
+def input_ranges(model, batches):
+    """float32 (n, 2): the (min, max) of each convolution's input (``convolutions`` order) over
+    ``model`` (folded, float) run on ``batches`` (x tensors): what OpenVINO's int8 graph quantizes
+    each convolution's input to (openvino_backend.unet_graph)."""
+    found = torch.full((len(convolutions(model)), 2), float("nan"))
+
+    def record(index):
+        def hook(module, args):
+            low, high = args[0].min().float(), args[0].max().float()
+            found[index, 0] = low if torch.isnan(found[index, 0]) else torch.minimum(found[index, 0], low)
+            found[index, 1] = high if torch.isnan(found[index, 1]) else torch.maximum(found[index, 1], high)
+        return hook
+
+    hooks = [conv.register_forward_pre_hook(record(i)) for i, conv in enumerate(convolutions(model))]
+    try:
+        with torch.no_grad():
+            for x in batches:
+                model(x)
+    finally:
+        for hook in hooks:
+            hook.remove()
+    return found
+
+
 def int8_network(model, ranges):
     """The quantized network of ``model`` (folded, float weights) with the activation observers set
     to ``ranges``: a module x -> float32 logits running int8 convolutions (once compiled)."""
@@ -254,7 +284,7 @@ def _same(a, b):
 
 # --- int8 weights on disk ----------------------------------------------------------------------------
 
-def _weight_scale(weight):
+def weight_scale(weight):
     """Per-output-channel symmetric scale onto [-127, 127]: the largest weight maps to exactly 127
     steps, so storing stored weights again gives the same int8 values (the round trip is stable)."""
     amax = weight.abs().flatten(1).amax(dim=1)
@@ -268,7 +298,7 @@ def int8_state(state):
     out = {}
     for key, value in state.items():
         if key.endswith(".weight") and value.ndim == 4 and not key.startswith("up."):
-            scale = _weight_scale(value.float())
+            scale = weight_scale(value.float())
             steps = torch.round(value.float() / scale[:, None, None, None])
             out[key] = torch.clamp(steps, -127, 127).to(torch.int8)
             out[key + ".int8_scale"] = scale

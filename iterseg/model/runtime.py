@@ -14,15 +14,21 @@ Precisions
     bf16     bfloat16 autocast with channels_last tensors: on CPUs with AVX-512 BF16 or AMX units
              several times faster; probabilities differ from fp32 by a few 1e-3. On CPUs without
              them (AVX2 only) bf16 is emulated and many times SLOWER than fp32.
-    int8     an int8 bundle's networks (quantize.py, calibrated ranges) on PyTorch's eager x86 int8
-             kernels (FX graph mode): no compilation, the first image costs what later ones do. With
-             compile=True (or where this torch quantizes differently from the calibration) the PT2E
-             network lowered by torch.compile to oneDNN int8 kernels instead: the first call of
-             each input shape then compiles (minutes on a 2-core CPU)
-Backends (what runs a float network; int8 and torch.compile always run on torch)
+    int8     an int8 bundle's networks (quantize.py, calibrated ranges). On OpenVINO (backend
+             openvino) int8 convolutions over the calibrated input ranges, the rest in the float
+             precision auto resolves to (openvino_backend.unet_graph). On torch, PyTorch's eager
+             x86 int8 kernels (FX graph mode): no compilation, the first image costs what later
+             ones do; with compile=True (or where this torch quantizes differently from the
+             calibration) the PT2E network lowered by torch.compile to oneDNN int8 kernels
+             instead: the first call of each input shape then compiles (minutes on a 2-core CPU)
+Backends (what runs a network; torch.compile always runs on torch)
     auto     openvino where it is installed and a short measured probe finds it faster than torch
              in the resolved precision on this CPU (cached on disk per CPU model, torch and
-             OpenVINO version and precision), else torch. Never slower than torch.
+             OpenVINO version and precision), else torch. Never slower than torch. For int8 the
+             probe weighs OpenVINO's int8 against its float run in the precision auto resolves to
+             (int8 is what the user asked for; it must also pay), and an int8 bundle whose
+             OpenVINO int8 lost more than INT8_DICE_LIMIT Dice when it was made runs on torch
+             (bundle.py); the report's backend_reason says which and why.
     torch    PyTorch's oneDNN kernels (the reference)
     openvino the network compiled by OpenVINO's CPU plugin (openvino_backend.py), one compiled
              model for every input shape; fp32 outputs equal torch's to ~1e-5
@@ -39,12 +45,15 @@ from ..kernels import warm_up
 from . import cpu, openvino_backend
 from .cache import remembered
 from .cpu import BACKENDS, CONCRETE_PRECISIONS, PRECISIONS, lacks_bf16_units
-from .quantize import eager_int8_network, fold_batch_norm, int8_network
+from .quantize import eager_int8_network, fold_batch_norm, input_ranges, int8_network
 from .unet import UNet
 
 log = logging.getLogger(__name__)
 PROBE_MARGIN = 1.15  # with AVX-512 BF16 but no AMX, bf16 must beat fp32 by this factor to be picked
 BACKEND_MARGIN = 1.05  # OpenVINO must beat torch by this factor in the probe to be picked by auto
+INT8_DICE_LIMIT = 0.005  # OpenVINO int8 may cost at most this much Dice (measured by `iterseg quantize`)
+NO_INT8_INPUTS = ("this int8 bundle has no OpenVINO calibration (made by an older iterseg): run `iterseg quantize` "
+                  "again for OpenVINO's int8")
 _DECIDING = threading.RLock()  # what auto means is decided (and probed) by one thread at a time
 
 
@@ -96,6 +105,13 @@ def report(precision, backend="torch", compile=False):
             "backend_reason": runs_on.reason}
 
 
+def ran_on(runner):
+    """{"backend", "backend_reason"} of what ``runner`` actually runs on (a bundle's int8 may run on
+    torch where the settings alone would say openvino), or {} for a user's network run as given."""
+    backend = getattr(runner, "backend", None)
+    return {"backend": str(backend), "backend_reason": backend.reason} if isinstance(backend, Choice) else {}
+
+
 @functools.lru_cache(maxsize=8)
 def _auto(flags, forced):
     """What ``auto`` means on a CPU with these flags, or as forced (the arguments only key the cache)."""
@@ -109,33 +125,39 @@ def _auto(flags, forced):
 
 # --- the backend ------------------------------------------------------------------------------------
 
-def check_backend(backend, precision="auto", compile=False):
-    """``backend`` as a concrete Choice ('torch' or 'openvino', with its reason) for float networks run
-    in ``precision`` (resolved here) with or without torch.compile, or InputError. A Choice already
-    made (a Segmenter's default) stands unless this precision or compile rules OpenVINO out."""
+def check_backend(backend, precision="auto", compile=False, int8_blocker=None):
+    """``backend`` as a concrete Choice ('torch' or 'openvino', with its reason) for networks run in
+    ``precision`` (resolved here) with or without torch.compile, or InputError. int8_blocker: why the
+    bundle's int8 should not run on OpenVINO (bundle.py), or None. A Choice already made (a
+    Segmenter's default) stands unless this precision, compile or int8_blocker rules OpenVINO out;
+    an auto Choice made for floats is made again for int8."""
     if backend not in BACKENDS:
         raise InputError(f"backend must be one of {', '.join(BACKENDS)}, got {backend!r}.")
     if backend == "torch":
         return backend if isinstance(backend, Choice) else Choice("torch", "asked")
-    blocker = openvino_blocker(check_precision(precision), compile)
-    asked = backend == "openvino" and not (isinstance(backend, Choice) and backend.reason.startswith("auto"))
+    precision = check_precision(precision)
+    blocker = openvino_blocker(precision, compile) or (int8_blocker if precision == "int8" else None)
+    auto_made = isinstance(backend, Choice) and backend.reason.startswith("auto")
+    asked = asked_for_openvino(backend)
     if blocker and asked:
         raise InputError(f"the openvino backend cannot run this: {blocker}; use --backend torch or auto.")
     if blocker:
         return Choice("torch", f"auto: {blocker}")
-    if isinstance(backend, Choice):
+    if isinstance(backend, Choice) and not (auto_made and precision == "int8"):
         return backend
     if asked:
         return Choice("openvino", "asked")
-    precision = str(check_precision(precision))
     with _DECIDING:
-        return _auto_backend(precision, cpu.forced_auto(cpu.AUTO_BACKEND_OVERRIDE))
+        return _auto_backend(str(precision), cpu.forced_auto(cpu.AUTO_BACKEND_OVERRIDE))
+
+
+def asked_for_openvino(backend):
+    """True when the user asked for OpenVINO (not when ``auto`` chose it)."""
+    return backend == "openvino" and not (isinstance(backend, Choice) and backend.reason.startswith("auto"))
 
 
 def openvino_blocker(precision, compile):
     """Why OpenVINO cannot run networks in ``precision`` (concrete) with ``compile``, or None."""
-    if precision == "int8":
-        return "int8 runs on PyTorch's int8 kernels (OpenVINO int8 is not built in)"
     if compile:
         return "torch.compile was asked for"
     if not openvino_backend.installed():
@@ -148,6 +170,12 @@ def _auto_backend(precision, forced):
     """What ``--backend auto`` means for float networks in ``precision`` (the arguments key the cache)."""
     if forced:
         return Choice(forced, f"auto: forced by {cpu.AUTO_BACKEND_OVERRIDE}")
+    if precision == "int8":
+        speedup, floats = openvino_int8_speedup(), str(resolve("auto"))
+        if speedup >= BACKEND_MARGIN:
+            return Choice("openvino", f"auto: OpenVINO int8 measured {speedup:.2f}x OpenVINO {floats} on this CPU")
+        return Choice("torch", f"auto: OpenVINO int8 measured only {speedup:.2f}x OpenVINO {floats} on this CPU, "
+                               "so int8 runs on PyTorch's kernels")
     speedup = openvino_speedup(precision)
     choice = "openvino" if speedup >= BACKEND_MARGIN else "torch"
     return Choice(choice, f"auto: OpenVINO measured {speedup:.2f}x torch in {precision}")
@@ -170,6 +198,28 @@ def measure_openvino_speedup(precision, repeats=3, side=128):
     on_torch, on_openvino = Runner(net, precision), Runner(net, precision, backend="openvino")
     with torch.inference_mode():
         return best_seconds(lambda: on_torch(x), repeats) / best_seconds(lambda: on_openvino(x), repeats)
+
+
+def openvino_int8_speedup():
+    """OpenVINO float time (in the precision auto resolves to) / OpenVINO int8 time of a small U-Net
+    on this CPU, from the disk cache (keyed by CPU model, OpenVINO version and that precision) or
+    measured now (about two seconds)."""
+    floats = str(resolve("auto"))
+    key = f"{cpu.cpu_model()} | openvino {openvino_backend.version()} | int8 against {floats}"
+    return float(remembered("probe.json", key, lambda: measure_openvino_int8_speedup(floats)))
+
+
+def measure_openvino_int8_speedup(floats, repeats=3, side=128):
+    """OpenVINO ``floats`` seconds / OpenVINO int8 seconds (best of ``repeats``) of a width-16 U-Net of
+    random weights, calibrated on its own input, on 4 x 3 x side x side inputs (about 4 GMAC per pass)."""
+    torch.manual_seed(0)
+    net = fold_batch_norm(UNet(width=16).eval())
+    x = torch.randn(4, 3, side, side)
+    inputs = input_ranges(net, [x])
+    on_float = Runner(net, floats, backend=Choice("openvino", "probe"))
+    on_int8 = Runner(net, "int8", backend=Choice("openvino", "probe"), int8_inputs=inputs)
+    with torch.inference_mode():
+        return best_seconds(lambda: on_float(x), repeats) / best_seconds(lambda: on_int8(x), repeats)
 
 
 def best_seconds(run, repeats):
@@ -233,12 +283,17 @@ class Runner:
     benchmarks/README.md).
     """
 
-    def __init__(self, model, precision="fp32", compile=False, int8_ranges=None, backend="torch"):
+    def __init__(self, model, precision="fp32", compile=False, int8_ranges=None, backend="torch", int8_inputs=None):
         self.config = model.config
         self.precision = check_precision(precision)
-        self.backend = check_backend(backend, self.precision, compile)
+        self.backend = check_backend(backend, self.precision, compile,
+                                     NO_INT8_INPUTS if int8_inputs is None else None)
         dynamic = False  # float networks: one compilation per input shape
         self.compiled_int8 = False
+        if self.precision == "int8" and self.backend == "openvino":
+            graph = openvino_backend.unet_graph(fold_batch_norm(model), int8_inputs)
+            self.network = openvino_backend.OpenVinoNetwork(graph, resolve("auto"), torch.get_num_threads())
+            return
         if self.precision == "int8":
             model, compile, dynamic = self._int8_network(model, int8_ranges, compile)
         elif self.backend == "openvino":

@@ -14,7 +14,7 @@ import torch
 from ..disk.outputs import atomic_output
 from ..errors import ModelError
 from .bundle import Bundle
-from .quantize import float_state, int8_state
+from .quantize import convolutions, float_state, int8_state
 from .unet import UNet, UNetConfig
 
 BUNDLE_FORMAT = "iterseg-bundle"
@@ -39,6 +39,8 @@ def save_bundle(bundle, path, half=True):
         payload["int8_ranges"] = {name: {f"{i}.{end}": t.float().contiguous() for i, pair in enumerate(ranges)
                                          for end, t in zip(("min", "max"), pair, strict=True)}
                                   for name, ranges in bundle.int8_ranges.items()}
+    if bundle.int8_ranges and bundle.int8_inputs:
+        payload["int8_inputs"] = {name: t.float().contiguous() for name, t in bundle.int8_inputs.items()}
     with atomic_output(path) as tmp:
         torch.save(payload, tmp)
 
@@ -153,6 +155,20 @@ def _ranges(stored):
             for name, values in stored.items()}
 
 
+def _inputs(stored, networks):
+    """{network: float32 (n, 2)} from the file (None when it has none): finite (min, max) rows, one
+    per convolution of that network (quantize.convolutions)."""
+    if stored is None:
+        return None
+    if not isinstance(stored, dict) or set(stored) - set(networks):
+        raise KeyError("int8_inputs")
+    for name, table in stored.items():
+        if (not isinstance(table, torch.Tensor) or table.shape != (len(convolutions(networks[name])), 2)
+                or not torch.isfinite(table).all()):
+            raise ValueError(f"int8_inputs of {name} do not fit its network")
+    return {name: table.float() for name, table in stored.items()}
+
+
 def _meta(payload, path):
     """The bundle's metadata: a JSON object whose values have the types read_bundle needs."""
     text = payload.get("meta")
@@ -193,11 +209,13 @@ def read_bundle(path):
         s2 = _build(meta["s2"], _weights(payload["s2"], int8), f"{path} (S2)")
         reference = (_build(meta["reference"], _weights(payload.get("reference"), int8), f"{path} (reference)")
                      if meta.get("reference") else None)
+        networks = {"s1": s1, "s2": s2, **({"reference": reference} if reference is not None else {})}
         return Bundle(s1=s1, s2=s2, mean=tuple(meta["mean"]), std=tuple(meta["std"]),
                       s1_scale=float(meta["s1_scale"]), class_names=tuple(meta["class_names"]),
                       name=meta.get("name", path.stem), provenance=meta.get("provenance", {}),
                       reference=reference, palette=meta.get("palette"),
                       int8_ranges=_ranges(payload.get("int8_ranges")) if int8 else None,
+                      int8_inputs=_inputs(payload.get("int8_inputs"), networks) if int8 else None,
                       window=meta.get("window"), patches=meta.get("patches"),
                       context=meta.get("context"), mpp=meta.get("mpp"))
     except (KeyError, TypeError, ValueError, IndexError, AttributeError, RuntimeError, RecursionError) as exc:

@@ -20,7 +20,7 @@ from ..engine.refine import s2_input
 from ..engine.source import ArraySource
 from ..model.bundle import Bundle
 from ..model.cpu import has_vnni
-from ..model.quantize import as_stored, calibrate, fold_batch_norm
+from ..model.quantize import as_stored, calibrate, fold_batch_norm, input_ranges
 from .data import read_sample
 
 CALIBRATION_CROP = 256     # S2 (and the reference network) calibrate on crops of this side
@@ -81,13 +81,16 @@ def calibrate_bundle(bundle, images, provenance=None):
     calibrated on ``images`` (float32 (H, W, C) in [0, 1], a few training images)."""
     folded = {name: as_stored(fold_batch_norm(net)) for name, net in bundle.networks().items()}
     runs = stage1_runs(bundle, images)
-    ranges = {name: calibrate(folded[name], calibration_batches(runs, bundle, network))
-              for name, network in bundle.networks().items()}
+    batches = {name: calibration_batches(runs, bundle, network) for name, network in bundle.networks().items()}
+    ranges = {name: calibrate(folded[name], batches[name]) for name in folded}
+    inputs = {name: input_ranges(folded[name], batches[name]) for name in folded}
     info = {**(provenance or {}), "images": len(images), "torch": torch.__version__,
             "reduce_range": not has_vnni(), "observer": "min/max per tensor (activations), per channel (weights)"}
     return Bundle(s1=folded["s1"], s2=folded["s2"], reference=folded.get("reference"), mean=bundle.mean,
                   std=bundle.std, s1_scale=bundle.s1_scale, class_names=bundle.class_names, palette=bundle.palette,
-                  name=bundle.name, provenance={**bundle.provenance, "int8": info}, int8_ranges=ranges)
+                  name=bundle.name, provenance={**bundle.provenance, "int8": info}, int8_ranges=ranges,
+                  int8_inputs=inputs, window=bundle.window, patches=bundle.patches, context=bundle.context,
+                  mpp=bundle.mpp)
 
 
 def calibration_images(spec, count, seed=0):
@@ -96,3 +99,28 @@ def calibration_images(spec, count, seed=0):
     samples = spec.split("train")
     chosen = sorted(np.random.default_rng(seed).choice(len(samples), min(count, len(samples)), replace=False))
     return [ArraySource(read_sample(spec, samples[i])[0], 3).unit for i in chosen], [samples[i].id for i in chosen]
+
+
+def check_openvino_int8(float_bundle, int8_bundle, spec, images, split="test"):
+    """How much quality OpenVINO's int8 costs: the float bundle (precision and backend auto: the
+    fastest float run of this CPU) and the int8 bundle on OpenVINO, each at the model's default
+    window count and as the baseline, on the first ``images`` images of ``split``. Returns what
+    int8 bundles keep in ``provenance["int8"]["openvino_check"]`` (Bundle.openvino_int8_blocker
+    reads it): {"spec", "split", "images", "against", "quality": "dice" or "miou", "float",
+    "int8" ({method: mean}), "loss": the largest drop over both methods}."""
+    from ..api import Segmenter
+    from ..engine.settings import resolve_patches
+    from .evaluate import evaluate
+
+    patches = (resolve_patches(float_bundle.patches),)
+    reference = Segmenter(float_bundle, warm_up=False)
+    measured = Segmenter(int8_bundle, precision="int8", backend="openvino", warm_up=False)
+    quality = "dice" if spec.num_classes == 2 else "miou"
+    means = {}
+    for name, segmenter in (("float", reference), ("int8", measured)):
+        summary = evaluate(segmenter, spec, split, patches=patches, limit=images)["summary"]
+        means[name] = {method: values[quality] for method, values in summary.items()}
+    defaults = reference.defaults
+    return {"spec": spec.name, "split": split, "images": min(images, len(spec.split(split))),
+            "against": f"{defaults['precision']} on {defaults['backend']}", "quality": quality, **means,
+            "loss": max(means["float"][m] - means["int8"][m] for m in means["float"])}

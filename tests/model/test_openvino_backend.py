@@ -11,10 +11,13 @@ import torch
 
 import iterseg
 from iterseg.cli import main
-from iterseg.errors import InputError
+from iterseg.engine.source import ArraySource
+from iterseg.errors import InputError, ModelError
 from iterseg.model import cpu, openvino_backend, runtime
-from iterseg.model.quantize import fold_batch_norm
+from iterseg.model.quantize import convolutions, fold_batch_norm
 from iterseg.model.runtime import Runner, check_backend
+from iterseg.model.store import read_bundle, save_bundle
+from iterseg.training.calibrate import calibrate_bundle
 
 from synthetic import blob_image, conditioned_bundle, multiclass_bundle, small_bundle, write_tiled
 
@@ -164,8 +167,6 @@ def test_auto_takes_openvino_only_where_the_probe_finds_it_faster(monkeypatch, f
 def test_auto_stays_on_torch_where_openvino_cannot_run(monkeypatch, fresh_backend, bundle):
     fake_probe(monkeypatch, 3.0)
     assert check_backend("auto", "fp32", compile=True).reason == "auto: torch.compile was asked for"
-    int8 = check_backend("auto", "int8")
-    assert int8 == "torch" and "int8 runs on PyTorch's int8 kernels" in int8.reason
     monkeypatch.setattr(openvino_backend, "installed", lambda: False)
     missing = check_backend("auto", "fp32")
     assert missing == "torch" and "pip install openvino" in missing.reason
@@ -222,3 +223,93 @@ def test_the_cli_takes_the_backend_and_reports_it(tmp_path, image_path, bundle_p
         assert f"seconds (fp32, {backend})" in capsys.readouterr().out
     assert main(["predict", str(image_path), "--backend", "onnx"]) == 2
     assert "--backend" in capsys.readouterr().err
+
+
+# --- int8 -------------------------------------------------------------------------------------------
+
+def int8_bundle(**overrides):
+    """A small bundle calibrated for int8 on two synthetic images."""
+    images = [ArraySource(blob_image(96, 128, seed=s), 3).unit for s in range(2)]
+    return calibrate_bundle(small_bundle(**overrides), images)
+
+
+def fake_int8_probe(monkeypatch, speedup):
+    """OpenVINO's int8 probe measures ``speedup`` against its float run."""
+    monkeypatch.setattr(runtime, "measure_openvino_int8_speedup", lambda floats: speedup)
+
+
+def test_the_int8_graph_runs_int8_convolutions_close_to_the_float_network():
+    bundle = int8_bundle()
+    x = torch.from_numpy(((blob_image(64, 96, seed=5) / 255.0 - 0.5) / 0.25).transpose(2, 0, 1).copy())[None].float()
+    runner = Runner(bundle.s2, "int8", backend=runtime.Choice("openvino", "asked"),
+                    int8_inputs=bundle.int8_inputs["s2"])
+    with torch.inference_mode():
+        got, want = runner(x), bundle.s2(x)
+    assert got.shape == want.shape and got.dtype == torch.float32
+    assert float((got - want).norm() / want.norm()) < 0.05  # 256 levels per tensor: a few % of the logits
+    compiled = runner.network.compiled
+    ran = [(op.get_rt_info()["layerType"].astype(str), op.get_rt_info()["runtimePrecision"].astype(str).lower())
+           for op in compiled.get_runtime_model().get_ordered_ops()]
+    convs = [precision for kind, precision in ran if kind in ("Convolution", "Deconvolution")]
+    assert len(convs) == len(convolutions(bundle.s2)) and set(convs) <= {"i8", "u8"}, ran  # every one in int8
+
+
+def test_an_int8_bundle_runs_on_openvino_where_its_int8_pays(monkeypatch, fresh_backend, image, tmp_path):
+    fake_int8_probe(monkeypatch, 1.8)
+    save_bundle(int8_bundle(), tmp_path / "q.pt")
+    loaded = read_bundle(tmp_path / "q.pt")
+    assert {name: tuple(t.shape) for name, t in loaded.int8_inputs.items()} == {
+        name: (len(convolutions(net)), 2) for name, net in loaded.networks().items()}
+    result = iterseg.Segmenter(loaded, precision="int8", warm_up=False).predict(image, patches=2, patch_size=32)
+    assert result.options["backend"] == "openvino"
+    assert "int8 measured 1.80x OpenVINO" in result.options["backend_reason"]
+    assert not any("PyTorch's int8 kernels" in note for note in result.notes)
+    baseline = iterseg.Segmenter(loaded, precision="int8", warm_up=False).predict_baseline(image)
+    assert baseline.options["backend"] == "openvino"
+
+
+@pytest.mark.parametrize("speedup, loss, inputs, backend", [
+    (0.9, None, True, "torch"),   # int8 is no faster than OpenVINO's float run on this CPU
+    (1.8, 0.012, True, "torch"),  # its check on test images lost more than 0.005 Dice
+    (1.8, 0.004, True, "openvino"),
+    (1.8, None, False, "torch"),  # calibrated before OpenVINO int8 existed
+])
+def test_int8_stays_on_pytorch_where_openvinos_does_not_pay_and_the_note_says_why(
+        monkeypatch, fresh_backend, image, speedup, loss, inputs, backend):
+    fake_int8_probe(monkeypatch, speedup)
+    bundle = int8_bundle()
+    if loss is not None:
+        bundle.provenance["int8"]["openvino_check"] = {"loss": loss, "quality": "dice", "against": "bf16 on openvino",
+                                                       "images": 4, "spec": "syn", "split": "test"}
+    if not inputs:
+        bundle.int8_inputs = None
+    result = iterseg.Segmenter(bundle, precision="int8", warm_up=False).predict(image, patches=1, patch_size=32)
+    assert result.options["backend"] == backend
+    why = [note for note in result.notes if note.startswith("int8 ran on PyTorch's int8 kernels, not OpenVINO's")]
+    assert bool(why) == (backend == "torch")
+    if why:
+        expected = ("measured only 0.90x" if speedup < 1 else "no OpenVINO calibration" if not inputs else
+                    "lost 0.0120 dice against bf16 on openvino on 4 syn test images")
+        assert expected in why[0]
+
+
+def test_asking_for_openvino_int8_overrides_the_check_but_not_a_missing_calibration(monkeypatch, fresh_backend, image):
+    fake_int8_probe(monkeypatch, 0.5)
+    bundle = int8_bundle()
+    bundle.provenance["int8"]["openvino_check"] = {"loss": 0.05, "quality": "dice"}
+    asked = iterseg.Segmenter(bundle, precision="int8", backend="openvino", warm_up=False)
+    assert asked.predict(image, patches=1, patch_size=32).options["backend"] == "openvino"
+    bundle = int8_bundle()
+    bundle.int8_inputs = None
+    with pytest.raises(InputError, match="no OpenVINO calibration .* run `iterseg quantize` again"):
+        iterseg.Segmenter(bundle, precision="int8", backend="openvino", warm_up=False)
+
+
+def test_int8_input_ranges_that_do_not_fit_the_network_are_refused(tmp_path):
+    bundle = int8_bundle()
+    bundle.int8_inputs["s2"] = bundle.int8_inputs["s2"][:-1]
+    with pytest.raises(ModelError, match="int8 input ranges .* do not fit its network"):
+        openvino_backend.unet_graph(bundle.s2, bundle.int8_inputs["s2"])
+    save_bundle(bundle, tmp_path / "bad.pt")
+    with pytest.raises(ModelError, match="damaged bundle metadata"):
+        read_bundle(tmp_path / "bad.pt")
