@@ -1,9 +1,10 @@
-"""Does OpenVINO's int8 pay (issue 25)? NNCF post-training quantization (default settings) of each
-vessel model's full-resolution network against OpenVINO bf16 and f32 on this CPU: seconds on 16 x
-224^2 windows, and the Dice of the whole-image mask on 6 test images, calibrated on 32 crops of
-224^2 from 8 training images. An experiment, not a feature: iterseg's int8 runs on PyTorch.
+"""OpenVINO's int8 graph as iterseg builds it (issue 25: an int8 bundle from `iterseg quantize`, its
+calibrated convolution input ranges as FakeQuantize nodes, model/openvino_backend.unet_graph) beside
+NNCF's post-training quantization (default settings, 32 crops of 224^2 from 8 training images) of
+each vessel model's full-resolution network, against OpenVINO bf16 and f32 on this CPU: seconds on
+16 x 224^2 windows, and the Dice of the whole-image mask on the test split (--images).
 
-    pip install nncf && python -m benchmarks.openvino_int8 [--data-root DIR]
+    pip install nncf && python -m benchmarks.openvino_int8 [--data-root DIR] [--images N]
 """
 import json
 import os
@@ -19,6 +20,7 @@ import iterseg
 from iterseg.engine.source import ArraySource
 from iterseg.model.openvino_backend import unet_graph
 from iterseg.model.quantize import fold_batch_norm
+from iterseg.training.calibrate import calibrate_bundle, calibration_images
 from iterseg.training.data import load_spec, read_sample
 
 from .peer import DATA
@@ -30,7 +32,8 @@ def compiled(model, hint):
     return core.compile_model(model, "CPU", {"INFERENCE_PRECISION_HINT": hint, "INFERENCE_NUM_THREADS": 2})
 rng = np.random.default_rng(0)
 data_root = Path(sys.argv[sys.argv.index("--data-root") + 1]) if "--data-root" in sys.argv else DATA
-out = {"machine": machine(), "load": os.getloadavg()}
+test_images = int(sys.argv[sys.argv.index("--images") + 1]) if "--images" in sys.argv else None
+out = {"machine": machine(), "load": os.getloadavg(), "test_images": test_images or "all"}
 for name in ("drive", "hrf"):
     bundle = iterseg.load_bundle(name)
     spec = load_spec(name, str(data_root))
@@ -46,11 +49,14 @@ for name in ("drive", "hrf"):
             y, x = rng.integers(0, u.shape[0] - 224), rng.integers(0, u.shape[1] - 224)
             crops.append(((u[y:y + 224, x:x + 224] - mean) / std)[None].astype(np.float32))
     int8 = nncf.quantize(graph, nncf.Dataset(crops), subset_size=len(crops))
-    models = {"f32": compiled(graph, "f32"), "bf16": compiled(graph, "bf16"), "int8": compiled(int8, "bf16")}
+    ours = calibrate_bundle(bundle, calibration_images(spec, 8)[0])  # as `iterseg quantize` does
+    own = unet_graph(ours.s2, ours.int8_inputs["s2"])
+    models = {"f32": compiled(graph, "f32"), "bf16": compiled(graph, "bf16"), "nncf int8": compiled(int8, "bf16"),
+              "iterseg int8": compiled(own, "bf16")}
     x = np.random.rand(16, 224, 224, 3).astype(np.float32)
-    speed = interleaved_medians({k: (lambda m=m, x=x: m(x)) for k, m in models.items()}, rounds=5)
+    speed = interleaved_medians({k: (lambda m=m, x=x: m(x)) for k, m in models.items()}, rounds=9)
     dice = {k: [] for k in models}
-    for sample in spec.split("test")[:6]:
+    for sample in spec.split("test")[:test_images]:
         u, target, fov = unit(sample)
         h, w = u.shape[:2]
         padded_h, padded_w = -(-h // 16) * 16, -(-w // 16) * 16
@@ -62,7 +68,8 @@ for name in ("drive", "hrf"):
             f = fov if fov is not None else np.ones_like(t)
             a, b = mask[f], t[f]
             dice[k].append(2 * (a & b).sum() / (a.sum() + b.sum()))
-    out[name] = {"seconds_16x224": speed, "dice_baseline_6_test": {k: float(np.mean(v)) for k, v in dice.items()}}
+    out[name] = {"seconds_16x224": speed, "dice_baseline_test": {k: float(np.mean(v)) for k, v in dice.items()},
+                 "images": len(dice["f32"])}
     print(name, json.dumps(out[name]), flush=True)
 out["load_after"] = os.getloadavg()
 print(json.dumps(out))
