@@ -44,6 +44,8 @@ def run(args):
     verdict = "not checked (--check-images 0)"
     if not openvino_backend.installed():
         verdict = "not checked: OpenVINO is not installed, so int8 runs on PyTorch's kernels"
+    elif args.check_images and not spec.split("test"):
+        verdict = f"not checked: spec {spec.name} has no test images"
     elif args.check_images:
         check = check_openvino_int8(source, int8, spec, args.check_images)
         int8 = dataclasses.replace(int8, provenance={**int8.provenance, "int8": {

@@ -13,7 +13,8 @@ Glossary
     x        float32 (N, C, h, w) normalised image batch, h and w multiples of the size multiple; the
              compiled model takes it as (N, h, w, C), the memory order of the engine's batches
              (channels_last), so that no copy is made to feed it
-    logits   float32 (N, K, h, w), computed in f32 or bf16 (``INFERENCE_PRECISION_HINT``)
+    logits   float32 (N, K, h, w), computed in f32 or bf16 (``INFERENCE_PRECISION_HINT``), or by int8
+             convolutions for an int8 bundle (``unet_graph``'s ``int8_inputs``)
 """
 import collections
 import threading
