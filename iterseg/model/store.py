@@ -39,8 +39,8 @@ def save_bundle(bundle, path, half=True):
         payload["int8_ranges"] = {name: {f"{i}.{end}": t.float().contiguous() for i, pair in enumerate(ranges)
                                          for end, t in zip(("min", "max"), pair, strict=True)}
                                   for name, ranges in bundle.int8_ranges.items()}
-    if bundle.int8_ranges and bundle.int8_inputs:
-        payload["int8_inputs"] = {name: t.float().contiguous() for name, t in bundle.int8_inputs.items()}
+    if bundle.int8_ranges and bundle.int8_inputs:  # one table, the networks' rows in networks() order
+        payload["int8_inputs"] = torch.cat([bundle.int8_inputs[name].float() for name in bundle.networks()])
     with atomic_output(path) as tmp:
         torch.save(payload, tmp)
 
@@ -156,17 +156,15 @@ def _ranges(stored):
 
 
 def _inputs(stored, networks):
-    """{network: float32 (n, 2)} from the file (None when it has none): finite (min, max) rows, one
-    per convolution of that network (quantize.convolutions)."""
+    """{network: float32 (n, 2)} from the file's one table (None when it has none): finite (min, max)
+    rows, one per convolution (quantize.convolutions) of each network in turn."""
     if stored is None:
         return None
-    if not isinstance(stored, dict) or set(stored) - set(networks):
-        raise KeyError("int8_inputs")
-    for name, table in stored.items():
-        if (not isinstance(table, torch.Tensor) or table.shape != (len(convolutions(networks[name])), 2)
-                or not torch.isfinite(table).all()):
-            raise ValueError(f"int8_inputs of {name} do not fit its network")
-    return {name: table.float() for name, table in stored.items()}
+    counts = [len(convolutions(net)) for net in networks.values()]
+    if (not isinstance(stored, torch.Tensor) or tuple(stored.shape) != (sum(counts), 2)
+            or not torch.isfinite(stored).all()):
+        raise ValueError("the int8 input ranges do not fit the networks")
+    return dict(zip(networks, stored.float().split(counts), strict=True))
 
 
 def _meta(payload, path):
