@@ -48,11 +48,13 @@ def unet_graph(folded, int8_inputs=None):
     convolutions, model/quantize.fold_batch_norm): input "x" (N, h, w, C) float32 of any N, h, w
     (multiples of the size multiple) -> logits (N, K, h, w).
 
-    int8_inputs: float32 (n, 2), the calibrated (min, max) of each 2-D convolution's input
-    (quantize.input_ranges, in ``quantize.convolutions`` order), or None for a float graph. With
-    them every 2-D convolution takes its input through a FakeQuantize of 256 levels over that range
-    and its weights through one of 255 symmetric levels per output channel, which OpenVINO's CPU
-    plugin runs as int8 convolutions (the transposed ones stay float, as in the PyTorch int8 path)."""
+    int8_inputs: float32 (n, 2), the calibrated (min, max) of each convolution's input (plain and
+    transposed; quantize.input_ranges, in ``quantize.convolutions`` order), or None for a float
+    graph. With them each tensor a convolution reads passes one FakeQuantize of 256 levels
+    (``activation_bounds``; a skip's covers both its readers, and the other half of its
+    concatenation gets the same, so that OpenVINO fuses each into the convolution that makes the
+    tensor), and the weights one of 255 symmetric levels per output channel: OpenVINO's CPU plugin
+    then runs every convolution in int8."""
     import openvino as ov
     from openvino import opset13 as ops
 
