@@ -5,7 +5,7 @@ import json
 import pytest
 
 from iterseg.cli import main
-from iterseg.model import runtime
+from iterseg.model import cpu, runtime
 from iterseg.model.store import read_bundle, save_bundle
 
 from synthetic import small_bundle, write_dataset
@@ -32,6 +32,7 @@ def test_cli_quantize_then_predict_in_int8(tmp_path):
 
 def test_cli_quantize_checks_openvino_int8_on_test_images_and_predict_runs_it(tmp_path, monkeypatch, capsys):
     monkeypatch.setattr(runtime, "measure_openvino_int8_speedup", lambda floats: 1.8)  # int8 pays on this "CPU"
+    monkeypatch.delenv(cpu.AUTO_BACKEND_OVERRIDE, raising=False)  # decided by the probe, not `make test-auto`
     runtime._auto_backend.cache_clear()
     spec_path = write_dataset(tmp_path)
     save_bundle(small_bundle(), tmp_path / "small.pt")
