@@ -227,10 +227,10 @@ def test_the_cli_takes_the_backend_and_reports_it(tmp_path, image_path, bundle_p
 
 # --- int8 -------------------------------------------------------------------------------------------
 
-def int8_bundle(**overrides):
-    """A small bundle calibrated for int8 on two synthetic images."""
+def int8_bundle(made=small_bundle):
+    """A small bundle (``made()``) calibrated for int8 on two synthetic images."""
     images = [ArraySource(blob_image(96, 128, seed=s), 3).unit for s in range(2)]
-    return calibrate_bundle(small_bundle(**overrides), images)
+    return calibrate_bundle(made(), images)
 
 
 def fake_int8_probe(monkeypatch, speedup):
@@ -238,9 +238,13 @@ def fake_int8_probe(monkeypatch, speedup):
     monkeypatch.setattr(runtime, "measure_openvino_int8_speedup", lambda floats: speedup)
 
 
-def test_the_int8_graph_runs_int8_convolutions_close_to_the_float_network():
-    bundle = int8_bundle()
+@pytest.mark.parametrize("made", [small_bundle, multiclass_bundle, lambda: conditioned_bundle()[0]],
+                         ids=["binary", "3 classes", "conditioned"])
+def test_the_int8_graph_runs_int8_convolutions_close_to_the_float_network(made):
+    bundle = int8_bundle(made)
     x = torch.from_numpy(((blob_image(64, 96, seed=5) / 255.0 - 0.5) / 0.25).transpose(2, 0, 1).copy())[None].float()
+    if bundle.conditioned:  # the coarse map's channel, in [-1, 1]
+        x = torch.cat([x, torch.linspace(-1, 1, 96).expand(1, 1, 64, 96)], dim=1)
     runner = Runner(bundle.s2, "int8", backend=runtime.Choice("openvino", "asked"),
                     int8_inputs=bundle.int8_inputs["s2"])
     with torch.inference_mode():
