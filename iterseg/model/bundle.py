@@ -174,7 +174,8 @@ class Bundle:
 
     def _prepared(self, precision, compile, backend):
         precision = check_precision(precision)  # 'auto' -> this CPU's fastest, one runner per concrete name
-        backend = check_backend(backend, precision, compile, self.openvino_int8_blocker(backend))
+        int8_blocker = self.openvino_int8_blocker(backend) if precision == "int8" else None
+        backend = check_backend(backend, precision, compile, int8_blocker)
         key = (str(precision), bool(compile), str(backend))  # OpenVINO's threads: torch's when first made
         if precision == "int8" and not self.int8_ranges:
             raise ModelError(f"model {self.name!r} has no int8 calibration; make an int8 bundle with "
