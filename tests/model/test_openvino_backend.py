@@ -2,6 +2,9 @@
 it through the same calls (two-stage, baseline, streamed, threads), and ``--backend auto`` picks it
 only where it is installed and measured faster. OpenVINO is a dependency of iterseg: these tests
 always run."""
+import copy
+import dataclasses
+import functools
 import json
 import threading
 
@@ -228,7 +231,15 @@ def test_the_cli_takes_the_backend_and_reports_it(tmp_path, image_path, bundle_p
 # --- int8 -------------------------------------------------------------------------------------------
 
 def int8_bundle(made=small_bundle):
-    """A small bundle (``made()``) calibrated for int8 on two synthetic images."""
+    """A small bundle (``made()``) calibrated for int8 on two synthetic images: calibrated once per
+    ``made``, each call a copy whose provenance and int8 ranges a test may change."""
+    calibrated = _calibrated(made)
+    return dataclasses.replace(calibrated, provenance=copy.deepcopy(calibrated.provenance),
+                               int8_inputs=dict(calibrated.int8_inputs))
+
+
+@functools.cache
+def _calibrated(made):
     images = [ArraySource(blob_image(96, 128, seed=s), 3).unit for s in range(2)]
     return calibrate_bundle(made(), images)
 
