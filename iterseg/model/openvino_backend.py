@@ -65,8 +65,7 @@ def unet_graph(folded, int8_inputs=None):
         if tuple(int8_inputs.shape) != (len(convs), 2):
             raise ModelError(f"the bundle's int8 input ranges ({tuple(int8_inputs.shape)}) do not fit its network "
                              f"({len(convs)} convolutions); calibrate again with `iterseg quantize`.")
-        quantized = {id(conv): activation_bounds(*pair.tolist()) for conv, pair in zip(convs, int8_inputs, strict=True)}
-        index = {id(conv): i for i, conv in enumerate(convs)}
+        quantized = {id(conv): pair.tolist() for conv, pair in zip(convs, int8_inputs, strict=True)}  # calibrated
 
     def fake_quantize(node, low, high, levels):
         low, high = ops.constant(np.float32(low)), ops.constant(np.float32(high))
@@ -84,7 +83,7 @@ def unet_graph(folded, int8_inputs=None):
 
     def quantized_input(node, module):
         if id(module) in quantized and id(module) not in fed_quantized:
-            return fake_quantize(node, *quantized[id(module)], 256)
+            return fake_quantize(node, *activation_bounds(*quantized[id(module)]), 256)
         return node
 
     def layer(node, module):
@@ -123,8 +122,8 @@ def unet_graph(folded, int8_inputs=None):
         if not quantized:
             return None
         fed_quantized.update(id(reader) for reader in readers)
-        pairs = [int8_inputs[index[id(reader)]] for reader in readers]
-        return activation_bounds(min(float(p[0]) for p in pairs), max(float(p[1]) for p in pairs))
+        pairs = [quantized[id(reader)] for reader in readers]
+        return activation_bounds(min(low for low, _ in pairs), max(high for _, high in pairs))
 
     def quantized_to(node, bounds):
         return node if bounds is None else fake_quantize(node, *bounds, 256)

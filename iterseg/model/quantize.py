@@ -132,13 +132,12 @@ def input_ranges(model, batches):
     """float32 (n, 2): the (min, max) of each convolution's input (``convolutions`` order) over
     ``model`` (folded, float) run on ``batches`` (x tensors): what OpenVINO's int8 graph quantizes
     each convolution's input to (openvino_backend.unet_graph)."""
-    found = torch.full((len(convolutions(model)), 2), float("nan"))
+    found = torch.tensor([[float("inf"), -float("inf")]]).repeat(len(convolutions(model)), 1)  # none seen: not finite
 
     def record(index):
         def hook(module, args):
-            low, high = args[0].min().float(), args[0].max().float()
-            found[index, 0] = low if torch.isnan(found[index, 0]) else torch.minimum(found[index, 0], low)
-            found[index, 1] = high if torch.isnan(found[index, 1]) else torch.maximum(found[index, 1], high)
+            found[index, 0] = torch.minimum(found[index, 0], args[0].min().float())
+            found[index, 1] = torch.maximum(found[index, 1], args[0].max().float())
         return hook
 
     hooks = [conv.register_forward_pre_hook(record(i)) for i, conv in enumerate(convolutions(model))]
