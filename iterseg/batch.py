@@ -351,7 +351,7 @@ def predict_files(segmenter, paths, out_dir, options, overwrite=False, summary_p
     run (logged; InputError at the end). on_done(report) and on_error(path, exception) are told of
     each image. client: a ``dask.distributed.Client`` to run the images on its workers instead of
     here (``on_cluster``; same rules, same outputs). Returns the rows of the images this process ran
-    or skipped, in the order of ``paths`` (images claimed by others have none)."""
+    or skipped, in the order of ``paths`` (images claimed by another live process have none)."""
     with FolderRun(paths, out_dir, overwrite, summary_path, on_done, on_error) as run:
         if client is not None:
             on_cluster(client, run, segmenter, out_dir, options, **file_options)
@@ -431,15 +431,19 @@ class FolderRun:
 
     def pending(self):
         """The paths to run, in order, each claimed (a generator: skipped images are recorded as it
-        reaches them, and written with the next image's row or at the end; images claimed by another
-        process, or done by one since, are left to it)."""
+        reaches them, and written with the next image's row or at the end, as are images done by another
+        process since: a task of an interrupted run may finish one after its client has gone; images
+        claimed by another live process are left to it)."""
         for path in self.paths:
             row = skip_row(path, self.out_dir, self.overwrite, self.previous)
             if row is not None:
-                self.rows[self.order[path]] = row
-                self.unwritten.append(row)
+                self._add_skipped(path, row)
             elif self._claim(path):
                 yield path
+
+    def _add_skipped(self, path, row):
+        self.rows[self.order[path]] = row
+        self.unwritten.append(row)
 
     def _claim(self, path):
         """True if ``path`` is now claimed here and still to do (not done by another process meanwhile;
@@ -452,6 +456,7 @@ class FolderRun:
         if report and (not self.overwrite or _mtime(report[0]) >= self.started):
             log.debug("%s: done by another process meanwhile", path)
             self.claims.release(stem)
+            self._add_skipped(path, _skipped_row(path, *report, self.previous))  # its runner may be gone
             return False
         return True
 

@@ -115,3 +115,27 @@ def test_the_end_of_a_run_counts_the_images_left_to_other_processes(tmp_path, im
     leave_claim(out, "other", os.getpid())
     assert main(["predict", str(image_path), str(other), "--model", str(bundle_path), "--out", str(out)]) == 0
     assert "2 images: 1 done, 0 skipped (outputs exist), 0 failed, 1 left to other processes" in capsys.readouterr().err
+
+
+def test_an_image_done_by_another_process_after_the_skip_check_is_a_skipped_row(tmp_path, image_path, bundle_path,
+                                                                                 monkeypatch):
+    """A task of an interrupted cluster run can finish an image after its client has gone: the rerun
+    finds the report only when it claims the image. The image is a skipped row (in the rows and in the
+    summary), not dropped as if a live process still had it."""
+    out = tmp_path / "out"
+    segmenter = iterseg.load(bundle_path)
+    batch.predict_files(segmenter, [image_path], out, {"patches": 1})
+    report = out / "blobs.report.json"
+    aside = report.rename(tmp_path / "aside.json")
+    take = claims.Claims.take
+
+    def take_after_the_other_finished(self, stem):
+        aside.rename(report)  # the other process writes its report just now
+        return take(self, stem)
+
+    monkeypatch.setattr(claims.Claims, "take", take_after_the_other_finished)
+    rows = batch.predict_files(segmenter, [image_path], out, {"patches": 1}, summary_path=out / "summary.csv")
+    assert [row["status"] for row in rows] == ["skipped"] and rows[0]["windows"] == 1
+    summary = (out / "summary.csv").read_text().splitlines()
+    assert len(summary) == 2 and ",skipped," in summary[1]
+    assert not list(out.glob(".blobs.claim*"))
