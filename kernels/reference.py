@@ -1,4 +1,4 @@
-"""Plain NumPy twins of the numba kernels in ``windows.py``.
+"""Plain NumPy twins of the numba kernels in ``windows.py`` and ``area.py``.
 
 They are written for clarity, not speed, and the tests run every kernel against its twin.
 Shapes and meaning are the same as in ``windows.py``.
@@ -43,3 +43,12 @@ def margin_map_reference(probs):
         raise ValueError(f"margin needs at least 2 classes, got probabilities of shape {probs.shape}.")
     top2 = np.sort(probs, axis=0)[-2:]
     return (top2[1] - top2[0]).astype(np.float32)
+
+
+def block_means_reference(pixels, fy, fx):
+    """float32 (H // fy, W // fx, C) mean of each fy x fx block of ``pixels`` (H, W[, C])."""
+    pixels = np.asarray(pixels, np.float64)
+    pixels = pixels[:, :, None] if pixels.ndim == 2 else pixels
+    height, width, channels = pixels.shape
+    blocks = pixels.reshape(height // fy, fy, width // fx, fx, channels)
+    return blocks.mean(axis=(1, 3)).astype(np.float32)

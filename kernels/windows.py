@@ -252,11 +252,3 @@ def margin_map(probs):
         _margin_map(probs, out)
     return out
 
-
-def warm_up():
-    """Load (or compile) every kernel once, on tiny inputs, so later calls are timed without it."""
-    prob = np.full((2, 2), 0.5, dtype=np.float32)
-    window_means(prob, 1)
-    lowest_k(np.zeros(64, dtype=np.float64), 1)
-    uncertainty_map(prob)
-    margin_map(np.stack([prob, prob]))

@@ -30,7 +30,10 @@ from ..disk.resample import ResampledReader, resize, working_resolution
 from ..disk.slide import Slide, is_slide
 from ..disk.tiff import TiledImage, first_pixels, mirror_index, streaming_reason, unparsable
 from ..errors import InputError, naming
+from ..kernels import block_means, can_block_mean
 
+# dtypes OpenCV pads (BORDER_REFLECT_101 is np.pad's 'reflect')
+OPENCV_DTYPES = tuple(np.dtype(t) for t in (np.uint8, np.int8, np.uint16, np.int16, np.int32, np.float32, np.float64))
 STRIP_ROWS = 512  # level-0 rows read at a time when a TIFF is scanned or shrunk without a pyramid
 STREAM_PIXELS = 4096 * 4096  # stream 'auto' streams tiled TIFFs larger than this
 STREAM_MODES = ("auto", "always", "never")  # besides True (must stream) and False (= 'never')
@@ -190,7 +193,12 @@ def gather_boxes(array, boxes):
             out[i] = array[rows[:, None], cols[None, :]]
             continue
         block = array[max(y, 0):y + box_h, max(x, 0):x + box_w]
-        out[i] = np.pad(block, pads + [(0, 0)] * (array.ndim - 2), mode="reflect") if any(map(any, pads)) else block
+        if not any(map(any, pads)):
+            out[i] = block
+        elif array.dtype in OPENCV_DTYPES and array.shape[2:] <= (512,):  # in place, 4x np.pad's speed
+            cv2.copyMakeBorder(block, *pads[0], *pads[1], cv2.BORDER_REFLECT_101, dst=out[i])
+        else:
+            out[i] = np.pad(block, pads + [(0, 0)] * (array.ndim - 2), mode="reflect")
     return out
 
 
@@ -251,10 +259,15 @@ class ArraySource:
         return unit.reshape(n, height, *unit.shape[1:])
 
     def view(self, height, width, progress=None):
-        """(float32 (height, width, C) the image at stage-1 scale, note or None): INTER_AREA; strip by
-        strip when the rows shrink by a whole factor (each strip's rows then map onto whole view rows,
-        so the result is the whole image's resize exactly), else from the whole image in unit floats."""
-        full_height = self.shape[0]
+        """(float32 (height, width, C) the image at stage-1 scale, note or None): INTER_AREA. Stored
+        8- or 16-bit pixels shrunk by whole factors are averaged as stored (kernels/area.py) and then made
+        unit floats: their unit range is linear and never clips, so this equals shrinking the unit image.
+        Otherwise strip by strip when the rows shrink by a whole factor (each strip's rows then map onto
+        whole view rows, so the result is the whole image's resize exactly), else from the whole image."""
+        full_height, full_width = self.shape
+        factors = full_height // height, full_width // width
+        if (height * factors[0], width * factors[1]) == self.shape and can_block_mean(self.pixels.dtype, *factors):
+            return self.to_unit(block_means(self.pixels, *factors)), None
         if full_height % height or full_height == height:
             return shrink(self.unit, height, width), None
         factor = full_height // height

@@ -6,6 +6,7 @@ import tifffile
 import torch
 
 import iterseg
+from iterseg.disk.tiff import mirror_index
 from iterseg.engine import source as source_module
 from iterseg.engine.source import (
     ArraySource,
@@ -246,12 +247,14 @@ def test_slides_and_ome_zarr_stream_like_a_tiff(tmp_path, small_strips, kind):
         np.testing.assert_allclose(view, shrink(ArraySource(levels[1], 3).unit, 30, 36), atol=1e-5)
 
 
-@pytest.mark.parametrize("shape, view_shape", [((1100, 90, 3), (275, 45)), ((64, 90), (32, 45)),
-                                               ((1030, 70, 4), (515, 35)), ((99, 70, 3), (40, 28))])
-def test_an_array_is_read_in_unit_floats_without_a_full_resolution_copy(shape, view_shape, monkeypatch):
-    """Boxes and the stage-1 view equal those of the whole image in unit floats (whole factors: strip
-    by strip, exactly; others from the whole image), and the strips stay below a full float copy."""
-    pixels = np.random.default_rng(0).integers(0, 256, shape, dtype=np.uint8)
+@pytest.mark.parametrize("shape, view_shape, dtype", [
+    ((1100, 90, 3), (275, 45), np.uint8), ((64, 90), (32, 45), np.uint16), ((1030, 70, 4), (515, 35), np.uint8),
+    ((1100, 90, 3), (275, 47), np.uint8), ((1100, 90, 3), (275, 45), np.int16), ((99, 70, 3), (40, 28), np.uint8)])
+def test_an_array_is_read_in_unit_floats_without_a_full_resolution_copy(shape, view_shape, dtype, monkeypatch):
+    """Boxes and the stage-1 view equal those of the whole image in unit floats (whole factors: stored
+    values averaged, or strip by strip; others from the whole image), and whole factors never make a
+    full float copy."""
+    pixels = np.random.default_rng(0).integers(0, 256, shape).astype(dtype)
     source = ArraySource(pixels, 3)
     whole = source.unit
     boxes = np.array([[-5, -7, 40, 40], [shape[0] - 20, shape[1] - 30, 40, 40]])
@@ -262,7 +265,7 @@ def test_an_array_is_read_in_unit_floats_without_a_full_resolution_copy(shape, v
     view, _ = source.view(*view_shape)
     np.testing.assert_allclose(view, shrink(whole, *view_shape), atol=1e-6)
     if shape[0] % view_shape[0] == 0:
-        assert max(sizes) <= source_module.STRIP_ROWS < shape[0] or shape[0] <= source_module.STRIP_ROWS
+        assert max(sizes) < shape[0]
 
 
 def test_every_source_is_a_source_and_a_partial_one_is_refused(tmp_path, bundle):
@@ -307,3 +310,13 @@ def test_a_large_untiled_tiff_is_read_whole_with_a_note(tmp_path, monkeypatch):
     monkeypatch.setattr(source_module, "STREAM_PIXELS", 50 * 50)
     source = open_source(tmp_path / "strips.tif", 3, "auto")
     assert source.in_memory and "read whole" in source.notes[-1]
+
+
+@pytest.mark.parametrize("dtype, channels", [(np.float32, (3,)), (np.uint8, ()), (np.uint16, (600,)), (np.bool_, (2,)),
+                                             (np.uint32, (1,))])
+def test_boxes_past_the_edges_are_mirrored_for_every_dtype(dtype, channels):
+    array = (np.random.default_rng(1).random((30, 20) + channels) * 200).astype(dtype)
+    boxes = np.array([[-3, -5, 24, 16], [20, 10, 24, 16], [0, 0, 24, 16], [-20, 15, 24, 16]])
+    expected = [array[mirror_index(y + np.arange(h), 30)[:, None], mirror_index(x + np.arange(w), 20)[None, :]]
+                for y, x, h, w in boxes]
+    np.testing.assert_array_equal(source_module.gather_boxes(array, boxes), np.stack(expected))
