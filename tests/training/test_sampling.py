@@ -101,7 +101,8 @@ def test_the_coarse_map_is_the_engines_stage1(bundle):
     unit = ArraySource(image, 3).unit
     ours = coarse_map(bundle.s1, unit, bundle.s1_scale, bundle.mean, bundle.std)
     engine = stage1(ArraySource(image, 3), bundle.s1, bundle.s1_scale, bundle.mean, bundle.std)[0]
-    np.testing.assert_array_equal(ours.probs, engine.probs)
+    # the engine averages the stored uint8 values (kernels/area.py), training shrinks unit floats: equal up to rounding
+    np.testing.assert_allclose(ours.probs, engine.probs, rtol=0, atol=1e-6)
 
 
 @pytest.mark.parametrize("make", [bright_bundle, lambda: small_bundle(out_channels=3)], ids=["binary", "classes"])
