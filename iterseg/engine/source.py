@@ -270,7 +270,7 @@ class ArraySource:
             return self.to_unit(block_means(self.pixels, *factors)), None
         if full_height % height or full_height == height:
             return shrink(self.unit, height, width), None
-        factor = full_height // height
+        factor = factors[0]
         view = np.empty((height, width, self.channels), np.float32)
         step = max(1, STRIP_ROWS // factor)  # view rows per strip
         for top in range(0, height, step):
